@@ -1,0 +1,1 @@
+"""Prefect Blocks: the API connection, the stage and the audit database."""

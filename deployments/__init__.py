@@ -1,0 +1,1 @@
+"""Serving and deploying the flows, the bundled demo APIs, the demo and the CLI."""

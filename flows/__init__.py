@@ -1,0 +1,1 @@
+"""Batch types: one module per batch type, plus the builder that turns job types into a flow."""

@@ -1,0 +1,1 @@
+"""The jobs: extract, transform, load and audit tasks, and the engine they use."""

@@ -1,0 +1,54 @@
+"""One exception hierarchy, grouped by what the caller should do; no message ever holds a secret."""
+
+from __future__ import annotations
+
+
+class EtlError(Exception):
+    """Root of every error restful-etl raises."""
+
+
+class ConfigError(EtlError):
+    """A configuration is wrong: raised before any request is sent, naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class SourceError(EtlError):
+    """An API answered with an error that retrying will not mend (a 4xx other than 429)."""
+
+    def __init__(self, endpoint: str, status: int | None, message: str) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        super().__init__(f"{endpoint} answered {status}: {message}" if status else f"{endpoint}: {message}")
+
+
+class RetriableError(SourceError):
+    """429, 5xx, a timeout or a dropped connection: worth another attempt."""
+
+    def __init__(
+        self, endpoint: str, status: int | None, message: str, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(endpoint, status, message)
+
+
+class PaginationError(EtlError):
+    """A paginator would loop forever or went past its page limit."""
+
+
+class DestinationError(SourceError):
+    """A write to the destination API failed for one record."""
+
+
+class StageError(EtlError):
+    """The stage (memory or Redis) cannot be read or written."""
+
+
+class ScreenStop(EtlError):
+    """A quality screen whose action is `stop` failed: the batch stops before anything is loaded."""
+
+    def __init__(self, screen: str, message: str) -> None:
+        self.screen = screen
+        super().__init__(f"screen {screen!r} stopped the batch: {message}")

@@ -52,3 +52,12 @@ class ScreenStop(EtlError):
     def __init__(self, screen: str, message: str) -> None:
         self.screen = screen
         super().__init__(f"screen {screen!r} stopped the batch: {message}")
+
+
+class RecordError(EtlError):
+    """One record is bad (a value that cannot be converted, a failed screen): it goes to the error table."""
+
+    def __init__(self, message: str, *, column: str | None = None, value: object = None) -> None:
+        self.column = column
+        self.value = value
+        super().__init__(message)

@@ -9,17 +9,40 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from prefect_restful_etl.tasks.engine.exceptions import StageError
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError, StageError
+
+# `:` separates the parts of a key; the rest are glob characters of Redis' SCAN MATCH (and `\\` escapes them).
+# A part holding one could name, or let drop_batch match, another tenant's or batch's keys.
+_UNSAFE_IN_KEY = frozenset(':*?[]\\')
 
 
 @dataclass(frozen=True)
 class StageKey:
-    """`restful-etl:<tenant>:<batch>:<job>`: no tenant can name another tenant's records."""
+    """`restful-etl:<tenant>:<batch>:<job>`: no tenant can name another tenant's records.
+
+    No part may hold `:` or a glob character (`* ? [ ] \\`), so a part can neither reach into the next
+    part nor widen a Redis SCAN MATCH; such a key raises `ConfigError` when it is built.
+    """
 
     tenant_id: str
     batch_id: str
     job: str
     prefix: str = "restful-etl"
+
+    def __post_init__(self) -> None:
+        # The job may be empty: StageKey(tenant, batch, "") names the batch as a whole (see batch_prefix).
+        for field, value, required in (
+            ("prefix", self.prefix, True),
+            ("tenant_id", self.tenant_id, True),
+            ("batch_id", self.batch_id, True),
+            ("job", self.job, False),
+        ):
+            text = str(value)  # a batch id may arrive as a flow run's UUID
+            if required and not text:
+                raise ConfigError(field, "must not be empty")
+            unsafe = sorted(set(text) & _UNSAFE_IN_KEY)
+            if unsafe:
+                raise ConfigError(field, f"must not contain {' '.join(unsafe)} (it would change whose keys match)")
 
     def __str__(self) -> str:
         return f"{self.prefix}:{self.tenant_id}:{self.batch_id}:{self.job}"

@@ -46,6 +46,18 @@ class StageError(EtlError):
     """The stage (memory or Redis) cannot be read or written."""
 
 
+class StageUnavailable(StageError):
+    """The stage's server did not answer (refused, dropped, timed out): worth another attempt.
+
+    Names the operation, the stage key and the server's address, never its password.
+    """
+
+    def __init__(self, operation: str, key: str, message: str) -> None:
+        self.operation = operation
+        self.key = key
+        super().__init__(f"stage {operation} of {key} failed: {message}")
+
+
 class ScreenStop(EtlError):
     """A quality screen whose action is `stop` failed: the batch stops before anything is loaded."""
 

@@ -1,6 +1,40 @@
 """Shared fixtures: real servers on 127.0.0.1 live in tests/fixtures/, one module per server."""
 
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+# Before Prefect is imported: a private home, no telemetry, no calls off this machine.
+_HOME = Path(tempfile.mkdtemp(prefix="restful-etl-tests-"))
+os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
 pytest_plugins = [
     "fixtures.demo_apis",
     "fixtures.redis_server",
 ]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[Path]:
+    """One temporary Prefect server and database for the whole session (Prefect's own harness)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield _HOME / "prefect"
+
+
+@pytest.fixture
+def etl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh audit database (SQLite) and memory stage for one test."""
+    monkeypatch.setenv("RESTFUL_ETL_HOME", str(tmp_path))
+    monkeypatch.delenv("RESTFUL_ETL_AUDIT_URL", raising=False)
+    monkeypatch.setenv("RESTFUL_ETL_STAGE_URL", "memory://")
+    return tmp_path

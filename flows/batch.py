@@ -1,0 +1,156 @@
+"""Running one batch: redact, open the resources, run the jobs in order, audit, advance watermarks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from prefect.context import FlowRunContext
+from prefect.logging import get_run_logger
+
+from prefect_restful_etl.flows.resources import api_configs, open_clients, open_stage
+from prefect_restful_etl.flows.secrecy import redact_stored_parameters
+from prefect_restful_etl.tasks import runtime
+from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.context import BatchContext
+from prefect_restful_etl.tasks.engine.credentials import Credentials, all_secrets
+from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
+from prefect_restful_etl.tasks.engine.redaction import redact
+from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
+from prefect_restful_etl.tasks.engine.settings import Settings
+from prefect_restful_etl.tasks.engine.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
+from prefect_restful_etl.tasks.jobs import extract_job, load_job, transform_job
+
+
+async def run_batch(
+    batch_type: BatchType,
+    *,
+    tenant_id: str,
+    credentials: dict[str, Credentials],
+    full_refresh: bool = False,
+    base_urls: dict[str, str] | None = None,
+) -> BatchReport:
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None, "run_batch runs inside a batch flow"
+    flow_run = context.flow_run
+    batch_id = str(flow_run.id)
+    await redact_stored_parameters(
+        flow_run.id, context.parameters, credentials, [f"tenant:{tenant_id}", f"batch-type:{batch_type.name}"]
+    )
+    logger = get_run_logger()
+    settings = Settings()
+    apis = api_configs(batch_type, base_urls)
+    clients = open_clients(apis, credentials)  # a bad credential or config fails here, before any request
+    audit = await AuditStore.open(settings.audit_database())
+    ctx = BatchContext(
+        tenant_id=tenant_id,
+        batch_id=batch_id,
+        batch_type=batch_type.name,
+        stage=open_stage(settings),
+        audit=audit,
+        clients=clients,
+        full_refresh=full_refresh,
+        secrets=all_secrets(credentials),
+    )
+    started = time.monotonic()
+    await audit.merge(
+        EtlBatch(batch_id=batch_id, tenant_id=tenant_id, batch_type=batch_type.name, full_refresh=full_refresh)
+    )
+    runtime.register(ctx)
+    reports: list[JobReport] = []
+    try:
+        logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
+        for job in batch_type.jobs:
+            reports.append(await _run_job(job, batch_type, batch_id))
+        await _advance_watermarks(ctx, batch_type, reports)
+        report = await _finish(ctx, batch_type, reports, started, "COMPLETED", None, settings)
+        if not settings.keep_stage:
+            await ctx.stage.drop_batch(tenant_id, batch_id)
+        return report
+    except asyncio.CancelledError:
+        await asyncio.shield(_finish(ctx, batch_type, reports, started, "CANCELLED", "cancelled", settings))
+        raise
+    except BaseException as ex:
+        message = redact(f"{type(ex).__name__}: {ex}", ctx.secrets)
+        await asyncio.shield(_finish(ctx, batch_type, reports, started, "FAILED", message, settings))
+        raise
+    finally:
+        runtime.unregister(batch_id)
+        await asyncio.shield(_close(ctx))
+
+
+async def _run_job(job: ExtractJob | TransformJob | LoadJob, batch_type: BatchType, batch_id: str) -> JobReport:
+    if isinstance(job, ExtractJob):
+        return await extract_job(job, batch_id)
+    if isinstance(job, TransformJob):
+        return await transform_job(job, batch_type, batch_id)
+    return await load_job(job, batch_type, batch_id)
+
+
+async def _advance_watermarks(ctx: BatchContext, batch_type: BatchType, reports: list[JobReport]) -> None:
+    """Only a completed batch moves a watermark, so a failed one is read again in full next time."""
+    for report in reports:
+        job = batch_type.job(report.job)
+        if not isinstance(job, ExtractJob) or job.incremental is None:
+            continue
+        if report.watermark_after is None and not ctx.full_refresh:
+            continue  # nothing read: keep what we had
+        await ctx.audit.set_watermark(
+            EtlWatermark(
+                tenant_id=ctx.tenant_id,
+                batch_type=batch_type.name,
+                job=job.slug,
+                cursor_field=job.incremental.cursor_field,
+                value=report.watermark_after,
+                keys_at_value=report.keys_at_watermark,
+                batch_id=ctx.batch_id,
+            )
+        )
+
+
+def _totals(reports: list[JobReport]) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for report in reports:
+        for name, value in report.counts.items():
+            if name in COUNT_FIELDS:
+                totals[name] += value
+    return {name: totals[name] for name in COUNT_FIELDS}
+
+
+async def _finish(
+    ctx: BatchContext,
+    batch_type: BatchType,
+    reports: list[JobReport],
+    started: float,
+    status: str,
+    message: str | None,
+    settings: Settings,
+) -> BatchReport:
+    totals = _totals(reports)
+    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals)
+    return BatchReport(
+        batch_id=ctx.batch_id,
+        tenant_id=ctx.tenant_id,
+        batch_type=batch_type.name,
+        status=status,
+        full_refresh=ctx.full_refresh,
+        jobs=reports,
+        counts=totals,
+        seconds=round(time.monotonic() - started, 3),
+        audit_database=_where(settings),
+        message=message,
+    )
+
+
+def _where(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.audit_database()).render_as_string(hide_password=True)
+
+
+async def _close(ctx: BatchContext) -> Any:
+    for client in ctx.clients.values():
+        await client.__aexit__(None, None, None)
+    await ctx.audit.close()

@@ -1,0 +1,47 @@
+"""The builder: turns a batch type (plain configuration) into a Prefect flow whose jobs are tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Flow, flow
+
+from prefect_restful_etl.flows.batch import run_batch
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.jobtypes import BatchType
+from prefect_restful_etl.tasks.engine.report import BatchReport
+
+
+def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
+    """One flow per batch type; its parameters are the batch's: tenant, credentials, full or incremental."""
+
+    async def batch(
+        tenant_id: str,
+        credentials: dict[str, Credentials] | None = None,
+        full_refresh: bool = False,
+        base_urls: dict[str, str] | None = None,
+    ) -> BatchReport:
+        return await run_batch(
+            batch_type,
+            tenant_id=tenant_id,
+            credentials=credentials or {},
+            full_refresh=full_refresh,
+            base_urls=base_urls,
+        )
+
+    batch.__doc__ = f"""{batch_type.description or batch_type.name}
+
+    Args:
+        tenant_id: Whose records move; every run, stage key, watermark and audit row carries it.
+        credentials: The secrets per API name ({", ".join(batch_type.apis)}); masked as soon as the run starts.
+        full_refresh: Ignore the watermarks and read everything, then reset them.
+        base_urls: Per API name, a base URL that replaces the configured one for this run.
+    """
+    batch.__name__ = batch_type.name.replace("-", "_")
+    options: dict[str, Any] = {
+        "name": batch_type.name,
+        "flow_run_name": "{tenant_id}",
+        "description": batch_type.description or None,
+        "persist_result": False,
+    }
+    return flow(**(options | flow_options))(batch)

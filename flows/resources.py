@@ -1,0 +1,47 @@
+"""A batch's resources: audit store, stage and API clients, resolved from settings and the run's parameters."""
+
+from __future__ import annotations
+
+from prefect_restful_etl.tasks.engine.api import ApiConfig
+from prefect_restful_etl.tasks.engine.client import RateLimiter, RestClient
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.jobtypes import BatchType
+from prefect_restful_etl.tasks.engine.settings import Settings
+from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage
+
+
+def open_stage(settings: Settings) -> Stage:
+    url = settings.stage_url.get_secret_value()
+    if url.startswith("memory:"):
+        return MemoryStage()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from prefect_restful_etl.tasks.engine.stage_redis import RedisStage
+
+        return RedisStage.from_url(url, prefix=settings.stage_prefix, ttl=settings.stage_ttl)
+    raise ConfigError("RESTFUL_ETL_STAGE_URL", "must start with memory://, redis:// or rediss://")
+
+
+def api_configs(batch_type: BatchType, base_urls: dict[str, str] | None) -> dict[str, ApiConfig]:
+    """The batch type's APIs, with base URLs overridden per run (another environment, the demo's ports)."""
+    base_urls = base_urls or {}
+    unknown = set(base_urls) - set(batch_type.apis)
+    if unknown:
+        raise ConfigError("base_urls", f"names no API of {batch_type.name}: {sorted(unknown)}")
+    return {
+        name: api.model_validate({**api.model_dump(), "base_url": base_urls[name]}) if name in base_urls else api
+        for name, api in batch_type.apis.items()
+    }
+
+
+def open_clients(apis: dict[str, ApiConfig], credentials: dict[str, Credentials]) -> dict[str, RestClient]:
+    """One client per API; each checks its credentials now, so a missing secret fails before any request."""
+    unknown = set(credentials) - set(apis)
+    if unknown:
+        raise ConfigError("credentials", f"names no API of this batch type: {sorted(unknown)}")
+    for name, api in apis.items():
+        api.auth.build(credentials.get(name), name)  # every API checked before any client is opened
+    return {
+        name: RestClient(api, credentials.get(name), rate_limiter=RateLimiter(api.rate_limit))
+        for name, api in apis.items()
+    }

@@ -1,0 +1,161 @@
+"""The audit database: batch and job rows, error events, screens and watermarks, over async SQLAlchemy.
+
+SQLite (a file) by default; PostgreSQL or any async-capable SQLAlchemy URL in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from prefect_restful_etl.tasks.engine.tables import (
+    EtlBatch,
+    EtlErrorEvent,
+    EtlJob,
+    EtlScreen,
+    EtlWatermark,
+    utcnow,
+)
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+
+def async_url(url: str) -> str:
+    """`sqlite:///audit.db` -> `sqlite+aiosqlite:///audit.db`; a URL with a driver is kept as it is."""
+    parsed = make_url(url)
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver).render_as_string(hide_password=False) if driver else url
+
+
+class AuditStore:
+    """Reads and writes the audit tables; one per process and database URL (see `open`)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> AuditStore:
+        """Connect, creating the tables (and the SQLite file's folder) when they are missing."""
+        parsed = make_url(async_url(url))
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, pool_pre_ping=True)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        async with engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def session(self) -> AsyncSession:
+        return AsyncSession(self.engine, expire_on_commit=False)
+
+    async def add(self, *rows: SQLModel) -> None:
+        async with self.session() as session:
+            session.add_all(rows)
+            await session.commit()
+
+    async def merge(self, row: SQLModel) -> None:
+        async with self.session() as session:
+            await session.merge(row)
+            await session.commit()
+
+    async def get_batch(self, batch_id: str) -> EtlBatch | None:
+        async with self.session() as session:
+            return await session.get(EtlBatch, batch_id)
+
+    async def update_batch(self, batch_id: str, **values: Any) -> None:
+        await self._update(EtlBatch, batch_id, values)
+
+    async def update_job(self, job_id: str, **values: Any) -> None:
+        await self._update(EtlJob, job_id, values)
+
+    async def _update(self, table: type[SQLModel], key: str, values: dict[str, Any]) -> None:
+        async with self.session() as session:
+            row = await session.get(table, key)
+            if row is None:
+                raise KeyError(f"no {table.__tablename__} row {key}")
+            for name, value in values.items():
+                setattr(row, name, value)
+            await session.commit()
+
+    async def jobs(self, batch_id: str) -> Sequence[EtlJob]:
+        async with self.session() as session:
+            result = await session.exec(select(EtlJob).where(EtlJob.batch_id == batch_id).order_by(col(EtlJob.started_at)))
+            return result.all()
+
+    async def batches(self, tenant_id: str, batch_type: str | None = None, limit: int = 20) -> Sequence[EtlBatch]:
+        query = select(EtlBatch).where(EtlBatch.tenant_id == tenant_id)
+        if batch_type:
+            query = query.where(EtlBatch.batch_type == batch_type)
+        async with self.session() as session:
+            result = await session.exec(query.order_by(col(EtlBatch.started_at).desc()).limit(limit))
+            return result.all()
+
+    async def add_error_events(self, events: Iterable[EtlErrorEvent]) -> None:
+        events = list(events)
+        if events:
+            await self.add(*events)
+
+    async def error_events(self, batch_id: str, limit: int | None = None) -> Sequence[EtlErrorEvent]:
+        query = select(EtlErrorEvent).where(EtlErrorEvent.batch_id == batch_id).order_by(col(EtlErrorEvent.id))
+        async with self.session() as session:
+            result = await session.exec(query.limit(limit) if limit else query)
+            return result.all()
+
+    async def get_watermark(self, tenant_id: str, batch_type: str, job: str) -> EtlWatermark | None:
+        async with self.session() as session:
+            return await session.get(EtlWatermark, (tenant_id, batch_type, job))
+
+    async def set_watermark(self, watermark: EtlWatermark) -> None:
+        watermark.updated_at = utcnow()
+        await self.merge(watermark)
+
+    async def clear_watermark(self, tenant_id: str, batch_type: str, job: str) -> None:
+        async with self.session() as session:
+            row = await session.get(EtlWatermark, (tenant_id, batch_type, job))
+            if row is not None:
+                await session.delete(row)
+                await session.commit()
+
+    async def sync_screens(self, rows: Iterable[EtlScreen]) -> None:
+        """Upsert the screen dimension rows of a batch type."""
+        async with self.session() as session:
+            for row in rows:
+                existing = (
+                    await session.exec(
+                        select(EtlScreen).where(
+                            EtlScreen.batch_type == row.batch_type, EtlScreen.job == row.job, EtlScreen.name == row.name
+                        )
+                    )
+                ).first()
+                if existing is None:
+                    session.add(row)
+                else:
+                    for name in ("type", "category", "severity", "action", "processing_order"):
+                        setattr(existing, name, getattr(row, name))
+            await session.commit()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets a reader (the CLI, a test) look while a batch writes; busy_timeout rides out short locks
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def elapsed(started: datetime, ended: datetime | None) -> float | None:
+    if ended is None:
+        return None
+    return (ended - started).total_seconds()

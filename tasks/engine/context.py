@@ -1,0 +1,91 @@
+"""What a running job needs: the batch's identity, its stage, audit store, API clients and error sink."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.client import RestClient
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
+from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent
+
+_MAX_VALUE_CHARS = 200
+
+
+@dataclass
+class BatchContext:
+    """One batch's live resources; never persisted, so it may hold API clients (and so credentials)."""
+
+    tenant_id: str
+    batch_id: str
+    batch_type: str
+    stage: Stage
+    audit: AuditStore
+    clients: dict[str, RestClient]
+    full_refresh: bool = False
+    secrets: list[str] = field(default_factory=list, repr=False)
+
+    def client(self, api: str) -> RestClient:
+        try:
+            return self.clients[api]
+        except KeyError:
+            raise ConfigError("api", f"{api!r} has no client in this batch") from None
+
+    def stage_key(self, job_slug: str) -> StageKey:
+        return StageKey(self.tenant_id, self.batch_id, job_slug)
+
+
+class ErrorSink:
+    """Collects one job's error events and writes them in batches, not one insert per bad record."""
+
+    def __init__(self, ctx: BatchContext, job: str, job_id: str | None, flush_every: int = 500) -> None:
+        self._ctx, self._job, self._job_id, self._flush_every = ctx, job, job_id, flush_every
+        self._pending: list[EtlErrorEvent] = []
+        self.count = 0
+
+    async def add(
+        self,
+        *,
+        screen: str,
+        message: str,
+        natural_key: str | None = None,
+        column: str | None = None,
+        value: Any = None,
+        severity: int = 5,
+        action: str = "reject",
+    ) -> None:
+        self._pending.append(
+            EtlErrorEvent(
+                batch_id=self._ctx.batch_id,
+                job_id=self._job_id,
+                tenant_id=self._ctx.tenant_id,
+                job=self._job,
+                screen=screen,
+                severity=severity,
+                action=action,
+                natural_key=natural_key,
+                column=column,
+                value=self._safe(value),
+                message=self._scrub(message),
+            )
+        )
+        self.count += 1
+        if len(self._pending) >= self._flush_every:
+            await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        await self._ctx.audit.add_error_events(pending)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._ctx.secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "**********")
+        return text
+
+    def _safe(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        return self._scrub(str(value))[:_MAX_VALUE_CHARS]

@@ -1,0 +1,26 @@
+"""Where the audit database and the stage live, from `RESTFUL_ETL_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Defaults make a laptop work with nothing set: a SQLite file under `.restful-etl/`, memory staging."""
+
+    model_config = SettingsConfigDict(env_prefix="RESTFUL_ETL_", extra="ignore")
+
+    home: Path = Field(default=Path(".restful-etl"), description="Folder for the default SQLite audit database.")
+    audit_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL; a password in it stays secret.")
+    stage_url: SecretStr = Field(default=SecretStr("memory://"), description="`memory://` or `redis://host:port/db`.")
+    stage_prefix: str = "restful-etl"
+    stage_ttl: int | None = Field(default=7 * 24 * 3600, description="Seconds a Redis stage key lives.")
+    keep_stage: bool = Field(default=False, description="Keep a completed batch's staged records.")
+
+    def audit_database(self) -> str:
+        if self.audit_url is not None:
+            return self.audit_url.get_secret_value()
+        return f"sqlite:///{(self.home / 'audit.db').resolve()}"

@@ -1,0 +1,46 @@
+"""The jobs as Prefect tasks: thin wrappers that look up the batch and run the engine."""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from prefect_restful_etl.tasks import runtime
+from prefect_restful_etl.tasks.engine.context import ErrorSink
+from prefect_restful_etl.tasks.engine.extract import run_extract
+from prefect_restful_etl.tasks.engine.jobrun import audited_job
+from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
+from prefect_restful_etl.tasks.engine.load import run_load
+from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.transform import run_transform
+
+
+def _job_id() -> str:
+    context = TaskRunContext.get()
+    return str(context.task_run.id) if context else str(uuid.uuid4())
+
+
+@task(name="extract", task_run_name="{job.name}", persist_result=True)
+async def extract_job(job: ExtractJob, batch_id: str) -> JobReport:
+    ctx = runtime.batch(batch_id)
+    async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
+        await run_extract(job, ctx, report)
+    return report
+
+
+@task(name="transform", task_run_name="{job.name}", persist_result=True)
+async def transform_job(job: TransformJob, batch_type: BatchType, batch_id: str) -> JobReport:
+    ctx = runtime.batch(batch_id)
+    async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
+        await run_transform(job, batch_type, ctx, report, ErrorSink(ctx, job.name, report.job_id))
+    return report
+
+
+@task(name="load", task_run_name="{job.name}", persist_result=True)
+async def load_job(job: LoadJob, batch_type: BatchType, batch_id: str) -> JobReport:
+    ctx = runtime.batch(batch_id)
+    async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
+        await run_load(job, batch_type, ctx, report, ErrorSink(ctx, job.name, report.job_id))
+    return report

@@ -1,0 +1,43 @@
+"""Helpers for engine tests: a batch context on a memory stage and a temporary SQLite audit database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from prefect_restful_etl.tasks.engine.api import ApiConfig
+from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.client import RestClient
+from prefect_restful_etl.tasks.engine.context import BatchContext
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.stage import MemoryStage
+from prefect_restful_etl.tasks.engine.tables import EtlBatch
+
+
+@asynccontextmanager
+async def batch_context(
+    tmp_path: Path, apis: dict[str, tuple[ApiConfig, Credentials | None]], *, tenant_id: str = "t1",
+    full_refresh: bool = False,
+) -> AsyncIterator[BatchContext]:
+    audit = await AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
+    clients = {name: RestClient(api, creds) for name, (api, creds) in apis.items()}
+    ctx = BatchContext(
+        tenant_id=tenant_id,
+        batch_id=str(uuid.uuid4()),
+        batch_type="test-batch",
+        stage=MemoryStage(),
+        audit=audit,
+        clients=clients,
+        full_refresh=full_refresh,
+        secrets=[s for _, c in apis.values() if c for s in c.secret_values()],
+    )
+    await audit.add(EtlBatch(batch_id=ctx.batch_id, tenant_id=tenant_id, batch_type="test-batch"))
+    try:
+        yield ctx
+    finally:
+        await ctx.stage.drop_batch(tenant_id, ctx.batch_id)
+        for client in clients.values():
+            await client.__aexit__(None, None, None)
+        await audit.close()

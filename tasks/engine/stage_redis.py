@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -190,6 +191,8 @@ class RedisStage:
         """Redis' errors as StageError, naming the operation, the key and the server, never the password."""
         try:
             yield
+        except AuthenticationError as ex:  # a ConnectionError to redis-py, but no retry will mend it
+            raise StageError(f"stage {operation} of {name} failed: {self._where}: {self._redacted(ex)}") from ex
         except (RedisConnectionError, RedisTimeoutError, OSError) as ex:
             raise StageUnavailable(operation, name, f"{self._where}: {self._redacted(ex)}") from ex
         except RedisError as ex:

@@ -30,7 +30,9 @@ def batch() -> str:
 
 
 def records(n: int, start: int = 0) -> list[dict[str, Any]]:
-    return [{"id": i, "name": f"customer {i}", "active": i % 2 == 0, "tags": ["a", "b"]} for i in range(start, start + n)]
+    return [
+        {"id": i, "name": f"customer {i}", "active": i % 2 == 0, "tags": ["a", "b"]} for i in range(start, start + n)
+    ]
 
 
 async def read_all(stage: Stage, key: StageKey, chunk_size: int = 1000) -> list[list[dict[str, Any]]]:

@@ -194,14 +194,19 @@ class Lookup(BaseModel):
         raise RecordError(f"lookup {self.source_name}: no member for {key!r}", column=self.field, value=key)
 
 
-def resolve_source(step: Lookup, sources: Mapping[str, LookupSource]) -> LookupSource:
-    """The source a lookup step reads, checked before the first record (a `ConfigError` names it)."""
-    if isinstance(step.source, dict):
-        source: LookupSource = StaticLookup(step.source)
-    elif step.source in sources:
-        source = sources[step.source]
-    else:
-        raise ConfigError(f"lookup {step.source!r}", f"no such lookup source in this batch (have: {sorted(sources)})")
-    if step.on_miss == "infer" and not (isinstance(source, InferringLookupSource) and source.can_create):
-        raise ConfigError(f"lookup {step.source_name!r}", "on_miss 'infer' needs a source that can create members")
-    return source
+def resolve_source(
+    source: str | Mapping[str, Any], sources: Mapping[str, LookupSource], *, infer: bool = False
+) -> LookupSource:
+    """The source a lookup step or screen reads, checked before the first record (a ConfigError names it).
+
+    `source` names one of the batch's `sources`, or is an inline mapping; `infer` asks for a source
+    that can create inferred members.
+    """
+    if not isinstance(source, str):
+        return StaticLookup(source)
+    if source not in sources:
+        raise ConfigError(f"lookup {source!r}", f"no such lookup source in this batch (have: {sorted(sources)})")
+    found = sources[source]
+    if infer and not (isinstance(found, InferringLookupSource) and found.can_create):
+        raise ConfigError(f"lookup {source!r}", "on_miss 'infer' needs a source that can create members")
+    return found

@@ -410,7 +410,8 @@ class Pipeline:
         plain: list[_Step] = []
         for step in self.steps:
             if isinstance(step, Lookup):
-                self._stages.append((plain, step, resolve_source(step, lookups or {})))
+                source = resolve_source(step.source, lookups or {}, infer=step.on_miss == "infer")
+                self._stages.append((plain, step, source))
                 plain = []
             else:
                 plain.append(step)

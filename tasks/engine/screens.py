@@ -1,0 +1,438 @@
+"""Kimball's quality screens: column, structure and business-rule checks with a severity and an action.
+
+```json
+[{"name": "email present", "check": "not_null", "column": "email", "category": "completeness",
+  "severity": 6, "action": "reject"},
+ {"name": "one row per customer", "check": "unique", "columns": ["customer_id"], "severity": 8},
+ {"name": "known country", "check": "exists", "column": "country", "lookup": "countries", "action": "pass"},
+ {"name": "discount below price", "check": "rule", "expression": "discount <= price", "severity": 4}]
+```
+`check` chooses the screen; `type` (column, structure, business_rule) follows from it. Defaults:
+severity 5, action `reject`. Column screens other than `not_null` let nulls through: completeness
+is `not_null`'s one job. A `Screener` runs a job's screens over each record of one batch, in the
+declared order, and keeps the batch's `ScreenSummary`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
+
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError, ScreenStop
+from prefect_restful_etl.tasks.engine.expressions import compile_expression
+from prefect_restful_etl.tasks.engine.lookups import LookupSource, resolve_source
+from prefect_restful_etl.tasks.engine.paths import get_path
+
+Record = dict[str, Any]
+Problem = tuple[str | None, Any, str]  # column, failing value, message
+
+
+class _Screen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    category: str = Field(default="", description='Free text: "completeness", "validity", "consistency".')
+    severity: int = Field(default=5, ge=1, le=10)
+    action: Literal["pass", "reject", "stop"] = "reject"
+
+    def dimension_row(self, order: int) -> dict[str, Any]:
+        """The `etl_screen` dimension row; `order` is the processing order (1 runs first)."""
+        kind = getattr(self, "type")  # each concrete screen declares its own Literal type
+        return {"name": self.name, "type": kind, "category": self.category or None, "severity": self.severity,
+                "action": self.action, "processing_order": order}  # fmt: skip
+
+
+class _ColumnScreen(_Screen):
+    type: Literal["column"] = "column"
+    column: str = Field(min_length=1, description="A field name or dotted path.")
+
+    def problem(self, record: Record) -> Problem | None:
+        value = get_path(record, self.column)
+        if value is None:
+            return None
+        message = self.test(value)
+        return None if message is None else (self.column, value, message)
+
+    def test(self, value: Any) -> str | None:
+        """Why `value` fails, or None when it passes."""
+        raise NotImplementedError
+
+
+class NotNull(_ColumnScreen):
+    """`{"name": "email present", "check": "not_null", "column": "email", "blank_is_null": true}`"""
+
+    check: Literal["not_null"] = "not_null"
+    blank_is_null: bool = Field(default=False, description="Whitespace-only text counts as missing.")
+
+    def problem(self, record: Record) -> Problem | None:
+        value = get_path(record, self.column)
+        if value is None:
+            return (self.column, None, f"{self.column} is missing")
+        if self.blank_is_null and isinstance(value, str) and not value.strip():
+            return (self.column, value, f"{self.column} is blank")
+        return None
+
+
+def _is_iso(parse: Any, value: Any) -> bool:
+    try:
+        parse(value.replace("Z", "+00:00"))
+        return True
+    except ValueError:
+        return False
+
+
+_TYPES: dict[str, Any] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "date": lambda v: isinstance(v, str) and len(v) == 10 and _is_iso(date.fromisoformat, v),
+    "datetime": lambda v: isinstance(v, str) and _is_iso(datetime.fromisoformat, v),
+    "list": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+class TypeScreen(_ColumnScreen):
+    """`{"name": "amount is a number", "check": "type", "column": "amount", "expected": "number"}`
+
+    `date` and `datetime` mean ISO 8601 text, as the cast step writes them.
+    """
+
+    check: Literal["type"] = "type"
+    expected: Literal["str", "int", "number", "bool", "date", "datetime", "list", "object"]
+
+    def test(self, value: Any) -> str | None:
+        return None if _TYPES[self.expected](value) else f"{self.column} is not of type {self.expected}"
+
+
+class Pattern(_ColumnScreen):
+    """`{"name": "postcode format", "check": "pattern", "column": "postcode", "pattern": "^[0-9]{4}$"}`
+
+    Searched as JSON Schema's `pattern` is: anchor it to match the whole value. Numbers are read as text.
+    """
+
+    check: Literal["pattern"] = "pattern"
+    pattern: str
+    _regex: re.Pattern[str] = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        try:
+            self._regex = re.compile(self.pattern)
+        except re.error as ex:
+            raise ConfigError(f"screen {self.name!r}", f"invalid pattern {self.pattern!r}: {ex}") from ex
+
+    def test(self, value: Any) -> str | None:
+        if isinstance(value, (dict, list)):
+            return f"{self.column} is not text"
+        return None if self._regex.search(str(value)) else f"{self.column} does not match {self.pattern!r}"
+
+
+class _Bounded(_ColumnScreen):
+    min: int | float | str | None = None
+    max: int | float | str | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> _Bounded:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        return self
+
+    def _outside(self, measure: Any, what: str) -> str | None:
+        try:
+            if self.min is not None and measure < self.min:
+                return f"{what} {measure!r} is below {self.min!r}"
+            if self.max is not None and measure > self.max:
+                return f"{what} {measure!r} is above {self.max!r}"
+        except TypeError:
+            return f"{what} {measure!r} cannot be compared with {self.min if self.min is not None else self.max!r}"
+        return None
+
+
+class Range(_Bounded):
+    """`{"name": "sane age", "check": "range", "column": "age", "min": 0, "max": 130}`
+
+    Bounds are inclusive; text bounds compare as text, so ISO dates work (`"min": "2000-01-01"`).
+    """
+
+    check: Literal["range"] = "range"
+
+    def test(self, value: Any) -> str | None:
+        if isinstance(value, bool):
+            return f"{self.column} is a boolean"
+        return self._outside(value, self.column)
+
+
+class Length(_Bounded):
+    """`{"name": "short code", "check": "length", "column": "code", "min": 2, "max": 3}` (text or lists)"""
+
+    check: Literal["length"] = "length"
+
+    def test(self, value: Any) -> str | None:
+        if not isinstance(value, (str, list, dict)):
+            return f"{self.column} has no length"
+        return self._outside(len(value), f"length of {self.column}")
+
+
+class AllowedValues(_ColumnScreen):
+    """`{"name": "known status", "check": "allowed_values", "column": "status", "values": ["active", "closed"]}`"""
+
+    check: Literal["allowed_values"] = "allowed_values"
+    values: list[Any] = Field(min_length=1)
+
+    def test(self, value: Any) -> str | None:
+        allowed = isinstance(value, Hashable) and value in self.values
+        return None if allowed else f"{self.column} {value!r} is not an allowed value"
+
+
+class Unique(_Screen):
+    """A natural key seen once per batch: `{"name": "one row per id", "check": "unique", "columns": ["id"]}`
+
+    The first record with a key passes, later ones fail; a record the screens reject does not claim its key.
+    A key with a null part is not checked.
+    """
+
+    type: Literal["structure"] = "structure"
+    check: Literal["unique"] = "unique"
+    columns: list[str] = Field(min_length=1)
+
+    def key(self, record: Record) -> tuple[Hashable, ...] | None:
+        parts = [get_path(record, c) for c in self.columns]
+        if any(p is None for p in parts):
+            return None
+        return tuple(p if isinstance(p, Hashable) else repr(p) for p in parts)
+
+
+class Exists(_Screen):
+    """Referential integrity through a lookup source of the batch (or an inline mapping).
+
+    `{"name": "known country", "check": "exists", "column": "country", "lookup": "countries"}`
+    A null value is not checked.
+    """
+
+    type: Literal["structure"] = "structure"
+    check: Literal["exists"] = "exists"
+    column: str = Field(min_length=1)
+    lookup: str | dict[str, Any]
+
+
+class Rule(_Screen):
+    """A business rule that must hold, in the safe expression language.
+
+    `{"name": "discount below price", "check": "rule", "expression": "discount <= price", "column": "discount"}`
+    `column` only says which field an error event blames. A rule that cannot be evaluated fails.
+    """
+
+    type: Literal["business_rule"] = "business_rule"
+    check: Literal["rule"] = "rule"
+    expression: str
+    column: str | None = None
+    _test: Any = PrivateAttr()
+
+    def model_post_init(self, context: Any) -> None:
+        self._test = compile_expression(self.expression)
+
+    def problem(self, record: Record) -> Problem | None:
+        try:
+            if self._test(record):
+                return None
+            message = f"rule {self.expression!r} is false"
+        except RecordError as ex:
+            message = str(ex)
+        return (self.column, get_path(record, self.column) if self.column else None, message)
+
+
+Screen = Annotated[
+    NotNull | TypeScreen | Pattern | Range | Length | AllowedValues | Unique | Exists | Rule,
+    Field(discriminator="check"),
+]
+_SCREENS: TypeAdapter[list[Screen]] = TypeAdapter(list[Screen])
+_MAX_VALUE_CHARS = 200
+
+
+class Fate(StrEnum):
+    """What becomes of a screened record: the worst action among its failures decides."""
+
+    PASSED = "passed"
+    FLAGGED = "flagged"  # failed only `pass` screens: goes on, with error events
+    REJECTED = "rejected"
+    STOP = "stop"
+
+
+_FATE_OF_ACTION = {"pass": Fate.FLAGGED, "reject": Fate.REJECTED, "stop": Fate.STOP}
+_RANK = {Fate.PASSED: 0, Fate.FLAGGED: 1, Fate.REJECTED: 2, Fate.STOP: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenFailure:
+    """One failed screen on one record: one row of `etl_error_event`."""
+
+    screen: str
+    type: str
+    category: str
+    severity: int
+    action: str
+    column: str | None
+    value: str | None  # stringified and cut to 200 characters
+    message: str
+
+    def as_error_event(self) -> dict[str, Any]:
+        """Keyword arguments for the job's error sink (it adds batch, job, tenant and natural key)."""
+        return {"screen": self.screen, "severity": self.severity, "action": self.action,
+                "column": self.column, "value": self.value, "message": self.message}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenResult:
+    failures: tuple[ScreenFailure, ...]
+    fate: Fate
+
+    @property
+    def kept(self) -> bool:
+        """Whether the record goes on to the next job (passed or flagged)."""
+        return self.fate in (Fate.PASSED, Fate.FLAGGED)
+
+    def raise_for_stop(self) -> None:
+        """Raise ScreenStop for a `stop` failure: call it after writing the failures as error events."""
+        if self.fate is Fate.STOP:
+            first = next(f for f in self.failures if f.action == "stop")
+            raise ScreenStop(first.screen, first.message)
+
+
+@dataclass
+class ScreenSummary:
+    """A batch's quality report, record by record.
+
+    `quality_score` is 100 minus the severity-weighted share of bad records: each record counts its
+    worst failure's severity out of 10 (a record with a severity-10 failure counts as wholly bad, one
+    with only a severity-2 flag as a fifth bad), so many small flags weigh less than a few rejects.
+    100 when nothing was screened or nothing failed; `pass_rate` is the plain share without failures.
+    """
+
+    screened: int = 0
+    passed: int = 0
+    flagged: int = 0
+    rejected: int = 0
+    stopped: int = 0
+    max_severity: int = 0
+    failures_by_screen: Counter[str] = field(default_factory=Counter)
+    _severity_total: int = 0
+
+    def add(self, result: ScreenResult) -> None:
+        self.screened += 1
+        fate = result.fate
+        if fate is Fate.PASSED:
+            self.passed += 1
+            return
+        self.flagged += fate is Fate.FLAGGED
+        self.rejected += fate is Fate.REJECTED
+        self.stopped += fate is Fate.STOP
+        worst = max(f.severity for f in result.failures)
+        self.max_severity = max(self.max_severity, worst)
+        self._severity_total += worst
+        self.failures_by_screen.update(f.screen for f in result.failures)
+
+    @property
+    def quality_score(self) -> float:
+        if not self.screened:
+            return 100.0
+        return round(100.0 * (1 - self._severity_total / (10 * self.screened)), 2)
+
+    @property
+    def pass_rate(self) -> float:
+        return round(100.0 * self.passed / self.screened, 2) if self.screened else 100.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"screened": self.screened, "passed": self.passed, "flagged": self.flagged,
+                "rejected": self.rejected, "stopped": self.stopped, "quality_score": self.quality_score,
+                "pass_rate": self.pass_rate, "max_severity": self.max_severity,
+                "failures_by_screen": dict(self.failures_by_screen)}  # fmt: skip
+
+
+def parse_screens(raw: Sequence[Screen | Mapping[str, Any]]) -> list[Screen]:
+    """Screens from plain data or models; names must be unique (they key the error events)."""
+    screens = _SCREENS.validate_python(list(raw))
+    seen: set[str] = set()
+    for screen in screens:
+        if screen.name in seen:
+            raise ConfigError(f"screen {screen.name!r}", "two screens share this name")
+        seen.add(screen.name)
+    return screens
+
+
+class Screener:
+    """One batch's screening of one job's records: `result = await screener.screen(record)`.
+
+    `Screener(job.screens, lookups={"countries": StagedLookup(...)})`; build one per batch, since it
+    remembers the natural keys seen. Write `result.failures` as error events, then call
+    `result.raise_for_stop()`; `screener.summary` is the quality report.
+    """
+
+    def __init__(
+        self, screens: Sequence[Screen | Mapping[str, Any]], lookups: Mapping[str, LookupSource] | None = None
+    ) -> None:
+        self.screens = parse_screens(screens)
+        self.summary = ScreenSummary()
+        self._sources = {s.name: resolve_source(s.lookup, lookups or {}) for s in self.screens if isinstance(s, Exists)}
+        self._seen: dict[str, set[tuple[Hashable, ...]]] = {
+            s.name: set() for s in self.screens if isinstance(s, Unique)
+        }
+
+    def dimension_rows(self) -> list[dict[str, Any]]:
+        return [screen.dimension_row(order) for order, screen in enumerate(self.screens, start=1)]
+
+    async def screen(self, record: Record) -> ScreenResult:
+        failures: list[ScreenFailure] = []
+        claims: list[tuple[set[tuple[Hashable, ...]], tuple[Hashable, ...]]] = []
+        for screen in self.screens:
+            if isinstance(screen, Unique):
+                problem, claim = self._unique(screen, record)
+                if claim:
+                    claims.append(claim)
+            elif isinstance(screen, Exists):
+                problem = await self._exists(screen, record)
+            else:
+                problem = screen.problem(record)
+            if problem is not None:
+                failures.append(_failure(screen, *problem))
+        fate = max((_FATE_OF_ACTION[f.action] for f in failures), key=_RANK.__getitem__, default=Fate.PASSED)
+        result = ScreenResult(tuple(failures), fate)
+        if result.kept:
+            for seen, key in claims:
+                seen.add(key)
+        self.summary.add(result)
+        return result
+
+    def _unique(self, screen: Unique, record: Record) -> tuple[Problem | None, Any]:
+        key = screen.key(record)
+        if key is None:
+            return None, None
+        seen = self._seen[screen.name]
+        if key in seen:
+            shown = key[0] if len(key) == 1 else key
+            return (", ".join(screen.columns), shown, f"natural key {shown!r} already seen in this batch"), None
+        return None, (seen, key)
+
+    async def _exists(self, screen: Exists, record: Record) -> Problem | None:
+        value = get_path(record, screen.column)
+        if value is None:
+            return None
+        if isinstance(value, (dict, list)) or await self._sources[screen.name].get(value) is None:
+            where = screen.lookup if isinstance(screen.lookup, str) else "the inline mapping"
+            return (screen.column, value, f"{screen.column} {value!r} has no match in {where}")
+        return None
+
+
+def _failure(screen: _Screen, column: str | None, value: Any, message: str) -> ScreenFailure:
+    shown = None if value is None else str(value)
+    if shown is not None and len(shown) > _MAX_VALUE_CHARS:
+        shown = shown[: _MAX_VALUE_CHARS - 1] + "…"
+    kind = getattr(screen, "type")
+    return ScreenFailure(screen.name, kind, screen.category, screen.severity, screen.action, column, shown, message)

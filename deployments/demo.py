@@ -28,16 +28,20 @@ _COLUMNS = ("extracted", "transformed", "rejected", "inserted", "updated", "unch
 
 
 def show(title: str, report: BatchReport) -> None:
-    table = Table(title=f"{title}: {report.batch_type} for tenant {report.tenant_id!r} ({report.status})")
-    table.add_column("job")
-    for column in (*_COLUMNS, "seconds"):
-        table.add_column(column.replace("_", " "), justify="right")
+    """One column per job and one for the batch, one row per count: fits a narrow terminal."""
+    table = Table(title=f"{title}: {report.batch_type} for tenant {report.tenant_id!r}: {report.status}")
+    table.add_column("records")
     for job in report.jobs:
-        counts = job.counts
-        table.add_row(job.job, *(str(counts.get(c, "")) for c in _COLUMNS), f"{job.seconds:.2f}")
-    table.add_row("batch", *(str(report.counts.get(c, 0)) for c in _COLUMNS), f"{report.seconds:.2f}", style="bold")
+        table.add_column(job.kind, justify="right")
+    table.add_column("batch", justify="right", style="bold")
+    for count in _COLUMNS:
+        values = [str(job.counts[count]) if count in job.counts else "" for job in report.jobs]
+        table.add_row(count.replace("_", " "), *values, str(report.counts.get(count, 0)))
+    table.add_row("seconds", *(f"{job.seconds:.2f}" for job in report.jobs), f"{report.seconds:.2f}")
     console.print(table)
-    console.print(f"batch id {report.batch_id}; audit database: {report.audit_database}\n")
+    for job in report.jobs:
+        console.print(f"  {job.kind}: {job.job}")
+    console.print(f"batch id {report.batch_id}\naudit database: {report.audit_database}\n")
 
 
 def edit_crm(apis: DemoApis) -> list[str]:

@@ -53,9 +53,12 @@ async def run_load(
         changes = [plan_type1(r, k, row_hash(r, compare), index.get(k)) for k, r in latest.items()]
         counts["unchanged"] += sum(c.action == "unchanged" for c in changes) + len(chunk) - len(latest)
         writes = [c for c in changes if c.action != "unchanged"]
-        async with asyncio.TaskGroup() as group:
-            for change in writes:
-                group.create_task(_write(client, job, change, compare, index, counts, errors, limit))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for change in writes:
+                    group.create_task(_write(client, job, change, compare, index, counts, errors, limit))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None  # the first failure, as itself; its siblings were cancelled
     await errors.flush()
     return report
 

@@ -1,4 +1,8 @@
-"""The HTTP client: one `httpx.AsyncClient` per API and run, with auth, retries, rate limit and paging."""
+"""The HTTP client: one `httpx.AsyncClient` per API and job, with auth, retries, rate limit and paging.
+
+What a run shares between the clients of one API (the rate limit, an OAuth2 token) is passed in:
+`RateLimiter(api.rate_limit)` and `api.auth.build(credentials, api.name)`, built once per run.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import asyncio
 import email.utils
 import logging
 import random
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -17,59 +24,76 @@ from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.paginators import BasePaginator, PageRequest
 from prefect_restful_etl.tasks.engine.paths import get_path
-from prefect_restful_etl.tasks.engine.redaction import redact
+from prefect_restful_etl.tasks.engine.redaction import RedactingFilter, install_log_redaction, redact
 
 logger = logging.getLogger(__name__)
 
-_RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_NOT_RETRIABLE_5XX = frozenset({501, 505})  # the server says it will never do this
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Failures where the request surely never reached the application, so even a POST may be sent again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_DROPPED = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+_sleep = asyncio.sleep  # the backoff's pause, a module attribute so that tests can record it instead
 
 
-def classify(response: httpx.Response, endpoint: str) -> None:
+def classify(response: httpx.Response, endpoint: str, secrets: Sequence[str] = ()) -> None:
     """The one place that decides what an HTTP status means: success, retry, or a fatal error."""
     if response.is_success:
         return
     status = response.status_code
-    message = response.text[:300] or response.reason_phrase
-    if status in _RETRIABLE_STATUSES:
+    message = redact(response.text[:300] or response.reason_phrase, secrets)
+    if status in (408, 425, 429) or (status >= 500 and status not in _NOT_RETRIABLE_5XX):
         raise RetriableError(endpoint, status, message, retry_after=parse_retry_after(response))
     raise SourceError(endpoint, status, message)
 
 
-def parse_retry_after(response: httpx.Response) -> float | None:
+def parse_retry_after(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
     """`Retry-After` in seconds (`120`) or as an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`)."""
-    value = response.headers.get("Retry-After")
+    value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
-    if value.strip().isdigit():
+    if value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - now())
 
 
 class RateLimiter:
-    """At most `rate` requests per second, spread evenly, shared by every job that holds it."""
+    """At most `rate` requests per second, spread evenly, shared by every client (and job) that holds it.
 
-    def __init__(self, rate: float | None) -> None:
+    The bookkeeping sits behind a `threading.Lock`, never awaited, so one limiter may serve jobs that
+    run in different threads and event loops; each caller then sleeps in its own loop.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.rate = rate
         self._interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-        self._lock = asyncio.Lock()
+        self._clock, self._sleep = clock, sleep
+        self._next = float("-inf")
+        self._lock = threading.Lock()
 
     async def wait(self) -> None:
         if not self._interval:
             return
-        async with self._lock:
-            now = time.monotonic()
+        with self._lock:
+            now = self._clock()
             delay = self._next - now
             self._next = max(now, self._next) + self._interval
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
 
 class RestClient:
-    """Requests against one API for one run; use as `async with RestClient(api, credentials) as client`."""
+    """Requests against one API for one job; use as `async with RestClient(api, credentials) as client`."""
 
     def __init__(
         self,
@@ -77,49 +101,88 @@ class RestClient:
         credentials: Credentials | None = None,
         *,
         rate_limiter: RateLimiter | None = None,
+        auth: httpx.Auth | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.api = api
         self._secrets = credentials.secret_values() if credentials else []
-        self._auth = api.auth.build(credentials, api.name)  # fails here, before any request
+        self._auth = auth or api.auth.build(credentials, api.name)  # a missing credential fails here
         self._limiter = rate_limiter or RateLimiter(api.rate_limit)
+        install_log_redaction()
+        RedactingFilter.register(self._secrets)
         limits = httpx.Limits(max_connections=api.concurrency * 2, max_keepalive_connections=api.concurrency * 2)
         self._http = httpx.AsyncClient(
             base_url=api.url, headers=api.headers, timeout=api.timeout, limits=limits, transport=transport
         )
+        self._base = httpx.URL(api.url)
 
     async def __aenter__(self) -> RestClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._http.aclose()
+        await self.aclose()
 
-    def _endpoint(self, method: str, url: str) -> str:
+    async def aclose(self) -> None:
+        if not self._http.is_closed:
+            await self._http.aclose()
+            RedactingFilter.unregister(self._secrets)
+
+    def _endpoint(self, method: str, url: str | httpx.URL) -> str:
         return redact(f"{method} {self.api.name}:{httpx.URL(url).copy_with(query=None)}", self._secrets)
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One request, retried on 429, 5xx, timeouts and dropped connections with backoff and jitter."""
+    async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """One request, retried on 429, 5xx, timeouts and dropped connections with backoff and jitter.
+
+        A request that is not `idempotent` (by default POST and PATCH) is sent again only when it surely
+        never reached the API (429, no connection): a retried POST after a 502 could create a record twice.
+        """
         endpoint = self._endpoint(method, url)
+        self._check_origin(url, endpoint)
+        safe = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
         for attempt in range(1, self.api.max_attempts + 1):
             await self._limiter.wait()
-            try:
-                response = await self._http.request(method, url, auth=self._auth, **kwargs)
-                classify(response, endpoint)
-                return response
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as ex:
-                error: RetriableError = RetriableError(endpoint, None, redact(f"{type(ex).__name__}: {ex}", self._secrets))
-            except RetriableError as ex:
-                error = ex
-            if attempt == self.api.max_attempts:
-                raise error
-            delay = self._backoff(attempt, error.retry_after)
-            logger.warning("%s; attempt %d of %d, retrying in %.2fs", error, attempt, self.api.max_attempts, delay)
-            await asyncio.sleep(delay)
+            outcome, unsent = await self._send(method, url, endpoint, kwargs)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            if attempt == self.api.max_attempts or not (safe or unsent):
+                raise outcome
+            delay = self._backoff(attempt, outcome.retry_after)
+            logger.warning("%s; attempt %d of %d, retrying in %.2fs", outcome, attempt, self.api.max_attempts, delay)
+            await _sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _send(
+        self, method: str, url: str, endpoint: str, kwargs: dict[str, Any]
+    ) -> tuple[httpx.Response | RetriableError, bool]:
+        """The response, or a retriable error and whether the request surely never reached the API."""
+        failure = ""
+        try:
+            response = await self._http.request(method, url, auth=self._auth, **kwargs)
+            classify(response, endpoint, self._secrets)
+            return response, False
+        except RetriableError as ex:
+            return ex, ex.status == 429
+        except _DROPPED as ex:
+            error = RetriableError(endpoint, None, redact(f"{type(ex).__name__}: {ex}", self._secrets))
+            return error, isinstance(ex, _NOT_SENT)
+        except (httpx.HTTPError, httpx.InvalidURL) as ex:
+            failure = redact(f"{type(ex).__name__}: {ex}", self._secrets)
+        # Raised outside the `except`, so no chained httpx exception carries the URL (and a query secret).
+        raise SourceError(endpoint, None, failure)
+
+    def _check_origin(self, url: str, endpoint: str) -> None:
+        """A next URL from a response must not carry this API's credentials to another host."""
+        target = httpx.URL(url)
+        if target.is_absolute_url and (target.scheme, target.host, target.port) != (
+            self._base.scheme,
+            self._base.host,
+            self._base.port,
+        ):
+            raise SourceError(endpoint, None, f"refusing to send {self.api.name}'s credentials to another host")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.api.backoff_max * 10)
+            return min(retry_after, self.api.backoff_max * 10)  # honour the server, within reason
         ceiling = min(self.api.backoff_max, self.api.backoff_base * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never in lockstep
 
@@ -130,23 +193,82 @@ class RestClient:
         params: dict[str, Any] | None = None,
         records_path: str | None = None,
         paginator: BasePaginator | None = None,
+        concurrency: int | None = None,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Yield the records of each page in turn."""
+        """Yield the records of each page in turn, in page order.
+
+        When the paginator plans the remaining pages after page one (a numbered style with `concurrent`
+        set and a total), they are fetched with at most `concurrency` (default `api.concurrency`) in flight.
+        """
         pager = (paginator or self.api.paginator).fresh()
         request = PageRequest(url=path, params=dict(params or {}))
         pager.init_request(request)
+        first = PageRequest(request.url, dict(request.params))
         pages = 0
         while True:
-            response = await self.request("GET", request.url, params=request.params)
+            response = await self.request("GET", _with_params(request))
             records = extract_records(response, records_path, self._endpoint("GET", request.url))
-            pager.update_state(response, records)
+            self._step(pager.update_state, response, records)
             pages += 1
+            plan = pager.planned_pages(first) if pages == 1 else None
+            if plan is not None:
+                self._check_max_pages(pager, 1 + len(plan), path)
+                yield records
+                planned = self._fetch_planned(plan, records_path, concurrency or self.api.concurrency)
+                async with aclosing(planned):  # a consumer that stops early cancels the pages in flight
+                    async for page in planned:
+                        yield page
+                return
             yield records
             if not pager.has_next:
                 return
-            if pager.max_pages is not None and pages >= pager.max_pages:
-                raise PaginationError(f"{self._endpoint('GET', path)}: more than max_pages={pager.max_pages} pages")
-            pager.update_request(request)
+            self._check_max_pages(pager, pages + 1, path)
+            self._step(pager.update_request, request)
+
+    def _step(self, method: Callable[..., None], *args: Any) -> None:
+        """Run one paginator step; its error may quote a next URL, so it is redacted (and not chained)."""
+        try:
+            method(*args)
+            return
+        except PaginationError as ex:
+            message = redact(str(ex), self._secrets)
+        raise PaginationError(message)
+
+    def _check_max_pages(self, pager: BasePaginator, pages: int, path: str) -> None:
+        if pager.max_pages is not None and pages > pager.max_pages:
+            raise PaginationError(f"{self._endpoint('GET', path)}: more than max_pages={pager.max_pages} pages")
+
+    async def _fetch_planned(
+        self, plan: Sequence[PageRequest], records_path: str | None, concurrency: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A sliding window of at most `concurrency` tasks: created as earlier pages are yielded, never all at once."""
+
+        async def fetch(page: PageRequest) -> list[dict[str, Any]]:
+            response = await self.request("GET", _with_params(page))
+            return extract_records(response, records_path, self._endpoint("GET", page.url))
+
+        requests = iter(plan)
+        window: deque[asyncio.Task[list[dict[str, Any]]]] = deque()
+        try:
+            for page in requests:
+                window.append(asyncio.ensure_future(fetch(page)))
+                if len(window) >= concurrency:
+                    break
+            while window:
+                records = await window.popleft()
+                following = next(requests, None)
+                if following is not None:
+                    window.append(asyncio.ensure_future(fetch(following)))
+                yield records
+        finally:
+            for task in window:
+                task.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
+
+
+def _with_params(page: PageRequest) -> str:
+    # httpx 0.28 replaces a URL's query by `params=` (even `{}`): merge, so a next URL keeps its own query.
+    return str(httpx.URL(page.url).copy_merge_params(page.params)) if page.params else page.url
 
 
 def extract_records(response: httpx.Response, records_path: str | None, endpoint: str) -> list[dict[str, Any]]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import Counter
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 MASK = "**********"
 
@@ -14,8 +18,58 @@ def mask(secret: str) -> str:
     return f"{secret[0]}{MASK}{secret[-1]}"
 
 
+def _forms(secret: str) -> set[str]:
+    # A secret sent as a query parameter shows up percent-encoded in a URL (`a/b+c` -> `a%2Fb%2Bc`).
+    return {secret, quote(secret, safe=""), quote_plus(secret, safe="")}
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of every secret in `text` by its mask."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, mask(secret))
+    """Replace every occurrence of every secret in `text` (plain or URL-encoded) by its mask."""
+    forms = {(form, mask(secret)) for secret in secrets if secret for form in _forms(secret)}
+    for form, masked in sorted(forms, key=lambda pair: len(pair[0]), reverse=True):
+        text = text.replace(form, masked)
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """Masks the secrets of every open client in the log lines of third-party loggers.
+
+    httpx logs each request's full URL at INFO (`HTTP Request: GET https://...?api_key=...`), so a secret
+    sent as a query parameter would reach the logs. Clients `register` their secrets while they are open.
+    """
+
+    _lock = threading.Lock()
+    _secrets: Counter[str] = Counter()
+
+    @classmethod
+    def register(cls, secrets: Iterable[str]) -> None:
+        with cls._lock:
+            cls._secrets.update(s for s in secrets if s)
+
+    @classmethod
+    def unregister(cls, secrets: Iterable[str]) -> None:
+        with cls._lock:
+            cls._secrets.subtract(s for s in secrets if s)
+            for secret in [s for s, n in cls._secrets.items() if n <= 0]:
+                del cls._secrets[secret]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            secrets = list(self._secrets)
+        if secrets:
+            message = record.getMessage()
+            redacted = redact(message, secrets)
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
+_installed: set[str] = set()
+
+
+def install_log_redaction(logger_names: Iterable[str] = ("httpx", "httpcore")) -> None:
+    """Attach one `RedactingFilter` to each named logger (idempotent)."""
+    for name in logger_names:
+        if name not in _installed:
+            logging.getLogger(name).addFilter(RedactingFilter())
+            _installed.add(name)

@@ -161,7 +161,8 @@ STEP = {"op": "lookup", "field": "country", "target": "country_id", "source": "c
 )
 async def test_lookup_step(options: dict[str, Any], record: dict[str, Any], expected: dict[str, Any]) -> None:
     step = Lookup.model_validate({**STEP, **options})
-    source = resolve_source(step.source, {"countries": FakeDimension(COUNTRIES).lookup()}, infer=step.on_miss == "infer")
+    sources = {"countries": FakeDimension(COUNTRIES).lookup()}
+    source = resolve_source(step.source, sources, infer=step.on_miss == "infer")
     assert await step.apply(record, source) == expected
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -188,26 +188,26 @@ class AllowedValues(_ColumnScreen):
     values: list[Any] = Field(min_length=1)
 
     def test(self, value: Any) -> str | None:
-        allowed = isinstance(value, Hashable) and value in self.values
-        return None if allowed else f"{self.column} {value!r} is not an allowed value"
+        return None if value in self.values else f"{self.column} {value!r} is not an allowed value"
 
 
 class Unique(_Screen):
     """A natural key seen once per batch: `{"name": "one row per id", "check": "unique", "columns": ["id"]}`
 
     The first record with a key passes, later ones fail; a record the screens reject does not claim its key.
-    A key with a null part is not checked.
+    A key with a null part is not checked. Keys compare as text (`42` and `"42"` are one key), as the
+    load's natural key does.
     """
 
     type: Literal["structure"] = "structure"
     check: Literal["unique"] = "unique"
     columns: list[str] = Field(min_length=1)
 
-    def key(self, record: Record) -> tuple[Hashable, ...] | None:
+    def key(self, record: Record) -> tuple[str, ...] | None:
         parts = [get_path(record, c) for c in self.columns]
         if any(p is None for p in parts):
             return None
-        return tuple(p if isinstance(p, Hashable) else repr(p) for p in parts)
+        return tuple(str(p) for p in parts)
 
 
 class Exists(_Screen):
@@ -381,7 +381,7 @@ class Screener:
         self.screens = parse_screens(screens)
         self.summary = ScreenSummary()
         self._sources = {s.name: resolve_source(s.lookup, lookups or {}) for s in self.screens if isinstance(s, Exists)}
-        self._seen: dict[str, set[tuple[Hashable, ...]]] = {
+        self._seen: dict[str, set[tuple[str, ...]]] = {
             s.name: set() for s in self.screens if isinstance(s, Unique)
         }
 
@@ -390,7 +390,7 @@ class Screener:
 
     async def screen(self, record: Record) -> ScreenResult:
         failures: list[ScreenFailure] = []
-        claims: list[tuple[set[tuple[Hashable, ...]], tuple[Hashable, ...]]] = []
+        claims: list[tuple[set[tuple[str, ...]], tuple[str, ...]]] = []
         for screen in self.screens:
             if isinstance(screen, Unique):
                 problem, claim = self._unique(screen, record)

@@ -316,7 +316,8 @@ class Split(_Step):
     def split(self, record: Record) -> list[Record]:
         items = pop_path(record, self.field)
         if items is not None and not isinstance(items, list):
-            raise RecordError(f"split {self.field}: {type(items).__name__} is not a list", column=self.field, value=items)
+            message = f"split {self.field}: {type(items).__name__} is not a list"
+            raise RecordError(message, column=self.field, value=items)
         keys = {child: get_path(record, parent) for parent, child in self.parent_keys.items()}
         out = [record] if self.keep_parent else []
         for index, item in enumerate(items or []):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -249,3 +251,13 @@ async def test_pipeline_is_fast_enough_for_streams() -> None:
     for n in range(5000):
         (out,) = await pipeline.process({"email": " a@b.c ", "n": str(n), "c": "DE"})
     assert out == {"email": "a@b.c", "n": 4999, "c": 1, "double": 9998}
+
+
+def test_the_transform_engine_never_imports_prefect() -> None:
+    modules = ["transforms", "expressions", "lookups", "screens"]
+    code = (
+        "import sys\n"
+        + "".join(f"import prefect_restful_etl.tasks.engine.{m}\n" for m in modules)
+        + "assert not [m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -117,6 +117,11 @@ _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
 }  # fmt: skip
 _UNARY: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
 _CONSTANTS = (str, int, float, bool, type(None))
+# The whole grammar: every other node type (Lambda, comprehensions, f-strings, walrus...) is refused
+_NODES = frozenset({
+    ast.Constant, ast.Name, ast.Attribute, ast.Subscript, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare,
+    ast.IfExp, ast.Tuple, ast.List, ast.Set, ast.Call,
+})  # fmt: skip
 
 
 # --- the function library ---
@@ -232,10 +237,9 @@ class _Compiler:
         return ConfigError(self.where, f"{why}: {ast.unparse(node)[:80]}")
 
     def compile(self, node: ast.expr) -> Compiled:
-        method = getattr(self, f"_{type(node).__name__}", None)
-        if method is None:
+        if type(node) not in _NODES:
             raise self.refuse(node, f"{type(node).__name__} is not allowed")
-        compiled: Compiled = method(node)
+        compiled: Compiled = getattr(self, f"_{type(node).__name__}")(node)
         return compiled
 
     def _Constant(self, node: ast.Constant) -> Compiled:

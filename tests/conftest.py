@@ -24,11 +24,21 @@ pytest_plugins = [
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[Path]:
-    """One temporary Prefect server and database for the whole session (Prefect's own harness)."""
+    """One temporary Prefect server and database for the whole session (Prefect's own harness).
+
+    Yields the path of the harness's SQLite database file.
+    """
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=60):
-        yield _HOME / "prefect"
+        url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+        yield Path(url.split(":///", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_home() -> Path:
+    return _HOME / "prefect"
 
 
 @pytest.fixture

@@ -1,0 +1,108 @@
+"""No secret anywhere after a batch: Prefect's database and results, the audit database, logs, the stage."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.flow_engine import run_flow_async
+from pydantic import SecretStr
+
+from prefect_restful_etl.deployments.demo_apis import DemoApis
+from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.stage import MemoryStage
+
+pytestmark = pytest.mark.integration
+
+
+def secrets_of(apis: DemoApis) -> list[str]:
+    return [apis.crm_token, apis.accounting_api_key]
+
+
+def files_holding(root: Path, secrets: list[str]) -> list[str]:
+    """Every file under `root` whose bytes hold a secret, including SQLite's WAL and shared-memory files."""
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits += [f"{path.name} holds secret #{i}" for i, s in enumerate(secrets) if s.encode() in data]
+    return hits
+
+
+def rows_holding(database: Path, secrets: list[str]) -> list[str]:
+    """Every table row of a SQLite database that holds a secret in any column."""
+    hits = []
+    with sqlite3.connect(database) as db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                text = " ".join(str(v) for v in row)
+                hits += [f"{table} holds secret #{i}" for i, s in enumerate(secrets) if s in text]
+    return hits
+
+
+def credentials(apis: DemoApis) -> dict[str, Any]:
+    return {
+        "crm": Credentials(token=SecretStr(apis.crm_token)),
+        "accounting": Credentials(api_key=SecretStr(apis.accounting_api_key)),
+    }
+
+
+async def test_a_batch_leaves_no_secret_anywhere(prefect_harness: Path, prefect_home: Path, etl_home: Path,
+                                                 demo_apis: DemoApis, caplog: pytest.LogCaptureFixture) -> None:
+    demo_apis.reset()
+    caplog.set_level(logging.DEBUG)
+    report = await crm_to_accounting(
+        tenant_id="vault", credentials=credentials(demo_apis), full_refresh=True,
+        base_urls={"crm": demo_apis.crm_url, "accounting": demo_apis.accounting_url},
+    )
+    assert report.status == "COMPLETED" and report.counts["inserted"] > 0
+    secrets = secrets_of(demo_apis)
+
+    assert not any(s in caplog.text for s in secrets)
+    assert not any(s in report.model_dump_json() for s in secrets)
+    assert files_holding(etl_home, secrets) == []  # the audit database, its WAL
+    assert files_holding(prefect_harness.parent, secrets) == []  # Prefect's database, its WAL
+    assert files_holding(prefect_home, secrets) == []  # persisted task results, logs
+    assert not any(s in repr(MemoryStage._store) for s in secrets)
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(report.batch_id)
+        assert flow_run.parameters["credentials"]["crm"]["token"] == "**********"
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])), limit=200, offset=0
+        )
+    assert logs and not any(s in log.message for log in logs for s in secrets)
+
+
+async def test_a_run_created_with_clear_parameters_is_redacted_on_receipt(
+    prefect_harness: Path, etl_home: Path, demo_apis: DemoApis
+) -> None:
+    """As a run created through the REST API or the UI: Prefect stores the parameters as they were sent."""
+    demo_apis.reset()
+    clear = {
+        "tenant_id": "rest",
+        "credentials": {"crm": {"token": demo_apis.crm_token}, "accounting": {"api_key": demo_apis.accounting_api_key}},
+        "full_refresh": True,
+        "base_urls": {"crm": demo_apis.crm_url, "accounting": demo_apis.accounting_url},
+    }
+    async with get_client() as client:
+        flow_run = await client.create_flow_run(crm_to_accounting, parameters=clear)
+        stored = (await client.read_flow_run(flow_run.id)).parameters
+        assert stored["credentials"]["crm"]["token"] == demo_apis.crm_token  # the hazard this test is about
+
+        report = await run_flow_async(crm_to_accounting, flow_run=flow_run, parameters=clear)
+        assert report.status == "COMPLETED"
+
+        after = await client.read_flow_run(flow_run.id)
+    assert after.parameters["credentials"] == {
+        "crm": {"token": "**********"}, "accounting": {"api_key": "**********"}
+    }
+    assert {"tenant:rest", "batch-type:crm-to-accounting"} <= set(after.tags)
+    assert rows_holding(prefect_harness, secrets_of(demo_apis)) == []
+    assert rows_holding(etl_home / "audit.db", secrets_of(demo_apis)) == []

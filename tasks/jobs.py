@@ -34,7 +34,9 @@ async def extract_job(job: ExtractJob, batch_id: str) -> JobReport:
 async def transform_job(job: TransformJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
     async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
-        await run_transform(job, batch_type, ctx, report, ErrorSink(ctx, job.name, report.job_id))
+        source = ctx.stage_key(batch_type.job(job.source).slug)
+        errors = ErrorSink(ctx, job.name, report.job_id)
+        await run_transform(job, ctx, report, errors, source=source, key_fields=batch_type.natural_key_of(job))
     return report
 
 
@@ -42,5 +44,6 @@ async def transform_job(job: TransformJob, batch_type: BatchType, batch_id: str)
 async def load_job(job: LoadJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
     async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
-        await run_load(job, batch_type, ctx, report, ErrorSink(ctx, job.name, report.job_id))
+        source = ctx.stage_key(batch_type.job(job.source).slug)
+        await run_load(job, ctx, report, ErrorSink(ctx, job.name, report.job_id), source=source)
     return report

@@ -48,7 +48,7 @@ async def _run(tmp_path: Path, staged: list[dict]) -> tuple[JobReport, list]:
     async with batch_context(tmp_path, apis) as ctx:
         await ctx.stage.append(ctx.stage_key("extract"), staged)
         report = JobReport(job="Load", kind="load", job_id="j1")
-        await run_load(LOAD, BATCH, ctx, report, ErrorSink(ctx, "Load", "j1"))
+        await run_load(LOAD, ctx, report, ErrorSink(ctx, "Load", "j1"), source=ctx.stage_key("extract"))
         return report, list(await ctx.audit.error_events(ctx.batch_id))
 
 

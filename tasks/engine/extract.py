@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from prefect_restful_etl.tasks.engine.context import BatchContext
-from prefect_restful_etl.tasks.engine.incremental import Cursor
-from prefect_restful_etl.tasks.engine.jobtypes import ExtractJob
+from prefect_restful_etl.tasks.engine.incremental import Cursor, Incremental
+from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.scd import natural_key
+
+
+class ExtractJob(JobBase):
+    """Read an entity from an API, page by page, into the stage."""
+
+    kind: Literal["extract"] = "extract"
+    api: str
+    endpoint: Endpoint
+    natural_key: list[str] = Field(min_length=1, description="Dotted paths that identify a record in the source.")
+    incremental: Incremental | None = None
 
 
 async def run_extract(job: ExtractJob, ctx: BatchContext, report: JobReport) -> JobReport:

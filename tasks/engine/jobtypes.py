@@ -5,74 +5,17 @@ A batch type lists its APIs and its jobs in order; each job names the job whose 
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect_restful_etl.tasks.engine.api import ApiConfig
-from prefect_restful_etl.tasks.engine.incremental import Incremental
-from prefect_restful_etl.tasks.engine.paginators import Paginator
-from prefect_restful_etl.tasks.engine.transforms import TransformStep
+from prefect_restful_etl.tasks.engine.extract import ExtractJob
+from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
+from prefect_restful_etl.tasks.engine.load import LoadJob
+from prefect_restful_etl.tasks.engine.transform import TransformJob
 
-
-class Endpoint(BaseModel):
-    """A collection on an API: `{"path": "/customers", "records_path": "data"}`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict, description="Query parameters sent with every page.")
-    records_path: str | None = Field(default=None, description="Dotted path to the records in the body.")
-    paginator: Paginator | None = Field(default=None, description="Overrides the API's paginator.")
-
-
-class _Job(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, description='What the job does: "Extract CRM customers".')
-    description: str = ""
-
-    @property
-    def slug(self) -> str:
-        """The job's name as a key: `extract-crm-customers`."""
-        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
-
-
-class ExtractJob(_Job):
-    """Read an entity from an API, page by page, into the stage."""
-
-    kind: Literal["extract"] = "extract"
-    api: str
-    endpoint: Endpoint
-    natural_key: list[str] = Field(min_length=1, description="Dotted paths that identify a record in the source.")
-    incremental: Incremental | None = None
-
-
-class TransformJob(_Job):
-    """Reshape staged records step by step; rejects go to the error table."""
-
-    kind: Literal["transform"] = "transform"
-    source: str = Field(description="The name of the job whose staged records this job reads.")
-    steps: list[TransformStep] = Field(default_factory=list)
-    natural_key: list[str] | None = Field(
-        default=None, description="Identifies an input record in error events; default: the source job's key."
-    )
-
-
-class LoadJob(_Job):
-    """Write staged records to a destination API as a slowly changing dimension (type 1: overwrite)."""
-
-    kind: Literal["load"] = "load"
-    source: str
-    api: str
-    endpoint: Endpoint = Field(description="The destination collection: pulled to diff, then written.")
-    natural_key: list[str] = Field(min_length=1, description="Fields that match a staged record to a destination one.")
-    compare: list[str] | None = Field(default=None, description="Fields compared for change; default: all staged fields.")
-    id_field: str = Field(default="id", description="The destination's own id, used in update URLs.")
-    update_method: Literal["PUT", "PATCH"] = "PUT"
-    scd_type: Literal[1] = 1
-    concurrency: int = Field(default=4, ge=1, description="Writes in flight at once.")
+__all__ = ["BatchType", "Endpoint", "ExtractJob", "JobBase", "JobType", "LoadJob", "TransformJob"]
 
 
 JobType = Annotated[ExtractJob | TransformJob | LoadJob, Field(discriminator="kind")]

@@ -7,14 +7,32 @@ the same batch writes nothing.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import RetriableError, SourceError
-from prefect_restful_etl.tasks.engine.jobtypes import BatchType, LoadJob
+from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.stage import StageKey
 from prefect_restful_etl.tasks.engine.scd import Change, Current, natural_key, plan_type1, row_hash
+
+
+class LoadJob(JobBase):
+    """Write staged records to a destination API as a slowly changing dimension (type 1: overwrite)."""
+
+    kind: Literal["load"] = "load"
+    source: str
+    api: str
+    endpoint: Endpoint = Field(description="The destination collection: pulled to diff, then written.")
+    natural_key: list[str] = Field(min_length=1, description="Fields that match a staged record to a destination one.")
+    compare: list[str] | None = Field(default=None, description="Fields compared for change; default: all staged fields.")
+    id_field: str = Field(default="id", description="The destination's own id, used in update URLs.")
+    update_method: Literal["PUT", "PATCH"] = "PUT"
+    scd_type: Literal[1] = 1
+    concurrency: int = Field(default=4, ge=1, description="Writes in flight at once.")
 
 
 async def pull_destination(client: RestClient, job: LoadJob, compare: list[str]) -> dict[str, Current]:
@@ -34,10 +52,10 @@ def compared_fields(job: LoadJob, first: dict[str, Any]) -> list[str]:
 
 
 async def run_load(
-    job: LoadJob, batch_type: BatchType, ctx: BatchContext, report: JobReport, errors: ErrorSink
+    job: LoadJob, ctx: BatchContext, report: JobReport, errors: ErrorSink, *, source: StageKey
 ) -> JobReport:
+    """Diff and write the records staged under `source`."""
     client = ctx.client(job.api)
-    source = ctx.stage_key(batch_type.job(job.source).slug)
     counts = {"read": 0, "inserted": 0, "updated": 0, "unchanged": 0, "failed_writes": 0}
     report.counts = counts
     index: dict[str, Current] | None = None

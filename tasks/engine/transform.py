@@ -2,24 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import RecordError
-from prefect_restful_etl.tasks.engine.jobtypes import BatchType, TransformJob
+from prefect_restful_etl.tasks.engine.jobbase import JobBase
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.scd import natural_key
-from prefect_restful_etl.tasks.engine.transforms import apply_steps
+from prefect_restful_etl.tasks.engine.stage import StageKey
+from prefect_restful_etl.tasks.engine.transforms import TransformStep, apply_steps
+
+
+class TransformJob(JobBase):
+    """Reshape staged records step by step; rejects go to the error table."""
+
+    kind: Literal["transform"] = "transform"
+    source: str = Field(description="The name of the job whose staged records this job reads.")
+    steps: list[TransformStep] = Field(default_factory=list)
+    natural_key: list[str] | None = Field(
+        default=None, description="Identifies an input record in error events; default: the source job's key."
+    )
 
 
 async def run_transform(
-    job: TransformJob, batch_type: BatchType, ctx: BatchContext, report: JobReport, errors: ErrorSink
+    job: TransformJob,
+    ctx: BatchContext,
+    report: JobReport,
+    errors: ErrorSink,
+    *,
+    source: StageKey,
+    key_fields: list[str],
 ) -> JobReport:
-    """A record whose value cannot be converted goes to the error table; the others go on."""
-    source = ctx.stage_key(batch_type.job(job.source).slug)
+    """A record whose value cannot be converted goes to the error table; the others go on.
+
+    `source` is where the input job staged its records; `key_fields` name an input record in error events.
+    """
     target = ctx.stage_key(job.slug)
     report.stage_key = str(target)
     await ctx.stage.clear(target)
 
-    key_fields = batch_type.natural_key_of(job)
     read = transformed = rejected = 0
     async for chunk in ctx.stage.read(source):
         out = []

@@ -1,0 +1,33 @@
+"""What every job type shares: its name (and key), and the API collections it reads or writes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prefect_restful_etl.tasks.engine.paginators import Paginator
+
+
+class Endpoint(BaseModel):
+    """A collection on an API: `{"path": "/customers", "records_path": "data"}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="Query parameters sent with every page.")
+    records_path: str | None = Field(default=None, description="Dotted path to the records in the body.")
+    paginator: Paginator | None = Field(default=None, description="Overrides the API's paginator.")
+
+
+class JobBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description='What the job does: "Extract CRM customers".')
+    description: str = ""
+
+    @property
+    def slug(self) -> str:
+        """The job's name as a key: `extract-crm-customers`."""
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")

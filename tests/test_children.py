@@ -37,7 +37,8 @@ def test_child_path(template: str, parent: dict[str, Any], expected: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "parent", [pytest.param({}, id="missing"), pytest.param({"id": None}, id="null"), pytest.param({"id": {}}, id="object")]
+    "parent",
+    [pytest.param({}, id="missing"), pytest.param({"id": None}, id="null"), pytest.param({"id": {}}, id="object")],
 )
 def test_a_parent_without_the_placeholder_value_is_a_record_error(parent: dict[str, Any]) -> None:
     with pytest.raises(RecordError, match=r"\{id\}") as caught:

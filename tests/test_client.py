@@ -90,7 +90,9 @@ RETRIES = [
     pytest.param([httpx.ConnectError("refused"), ok()], nullcontext(), 2, id="connect-error"),
     pytest.param([httpx.ConnectTimeout("slow"), httpx.ReadTimeout("slow"), ok()], nullcontext(), 3, id="timeouts"),
     pytest.param([httpx.RemoteProtocolError("dropped"), ok()], nullcontext(), 2, id="dropped-connection"),
-    pytest.param([httpx.ReadError("reset")] * 3, pytest.raises(RetriableError, match="ReadError"), 3, id="net-exhausts"),
+    pytest.param(
+        [httpx.ReadError("reset")] * 3, pytest.raises(RetriableError, match="ReadError"), 3, id="network-exhausts"
+    ),
 ]
 
 

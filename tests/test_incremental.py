@@ -84,7 +84,10 @@ def test_format_cursor_stores_utc_with_z() -> None:
         pytest.param({"cursor_type": "int", "lookback": 60}, "1000", {"updated_since": 940}, id="int-lookback"),
         pytest.param({"cursor_type": "str"}, "v-9", {"updated_since": "v-9"}, id="str"),
         pytest.param(
-            {"datetime_format": "%Y-%m-%d %H:%M"}, "2026-03-01T10:00:00Z", {"updated_since": "2026-03-01 10:00"}, id="fmt"
+            {"datetime_format": "%Y-%m-%d %H:%M"},
+            "2026-03-01T10:00:00Z",
+            {"updated_since": "2026-03-01 10:00"},
+            id="datetime-format",
         ),
         pytest.param(
             {"end_param": "updated_before"},
@@ -120,7 +123,12 @@ T0, T1 = "2026-03-01T10:00:00Z", "2026-03-01T11:00:00Z"
 
 DEDUPE = [
     pytest.param(
-        {}, (T0, ["a", "b"]), records(("a", T0), ("c", T0), ("b", T1)), ["c", "b"], (T1, ["b"]), id="drops-seen-at-watermark"
+        {},
+        (T0, ["a", "b"]),
+        records(("a", T0), ("c", T0), ("b", T1)),
+        ["c", "b"],
+        (T1, ["b"]),
+        id="drops-seen-at-watermark",
     ),
     pytest.param(
         {}, (T0, ["a"]), records(("a", T0), ("c", T0)), ["c"], (T0, ["a", "c"]), id="same-watermark-more-keys"

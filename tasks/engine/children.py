@@ -30,7 +30,8 @@ def child_path(template: str, parent: dict[str, Any]) -> str:
     def fill(match: re.Match[str]) -> str:
         value = get_path(parent, match.group(1))
         if value is None or isinstance(value, (dict, list)):
-            raise RecordError(f"the parent record has no value for {{{match.group(1)}}} in {template}", column=match.group(1))
+            field = match.group(1)
+            raise RecordError(f"the parent record has no value for {{{field}}} in {template}", column=field)
         return quote(str(value), safe="")
 
     return _PLACEHOLDER.sub(fill, template)

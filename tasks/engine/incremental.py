@@ -51,7 +51,8 @@ class Incremental(BaseModel):
     def _plain_duration(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().isdigit():
             return int(value)
-        if isinstance(value, str) and value.upper().startswith("P") and any(u in value.upper().split("T")[0] for u in "YM"):
+        date_part = value.upper().split("T")[0] if isinstance(value, str) else ""
+        if date_part.startswith("P") and ("Y" in date_part or "M" in date_part):
             raise ValueError("years and months have no fixed length: write days (P30D), or PT1M for a minute")
         return value
 

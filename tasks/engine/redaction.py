@@ -57,7 +57,10 @@ class RedactingFilter(logging.Filter):
         with self._lock:
             secrets = list(self._secrets)
         if secrets:
-            message = record.getMessage()
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):  # a malformed record is the handler's to report, not ours
+                return True
             redacted = redact(message, secrets)
             if redacted != message:
                 record.msg, record.args = redacted, None

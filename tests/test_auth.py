@@ -279,3 +279,19 @@ def assert_no_secret(error: BaseException | None, caplog: pytest.LogCaptureFixtu
     texts = [str(error) if error else "", caplog.text, *(r.getMessage() for r in caplog.records)]
     for text in texts:
         assert KEY not in text and ENCODED_KEY not in text
+
+
+async def test_oauth_renews_a_token_about_to_expire() -> None:
+    issued: list[int] = []
+
+    def short_lived(request: httpx.Request) -> httpx.Response:
+        issued.append(1)
+        return httpx.Response(200, json={"access_token": f"tok-{len(issued)}", "expires_in": 10})
+
+    with respx.mock as mock:
+        mock.post(TOKEN_URL).mock(side_effect=short_lived)
+        mock.get(url__startswith=BASE).mock(return_value=httpx.Response(200, json=[]))
+        async with RestClient(api(OAUTH), OAUTH_CREDENTIALS) as client:
+            await client.request("GET", "/customers")
+            await client.request("GET", "/customers")
+    assert len(issued) == 2  # ten seconds is inside the early-renewal margin

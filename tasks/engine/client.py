@@ -22,7 +22,7 @@ import httpx
 from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
-from prefect_restful_etl.tasks.engine.paginators import BasePaginator, PageRequest
+from prefect_restful_etl.tasks.engine.paginators import BasePaginator, PagePlan, PageRequest
 from prefect_restful_etl.tasks.engine.paths import get_path
 from prefect_restful_etl.tasks.engine.redaction import RedactingFilter, install_log_redaction, redact
 
@@ -239,7 +239,7 @@ class RestClient:
             raise PaginationError(f"{self._endpoint('GET', path)}: more than max_pages={pager.max_pages} pages")
 
     async def _fetch_planned(
-        self, plan: Sequence[PageRequest], records_path: str | None, concurrency: int
+        self, plan: PagePlan, records_path: str | None, concurrency: int
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """A sliding window of at most `concurrency` tasks: created as earlier pages are yielded, never all at once."""
 

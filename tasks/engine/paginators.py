@@ -3,14 +3,16 @@
 A paginator is chosen by name in configuration (`"page_number"`, or `{"type": "page_number", "page_size": 100}`);
 the client calls `fresh()` for every pagination run so that state never leaks between runs. Numbered styles
 that know the total may also plan every remaining page at once (`planned_pages`) for concurrent fetching.
+That is opt-in (`"concurrent": true`): it multiplies the load on the API, and an API that counts its total
+loosely would be asked for pages that do not exist, where sequential paging simply stops at an empty page.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Self, overload
+from typing import Annotated, Any, Literal, Self
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
@@ -27,7 +29,7 @@ class PageRequest:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-class PagePlan(Sequence[PageRequest]):
+class PagePlan:
     """The remaining pages of a numbered style, built lazily: a plan of a million pages costs a `range`."""
 
     def __init__(self, base: PageRequest, param: str, values: range) -> None:
@@ -36,14 +38,9 @@ class PagePlan(Sequence[PageRequest]):
     def __len__(self) -> int:
         return len(self._values)
 
-    @overload
-    def __getitem__(self, index: int) -> PageRequest: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[PageRequest]: ...
-    def __getitem__(self, index: int | slice) -> PageRequest | Sequence[PageRequest]:
-        if isinstance(index, slice):
-            return PagePlan(self._base, self._param, self._values[index])
-        return PageRequest(self._base.url, {**self._base.params, self._param: self._values[index]})
+    def __iter__(self) -> Iterator[PageRequest]:
+        for value in self._values:
+            yield PageRequest(self._base.url, {**self._base.params, self._param: value})
 
 
 class BasePaginator(BaseModel):
@@ -76,7 +73,7 @@ class BasePaginator(BaseModel):
     def update_request(self, request: PageRequest) -> None:
         raise NotImplementedError
 
-    def planned_pages(self, first: PageRequest) -> Sequence[PageRequest] | None:
+    def planned_pages(self, first: PageRequest) -> PagePlan | None:
         """After the first page: every remaining request, if this style may fetch them concurrently."""
         return None
 
@@ -226,7 +223,7 @@ class PageNumberPaginator(_NumberedPaginator):
         self._guard(self._page)
         request.params[self.page_param] = self._page
 
-    def planned_pages(self, first: PageRequest) -> Sequence[PageRequest] | None:
+    def planned_pages(self, first: PageRequest) -> PagePlan | None:
         if not (self.concurrent and self._has_next and self._last_page is not None):
             return None
         return PagePlan(first, self.page_param, range(self._page + 1, self._last_page + 1))
@@ -268,7 +265,7 @@ class OffsetPaginator(_NumberedPaginator):
         self._guard(self._offset)
         request.params[self.offset_param] = self._offset
 
-    def planned_pages(self, first: PageRequest) -> Sequence[PageRequest] | None:
+    def planned_pages(self, first: PageRequest) -> PagePlan | None:
         if not (self.concurrent and self._has_next and self._total is not None):
             return None
         return PagePlan(first, self.offset_param, range(self._offset + self.limit, self._total, self.limit))

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 pytest_plugins = [
     "fixtures.demo_apis",
     "fixtures.redis_server",
+    "fixtures.prefect_server",
 ]
 
 

@@ -213,7 +213,8 @@ def accounting_control_router(customers: Collection, bills: Collection) -> APIRo
 
     @router.post("/reset")
     async def reset() -> Response:
-        customers.reset(), bills.reset()
+        customers.reset()
+        bills.reset()
         return json_response({"customers": 0, "bills": 0})
 
     return router
@@ -225,9 +226,10 @@ def create_accounting_app(api_key: str = "demo-accounting-api-key") -> FastAPI:
     bills = Collection("BL", "bill", bill_validator(customers))
     control = ControlState()
     app = FastAPI(title="Demo accounting", summary="restful-etl's bundled demo destination API (in memory).")
-    guarded = [Depends(api_key_guard(api_key))]
-    app.include_router(collection_routes("/customers", customers, control, ("external_id",)), dependencies=guarded)
-    app.include_router(collection_routes("/bills", bills, control, ("external_id", "customer_id")), dependencies=guarded)
+    routers = [collection_routes("/customers", customers, control, ("external_id",)),
+               collection_routes("/bills", bills, control, ("external_id", "customer_id"))]
+    for router in routers:
+        app.include_router(router, dependencies=[Depends(api_key_guard(api_key))])
     app.include_router(accounting_control_router(customers, bills))
-    add_control(app, control)
+    add_control(app, control, routers)
     return app

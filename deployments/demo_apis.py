@@ -77,8 +77,12 @@ class _Server(uvicorn.Server):
 
 
 def _loopback_socket() -> socket.socket:
-    """Bound here, listened on by uvicorn: the port is ours before the server starts, so there is no race."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """Bound here, listened on by uvicorn: the port is ours before the server starts, so there is no race.
+
+    `IPPROTO_TCP` explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without it every
+    response (headers and body written apart) waits 40 ms for the client's delayed ACK.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind((HOST, 0))
     return sock
 
@@ -167,6 +171,7 @@ class DemoApis:
         self.pid: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+        self._control: httpx.Client | None = None  # kept: a new client costs more than the resets it serves
 
     def __repr__(self) -> str:  # never the secrets
         return f"DemoApis(crm_url={self.crm_url!r}, accounting_url={self.accounting_url!r}, pid={self.pid})"
@@ -195,7 +200,8 @@ class DemoApis:
         """The process's first stdout line, polled until `ready_timeout`; a dead process is an error at once."""
         assert self._process is not None and self._process.stdout is not None
         lines: queue.Queue[bytes] = queue.Queue()
-        threading.Thread(target=lambda out: lines.put(out.readline()), args=(self._process.stdout,), daemon=True).start()
+        stdout = self._process.stdout
+        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(queue.Empty):
@@ -211,13 +217,16 @@ class DemoApis:
         self._stderr.seek(0)
         return self._stderr.read()[-4000:].decode(errors="replace")
 
-    def stop(self) -> int | None:
-        """Terminate the process by its PID, wait, kill it if it lingers; its exit code (None if never started)."""
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Send `sig` to the process by its PID, wait, kill it if it lingers; its exit code (None if not running)."""
         process, self._process = self._process, None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if process is None:
             return None
         if process.poll() is None:
-            process.terminate()
+            process.send_signal(sig)
             try:
                 process.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
@@ -231,10 +240,10 @@ class DemoApis:
 
     def reset(self) -> None:
         """Back to a clean slate: CRM data as generated, accounting empty, no faults, stats at zero."""
-        with httpx.Client(timeout=10) as client:
-            for base in (self.crm_url, self.accounting_url):
-                for method, path in (("POST", "reset"), ("DELETE", "faults"), ("POST", "reset-stats")):
-                    client.request(method, f"{base}/_control/{path}").raise_for_status()
+        self._control = self._control or httpx.Client(timeout=10)
+        for base in (self.crm_url, self.accounting_url):
+            for method, path in (("POST", "reset"), ("DELETE", "faults"), ("POST", "reset-stats")):
+                self._control.request(method, f"{base}/_control/{path}").raise_for_status()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -93,7 +93,8 @@ class ControlState:
         return {"requests": dict(self.requests), "statuses": dict(self.statuses), "writes": dict(self.writes)}
 
     def reset_stats(self) -> None:
-        self.requests.clear(), self.statuses.clear(), self.writes.clear()
+        for counter in (self.requests, self.statuses, self.writes):
+            counter.clear()
 
     def take_fault(self, method: str, path: str) -> FaultSpec | None:
         """Count this request against every matching fault; the first that is due fires."""
@@ -186,8 +187,14 @@ def control_router(control: ControlState) -> APIRouter:
     return router
 
 
-def add_control(app: FastAPI, control: ControlState) -> None:
-    app.add_middleware(ControlMiddleware, control=control, routes=app.router.routes)
+def add_control(app: FastAPI, control: ControlState, routers: Iterable[APIRouter]) -> None:
+    """The shared `/_control` endpoints, and the middleware that counts and fails requests to `routers`' routes.
+
+    The middleware matches the routers' own routes: FastAPI keeps included routers nested, so `app.routes`
+    does not list their templates.
+    """
+    routes = [route for router in routers for route in router.routes]
+    app.add_middleware(ControlMiddleware, control=control, routes=routes)
     app.include_router(control_router(control))
 
 
@@ -457,7 +464,8 @@ PageNumber = Annotated[int, Query(ge=1)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 
-def _since(updated_since: Annotated[str | None, Query(description="Updated at or after (ISO 8601).")] = None) -> str | None:
+def _since(updated_since: Annotated[str | None, Query(description="Updated at or after (ISO 8601).")] = None,
+           ) -> str | None:
     try:
         return normalise_timestamp(updated_since) if updated_since is not None else None
     except ValueError as ex:
@@ -642,11 +650,11 @@ def create_crm_app(
     store = CustomerStore(generate_customers(customers, seed, anchor), seed, anchor)
     tokens, control = TokenBook(token_ttl), ControlState()
     app = FastAPI(title="Demo CRM", summary="restful-etl's bundled demo source API (in memory).")
-    guarded = [Depends(authenticator(secrets, tokens))]
-    app.include_router(customer_routes(store), dependencies=guarded)
-    app.include_router(write_routes(store, control), dependencies=guarded)
-    app.include_router(schema_router(), dependencies=guarded)
-    app.include_router(oauth_router(secrets, tokens))
+    guarded = [customer_routes(store), write_routes(store, control), schema_router()]
+    oauth = oauth_router(secrets, tokens)
+    for router in guarded:
+        app.include_router(router, dependencies=[Depends(authenticator(secrets, tokens))])
+    app.include_router(oauth)
     app.include_router(crm_control_router(store, tokens))
-    add_control(app, control)
+    add_control(app, control, [*guarded, oauth])
     return app

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -632,6 +635,33 @@ def test_process_exits_cleanly_on_signal(sig: signal.Signals) -> None:
     finally:
         assert apis.stop(sig) == 0
     assert apis.stop() is None
+
+
+def test_the_runner_prints_one_line_reads_secrets_from_env_and_stops_when_stdin_closes() -> None:
+    env = {**os.environ, "DEMO_CRM_TOKEN": "token-from-env", "DEMO_ACCOUNTING_API_KEY": "key-from-env"}
+    command = [sys.executable, "-m", "prefect_restful_etl.deployments.demo_apis", "--crm-customers", "3",
+               "--stop-on-stdin-eof"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert select.select([process.stdout], [], [], 30)[0], "no ready line within 30s"
+        assert process.stdout is not None and process.stdin is not None
+        ready = json.loads(process.stdout.readline())
+        assert set(ready) == {"crm", "accounting", "pid"} and ready["pid"] == process.pid
+        crm, accounting = ready["crm"], ready["accounting"]
+        assert ok(httpx.get(f"{crm}/all/customers", headers={"Authorization": "Bearer token-from-env"})).json()
+        assert httpx.get(f"{crm}/all/customers", headers={"Authorization": f"Bearer {CrmSecrets().token}"}) \
+            .status_code == 401
+        ok(httpx.get(f"{accounting}/customers", headers={"X-API-Key": "key-from-env"}))
+        process.stdin.close()
+        assert process.wait(20) == 0
+        assert process.stdout.read() == b""  # exactly one line
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(20)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def test_a_process_that_is_not_ready_in_time_is_stopped() -> None:

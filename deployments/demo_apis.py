@@ -138,7 +138,10 @@ async def serve(crm: FastAPI, accounting: FastAPI, *, stop_on_stdin_eof: bool = 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}",
+        description="Run the demo CRM and accounting APIs on free loopback ports; print them as one JSON line.",
+    )
     parser.add_argument("--crm-customers", type=int, default=200, help="how many CRM customers (default 200)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the generated CRM data (default 42)")
     parser.add_argument("--stop-on-stdin-eof", action="store_true", help="exit when stdin closes (for DemoApis)")

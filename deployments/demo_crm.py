@@ -29,7 +29,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CONTROL_PREFIX = "/_control"
 MAX_PAGE_SIZE = 1000
 DEFAULT_ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Record = dict[str, Any]
 

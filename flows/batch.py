@@ -83,7 +83,7 @@ async def run_batch(
 
 async def _run_job(job: ExtractJob | TransformJob | LoadJob, batch_type: BatchType, batch_id: str) -> JobReport:
     if isinstance(job, ExtractJob):
-        return await extract_job(job, batch_id)
+        return await extract_job(job, batch_type, batch_id)
     if isinstance(job, TransformJob):
         return await transform_job(job, batch_type, batch_id)
     return await load_job(job, batch_type, batch_id)

@@ -23,10 +23,11 @@ def _job_id() -> str:
 
 
 @task(name="extract", task_run_name="{job.name}", persist_result=True)
-async def extract_job(job: ExtractJob, batch_id: str) -> JobReport:
+async def extract_job(job: ExtractJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
     async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
-        await run_extract(job, ctx, report)
+        parents = ctx.stage_key(batch_type.job(job.parent.job).slug) if job.parent else None
+        await run_extract(job, ctx, report, ErrorSink(ctx, job.name, report.job_id), parents=parents)
     return report
 
 

@@ -44,11 +44,17 @@ class BatchType(BaseModel):
             source = getattr(job, "source", None)
             if source is not None and source not in seen:
                 raise ValueError(f"{where}.source: {source!r} is not the name of an earlier job")
+            parent = getattr(job, "parent", None)
+            if parent is not None and not isinstance(self._earlier(parent.job, index), ExtractJob):
+                raise ValueError(f"{where}.parent.job: {parent.job!r} is not the name of an earlier extract job")
             seen.add(job.name)
         for key, api_config in self.apis.items():
             if api_config.name != key:
                 raise ValueError(f"apis.{key}.name: must equal its key {key!r}, not {api_config.name!r}")
         return self
+
+    def _earlier(self, name: str, before: int) -> JobType | None:
+        return next((job for job in self.jobs[:before] if job.name == name), None)
 
     def job(self, name: str) -> ExtractJob | TransformJob | LoadJob:
         return next(job for job in self.jobs if job.name == name)

@@ -19,6 +19,7 @@ class JobReport(BaseModel):
     watermark_before: str | None = None
     watermark_after: str | None = None
     keys_at_watermark: list[Any] = Field(default_factory=list)
+    schema_drift: dict[str, list[str]] = Field(default_factory=dict)
     seconds: float | None = None
 
 

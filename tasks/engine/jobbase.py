@@ -30,4 +30,9 @@ class JobBase(BaseModel):
     @property
     def slug(self) -> str:
         """The job's name as a key: `extract-crm-customers`."""
-        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+        return job_slug(self.name)
+
+
+def job_slug(name: str) -> str:
+    """A job name as a key (its stage key's last part): `Extract CRM customers` -> `extract-crm-customers`."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

@@ -21,6 +21,7 @@ class JobReport(BaseModel):
     keys_at_watermark: list[Any] = Field(default_factory=list)
     schema_drift: dict[str, list[str]] = Field(default_factory=dict)
     seconds: float | None = None
+    quality: dict[str, Any] = Field(default_factory=dict, description="A transform's screen summary (screens.py).")
 
 
 class BatchReport(BaseModel):
@@ -33,6 +34,7 @@ class BatchReport(BaseModel):
     full_refresh: bool
     jobs: list[JobReport]
     counts: dict[str, int]
+    quality: dict[str, Any] = Field(default_factory=dict, description="The etl_batch quality figures.")
     seconds: float
     audit_database: str
     message: str | None = None

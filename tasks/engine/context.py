@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
-from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent
+from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent, utcnow
 
 _MAX_VALUE_CHARS = 200
 
@@ -26,6 +27,8 @@ class BatchContext:
     clients: dict[str, RestClient]
     full_refresh: bool = False
     secrets: list[str] = field(default_factory=list, repr=False)
+    dry_run: bool = False  # loads compute and report their changes but write nothing
+    effective_at: datetime = field(default_factory=utcnow)  # when type 2 versions written by this batch begin
 
     def client(self, api: str) -> RestClient:
         try:

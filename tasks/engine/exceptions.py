@@ -42,6 +42,11 @@ class DestinationError(SourceError):
     """A write to the destination API failed for one record."""
 
 
+class LoadLimitExceeded(EtlError):
+    """A load stopped on purpose: more writes refused than its error threshold allows, or a full refresh
+    that would remove more of the destination than `missing.max_fraction` allows."""
+
+
 class StageError(EtlError):
     """The stage (memory or Redis) cannot be read or written."""
 

@@ -1,111 +1,169 @@
-"""The load job: pull the destination, diff staged records by natural key, write only the changes.
+"""The load job: learn what the destination holds, diff the staged records by natural key, write only the changes.
 
-Type 1 (overwrite): new keys are POSTed, changed ones PUT or PATCHed, the rest left alone, so a rerun of
-the same batch writes nothing.
+Type 0 inserts new keys and never touches existing ones; type 1 overwrites changed ones; type 2 keeps history
+(a changed key gets a new current version and its old one is expired). A rerun of the same batch writes
+nothing, and a load cut off half way converges when it runs again: every run diffs against the destination.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
-from prefect_restful_etl.tasks.engine.exceptions import RetriableError, SourceError
+from prefect_restful_etl.tasks.engine.destination import DestinationIndex, Lookup, LookupMode
+from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.scd import History, Missing, Planner, format_moment, natural_key, row_hash
 from prefect_restful_etl.tasks.engine.stage import StageKey
-from prefect_restful_etl.tasks.engine.scd import Change, Current, natural_key, plan_type1, row_hash
+from prefect_restful_etl.tasks.engine.tables import utcnow
+from prefect_restful_etl.tasks.engine.writers import AuditColumns, BulkWrite, ErrorThreshold, Writer, WriterSettings
+
+COUNTS = ("read", "inserted", "updated", "expired", "deleted", "unchanged", "failed_writes")
 
 
 class LoadJob(JobBase):
-    """Write staged records to a destination API as a slowly changing dimension (type 1: overwrite)."""
+    """Write staged records to a destination API as a slowly changing dimension.
+
+    ```json
+    {"kind": "load", "name": "Load accounting customers", "source": "Shape accounting customers",
+     "api": "accounting", "endpoint": {"path": "/customers", "records_path": "data"},
+     "natural_key": ["external_id"], "compare": ["name", "email", "country"],
+     "scd_type": 2, "history": {"valid_from": "valid_from", "valid_to": "valid_to",
+                                "current": "is_current", "version": "version"},
+     "update_method": "PATCH", "missing": "expire", "lookup": {"mode": "auto", "by_key_max": 200},
+     "concurrency": 8, "error_threshold": {"count": 100, "fraction": 0.05},
+     "audit_columns": {"batch_id": "etl_batch_id", "loaded_at": "etl_loaded_at"}}
+    ```
+    Creates are `POST {path}`, updates `PUT|PATCH {path}/{id}`, expiries and soft deletes `PATCH {path}/{id}`
+    with only their fields, deletes `DELETE {path}/{id}`; or creates and updates in batches through `bulk`.
+    """
 
     kind: Literal["load"] = "load"
     source: str
     api: str
-    endpoint: Endpoint = Field(description="The destination collection: pulled to diff, then written.")
+    endpoint: Endpoint = Field(description="The destination collection: read to diff, then written.")
     natural_key: list[str] = Field(min_length=1, description="Fields that match a staged record to a destination one.")
-    compare: list[str] | None = Field(default=None, description="Fields compared for change; default: all staged fields.")
+    compare: list[str] | None = Field(default=None, description="Fields compared for change; default: every staged "
+                                      "field but those the load writes itself.")
     id_field: str = Field(default="id", description="The destination's own id, used in update URLs.")
+    scd_type: Literal[0, 1, 2] = Field(default=1, description="0: insert only; 1: overwrite; 2: keep history.")
+    history: History | None = Field(default=None, description="Type 2's validity fields; default: History().")
     update_method: Literal["PUT", "PATCH"] = "PUT"
-    scd_type: Literal[1] = 1
-    concurrency: int = Field(default=4, ge=1, description="Writes in flight at once.")
+    bulk: BulkWrite | None = Field(default=None, description="An upsert endpoint for creates and updates (types 0, 1).")
+    missing: Missing = Field(default_factory=Missing, description="Keys a full refresh no longer holds.")
+    lookup: Lookup = Field(default_factory=Lookup)
+    concurrency: int = Field(default=4, ge=1, description="Keys written at once (the API's rate limit also applies).")
+    error_threshold: ErrorThreshold | None = Field(default=None, description="Default: refused writes never fail it.")
+    dry_run: bool = Field(default=False, description="Compute and report the changes; write nothing.")
+    audit_columns: AuditColumns | None = None
 
+    @model_validator(mode="after")
+    def _consistent(self) -> LoadJob:
+        if self.scd_type == 2:
+            self.history = self.history or History()
+            if self.bulk is not None:
+                raise ValueError("bulk: an upsert by natural key cannot keep type 2 history; write one by one")
+            if self.missing.action in ("delete", "soft_delete"):
+                raise ValueError(f'missing: type 2 keeps history; use "expire", not {self.missing.action!r}')
+        elif self.missing.action == "expire":
+            raise ValueError('missing: "expire" closes type 2 versions; use "soft_delete" or "delete"')
+        clash = set(self.compare or ()) & self.managed_fields()
+        if clash:
+            raise ValueError(f"compare: {sorted(clash)} are written by the load itself, not compared")
+        return self
 
-async def pull_destination(client: RestClient, job: LoadJob, compare: list[str]) -> dict[str, Current]:
-    """Index the destination by natural key: its id and the hash of the compared fields, nothing more."""
-    index: dict[str, Current] = {}
-    pages = client.paginate(job.endpoint.path, params=job.endpoint.params, records_path=job.endpoint.records_path,
-                            paginator=job.endpoint.paginator)
-    async for page in pages:
-        for record in page:
-            index[natural_key(record, job.natural_key)] = Current(record.get(job.id_field), row_hash(record, compare))
-    return index
+    def managed_fields(self) -> set[str]:
+        """Fields the load writes itself (id, validity, audit), so never compared for change."""
+        history = self.history.fields() if self.history and self.scd_type == 2 else set()
+        audit = self.audit_columns.fields() if self.audit_columns else set()
+        return {self.id_field, *history, *audit}
 
 
 def compared_fields(job: LoadJob, first: dict[str, Any]) -> list[str]:
     """The job's `compare` list, or every field of the staged records (taken from the first one)."""
-    return list(job.compare) if job.compare else sorted(first)
+    return list(job.compare) if job.compare else sorted(set(first) - job.managed_fields())
 
 
 async def run_load(
     job: LoadJob, ctx: BatchContext, report: JobReport, errors: ErrorSink, *, source: StageKey
 ) -> JobReport:
-    """Diff and write the records staged under `source`."""
+    """Diff and write the records staged under `source`; keys missing from a full refresh last."""
     client = ctx.client(job.api)
-    counts = {"read": 0, "inserted": 0, "updated": 0, "unchanged": 0, "failed_writes": 0}
+    counts = dict.fromkeys(COUNTS, 0)
     report.counts = counts
-    index: dict[str, Current] | None = None
-    compare: list[str] = []
-    limit = asyncio.Semaphore(job.concurrency)
-
-    async for chunk in ctx.stage.read(source):
-        if index is None:
-            compare = compared_fields(job, chunk[0])
-            index = await pull_destination(client, job, compare)
-        latest = {natural_key(r, job.natural_key): r for r in chunk}  # a key twice in a chunk: the last wins
-        counts["read"] += len(chunk)
-        changes = [plan_type1(r, k, row_hash(r, compare), index.get(k)) for k, r in latest.items()]
-        counts["unchanged"] += sum(c.action == "unchanged" for c in changes) + len(chunk) - len(latest)
-        writes = [c for c in changes if c.action != "unchanged"]
-        try:
-            async with asyncio.TaskGroup() as group:
-                for change in writes:
-                    group.create_task(_write(client, job, change, compare, index, counts, errors, limit))
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None  # the first failure, as itself; its siblings were cancelled
-    await errors.flush()
+    dry_run = job.dry_run or ctx.dry_run
+    if dry_run:
+        counts["dry_run"] = 1
+    acts_on_missing = ctx.full_refresh and job.missing.action != "ignore"
+    mode = job.lookup.choose(await ctx.stage.count(source), must_pull=acts_on_missing)
+    planner = Planner(job.scd_type, format_moment(ctx.effective_at), job.history, job.missing.soft_delete)
+    writer = Writer(client, _writer_settings(job, ctx, dry_run), errors, counts)
+    index: DestinationIndex | None = None
+    seen: set[str] = set()
+    try:
+        async for chunk in ctx.stage.read(source):
+            if index is None:
+                index = await _open_index(job, ctx, compared_fields(job, chunk[0]), mode)
+            latest = {natural_key(r, job.natural_key): r for r in chunk}  # a key twice in a chunk: the last wins
+            counts["read"] += len(chunk)
+            counts["unchanged"] += len(chunk) - len(latest)
+            if mode == "by_key":
+                await index.look_up(client, job.endpoint, job.lookup, latest, job.concurrency)
+            changes = [planner.plan(k, r, row_hash(r, index.compare), index.get(k)) for k, r in latest.items()]
+            seen.update(latest)
+            await writer.apply(changes, index)
+            await ctx.report_progress(report)
+        if acts_on_missing:
+            index = index or await _open_index(job, ctx, list(job.compare or ()), mode)
+            await _retire_missing(job, index, seen, planner, writer)
+        _check_fraction(job, counts)
+    finally:
+        await errors.flush()
     return report
 
 
-async def _write(
-    client: RestClient,
-    job: LoadJob,
-    change: Change,
-    compare: list[str],
-    index: dict[str, Current],
-    counts: dict[str, int],
-    errors: ErrorSink,
-    limit: asyncio.Semaphore,
+async def _open_index(job: LoadJob, ctx: BatchContext, compare: list[str], mode: LookupMode) -> DestinationIndex:
+    index = DestinationIndex(key_fields=job.natural_key, id_field=job.id_field, compare=compare,
+                             history=job.history if job.scd_type == 2 else None, soft_delete=job.missing.soft_delete)
+    if mode == "pull":
+        await index.pull(ctx.client(job.api), job.endpoint)
+    return index
+
+
+async def _retire_missing(
+    job: LoadJob, index: DestinationIndex, seen: set[str], planner: Planner, writer: Writer
 ) -> None:
-    """One write; a record the destination refuses becomes an error event and the load goes on."""
-    path = job.endpoint.path.rstrip("/")
-    async with limit:
-        try:
-            if change.action == "insert":
-                response = await client.request("POST", path, json=change.record)
-                new_id = response.json().get(job.id_field) if response.content else None
-            else:
-                await client.request(job.update_method, f"{path}/{change.destination_id}", json=change.record)
-                new_id = change.destination_id
-        except RetriableError:
-            raise  # the API is down, not the record: fail the job so that a retry converges
-        except SourceError as ex:
-            counts["failed_writes"] += 1
-            await errors.add(screen="load", message=str(ex), natural_key=change.key, severity=7)
-            return
-    index[change.key] = Current(new_id, row_hash(change.record, compare))
-    counts["inserted" if change.action == "insert" else "updated"] += 1
+    """Expire, soft-delete or delete the live keys the full refresh did not hold, within `max_fraction`."""
+    gone = [key for key, state in index.items() if key not in seen and state.live]
+    live = index.live_keys()
+    if gone and len(gone) > job.missing.max_fraction * live:
+        raise LoadLimitExceeded(f"the full refresh lacks {len(gone)} of the destination's {live} live keys, more "
+                                f"than missing.max_fraction={job.missing.max_fraction}: nothing was removed")
+    changes = [planner.plan_missing(key, index[key], job.missing) for key in gone]
+    for start in range(0, len(changes), 1000):  # the same chunking as staged records
+        await writer.apply(changes[start : start + 1000], index)
+
+
+def _check_fraction(job: LoadJob, counts: dict[str, int]) -> None:
+    threshold = job.error_threshold
+    if threshold is None or threshold.fraction is None or not counts["read"]:
+        return
+    share = counts["failed_writes"] / counts["read"]
+    if share > threshold.fraction:
+        raise LoadLimitExceeded(f"{counts['failed_writes']} of {counts['read']} records refused ({share:.1%}), "
+                                f"more than error_threshold.fraction={threshold.fraction}")
+
+
+def _writer_settings(job: LoadJob, ctx: BatchContext, dry_run: bool) -> WriterSettings:
+    stamp: dict[str, Any] = {}
+    if job.audit_columns is not None:
+        if job.audit_columns.batch_id:
+            stamp[job.audit_columns.batch_id] = ctx.batch_id
+        if job.audit_columns.loaded_at:
+            stamp[job.audit_columns.loaded_at] = format_moment(utcnow())
+    return WriterSettings(path=job.endpoint.path, id_field=job.id_field, update_method=job.update_method,
+                          concurrency=job.concurrency, bulk=job.bulk, threshold=job.error_threshold,
+                          stamp=stamp or None, dry_run=dry_run)

@@ -31,6 +31,7 @@ async def run_batch(
     credentials: dict[str, Credentials],
     full_refresh: bool = False,
     base_urls: dict[str, str] | None = None,
+    dry_run: bool = False,
 ) -> BatchReport:
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None, "run_batch runs inside a batch flow"
@@ -53,6 +54,9 @@ async def run_batch(
         clients=clients,
         full_refresh=full_refresh,
         secrets=all_secrets(credentials),
+        dry_run=dry_run,
+        # The run's expected start survives a Prefect retry, so a retried type 2 load opens the same versions.
+        effective_at=flow_run.expected_start_time or utcnow(),
     )
     started = time.monotonic()
     await audit.merge(
@@ -91,6 +95,8 @@ async def _run_job(job: ExtractJob | TransformJob | LoadJob, batch_type: BatchTy
 
 async def _advance_watermarks(ctx: BatchContext, batch_type: BatchType, reports: list[JobReport]) -> None:
     """Only a completed batch moves a watermark, so a failed one is read again in full next time."""
+    if ctx.dry_run:
+        return  # nothing was loaded: the next real batch must read the same records
     for report in reports:
         job = batch_type.job(report.job)
         if not isinstance(job, ExtractJob) or job.incremental is None:

@@ -20,6 +20,7 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         credentials: dict[str, Credentials] | None = None,
         full_refresh: bool = False,
         base_urls: dict[str, str] | None = None,
+        dry_run: bool = False,
     ) -> BatchReport:
         return await run_batch(
             batch_type,
@@ -27,6 +28,7 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
             credentials=credentials or {},
             full_refresh=full_refresh,
             base_urls=base_urls,
+            dry_run=dry_run,
         )
 
     batch.__doc__ = f"""{batch_type.description or batch_type.name}
@@ -36,6 +38,7 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         credentials: The secrets per API name ({", ".join(batch_type.apis)}); masked as soon as the run starts.
         full_refresh: Ignore the watermarks and read everything, then reset them.
         base_urls: Per API name, a base URL that replaces the configured one for this run.
+        dry_run: Extract and transform, then compute and report the load's changes without writing them.
     """
     batch.__name__ = batch_type.name.replace("-", "_")
     options: dict[str, Any] = {

@@ -44,6 +44,11 @@ class BatchType(BaseModel):
             source = getattr(job, "source", None)
             if source is not None and source not in seen:
                 raise ValueError(f"{where}.source: {source!r} is not the name of an earlier job")
+            for looked_up in getattr(job, "lookup_jobs", ()):
+                if looked_up not in seen:
+                    raise ValueError(f"{where}.lookups: {looked_up!r} is not the name of an earlier job")
+            for lookup_api in sorted(set(getattr(job, "lookup_apis", ())) - set(self.apis)):
+                raise ValueError(f"{where}.lookups: {lookup_api!r} is not one of the batch type's apis")
             parent = getattr(job, "parent", None)
             if parent is not None and not isinstance(self._earlier(parent.job, index), ExtractJob):
                 raise ValueError(f"{where}.parent.job: {parent.job!r} is not the name of an earlier extract job")

@@ -16,7 +16,9 @@ from prefect_restful_etl.tasks import runtime
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import Credentials, all_secrets
+from prefect_restful_etl.tasks.engine.exceptions import ScreenStop
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
+from prefect_restful_etl.tasks.engine.quality import batch_quality, screen_dimension
 from prefect_restful_etl.tasks.engine.redaction import redact
 from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
 from prefect_restful_etl.tasks.engine.settings import Settings
@@ -66,6 +68,7 @@ async def run_batch(
     reports: list[JobReport] = []
     try:
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
+        await audit.sync_screens(screen_dimension(batch_type))
         for job in batch_type.jobs:
             reports.append(await _run_job(job, batch_type, batch_id))
         await _advance_watermarks(ctx, batch_type, reports)
@@ -78,7 +81,8 @@ async def run_batch(
         raise
     except BaseException as ex:
         message = redact(f"{type(ex).__name__}: {ex}", ctx.secrets)
-        await asyncio.shield(_finish(ctx, batch_type, reports, started, "FAILED", message, settings))
+        status = "STOPPED" if isinstance(ex, ScreenStop) else "FAILED"  # a screen's verdict, not a crash
+        await asyncio.shield(_finish(ctx, batch_type, reports, started, status, message, settings))
         raise
     finally:
         runtime.unregister(batch_id)
@@ -134,8 +138,8 @@ async def _finish(
     message: str | None,
     settings: Settings,
 ) -> BatchReport:
-    totals = _totals(reports)
-    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals)
+    totals, quality = _totals(reports), batch_quality(reports)
+    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals, **quality)
     return BatchReport(
         batch_id=ctx.batch_id,
         tenant_id=ctx.tenant_id,
@@ -144,6 +148,7 @@ async def _finish(
         full_refresh=ctx.full_refresh,
         jobs=reports,
         counts=totals,
+        quality=quality,
         seconds=round(time.monotonic() - started, 3),
         audit_database=_where(settings),
         message=message,

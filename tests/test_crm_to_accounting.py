@@ -10,10 +10,11 @@ import pytest
 from pydantic import SecretStr
 
 from prefect_restful_etl.deployments.demo_apis import DemoApis
+from prefect_restful_etl.flows.countries import ISO_COUNTRIES
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError, ScreenStop
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +42,18 @@ def accounting_customers(apis: DemoApis) -> dict[str, dict[str, Any]]:
 
 
 def expected(customer: dict[str, Any]) -> dict[str, Any]:
-    """What the batch type's transform makes of a CRM customer."""
+    """What the batch type's transform makes of a (clean) CRM customer."""
     return {
         "external_id": str(customer["id"]),
         "name": customer["company"],
-        "email": customer["email"],
+        "contact": f"{customer.get('first_name') or ''} {customer.get('last_name') or ''}".strip(),
+        "email": customer["email"].strip().lower(),
         "country": customer["country"],
+        "country_name": ISO_COUNTRIES[customer["country"]],
         "phone": customer["phone"],
         "lifetime_value": str(customer["lifetime_value"]),
         "status": customer.get("status") or "active",
+        "quality_flag": "passed" if customer.get("phone") else "flagged",
     }
 
 
@@ -96,8 +100,9 @@ async def test_full_sync_then_rerun_then_incremental_change(prefect_harness: Pat
 
 async def test_a_record_the_destination_refuses_is_an_error_event(prefect_harness: Path, etl_home: Path,
                                                                    fresh_apis: DemoApis) -> None:
+    # The `email format` screen passes something@somewhere; the accounting API also wants a dotted domain.
     with httpx.Client(base_url=fresh_apis.crm_url, headers={"Authorization": f"Bearer {fresh_apis.crm_token}"}) as crm:
-        crm.patch("/customers/9", json={"email": "not-an-email"}).raise_for_status()
+        crm.patch("/customers/9", json={"email": "billing@localhost"}).raise_for_status()
     report = await crm_to_accounting(**parameters(fresh_apis, "bolt"), full_refresh=True)
 
     assert report.status == "COMPLETED"
@@ -134,3 +139,125 @@ async def test_a_bad_configuration_fails_before_any_request(prefect_harness: Pat
 
 def _paths(stats: dict[str, Any]) -> list[str]:
     return [key for key in stats.get("requests", stats) if "_control" not in key]
+
+
+# --- quality screens on real sockets: the demo CRM's dirty records ----------------------------------------------
+
+DIRTY_SCREENS = ["email present", "email format", "lifetime value not negative", "known country"]
+
+
+def add_dirty_customers(apis: DemoApis) -> list[str]:
+    """`POST /_control/dirty`: no email, a malformed email, a negative lifetime value, country "ZZ"; their ids."""
+    with httpx.Client(base_url=apis.crm_url) as crm:
+        added = crm.post("/_control/dirty").raise_for_status().json()["data"]
+    return [str(customer["id"]) for customer in added]
+
+
+async def test_a_screen_rejects_a_malformed_email_before_the_load(prefect_harness: Path, etl_home: Path,
+                                                                  fresh_apis: DemoApis) -> None:
+    with httpx.Client(base_url=fresh_apis.crm_url, headers={"Authorization": f"Bearer {fresh_apis.crm_token}"}) as crm:
+        crm.patch("/customers/9", json={"email": "not-an-email"}).raise_for_status()
+    report = await crm_to_accounting(**parameters(fresh_apis, "comet"), full_refresh=True)
+
+    assert report.status == "COMPLETED"
+    assert (report.counts["rejected"], report.counts["failed_writes"]) == (1, 0)
+    assert report.counts["inserted"] == report.counts["extracted"] - 1
+    assert "9" not in accounting_customers(fresh_apis)
+    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    try:
+        [event] = await audit.error_events(report.batch_id)
+    finally:
+        await audit.close()
+    assert (event.screen, event.natural_key, event.column) == ("email format", "9", "email")
+    assert event.value == "not-an-email"
+    assert (event.job, event.severity, event.action) == ("Shape accounting customers", 6, "reject")
+
+
+async def test_dirty_records_become_error_events_and_only_clean_ones_are_loaded(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis
+) -> None:
+    dirty = add_dirty_customers(fresh_apis)
+    source = crm_customers(fresh_apis)
+    report = await crm_to_accounting(**parameters(fresh_apis, "dusty"), full_refresh=True)
+
+    assert report.status == "COMPLETED"
+    assert (report.counts["extracted"], report.counts["rejected"]) == (len(source), 4)
+    clean = [c for c in source if str(c["id"]) not in dirty]
+    destination = accounting_customers(fresh_apis)
+    assert sorted(destination) == sorted(str(c["id"]) for c in clean)
+    assert {k: {f: v.get(f) for f in expected(clean[0])} for k, v in destination.items()} == {
+        str(c["id"]): expected(c) for c in clean
+    }
+
+    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    try:
+        events = await audit.error_events(report.batch_id)
+        batch = await audit.get_batch(report.batch_id)
+        screens = await _screen_rows(audit)
+    finally:
+        await audit.close()
+    assert [(e.screen, e.natural_key) for e in events] == list(zip(DIRTY_SCREENS, dirty, strict=True))
+    assert [(e.column, e.value) for e in events] == [
+        ("email", None), ("email", "not-an-email"), ("lifetime_value", "-250.0"), ("country", "ZZ")
+    ]
+    assert [(e.severity, e.action, e.tenant_id) for e in events] == [(8, "reject", "dusty"), (6, "reject", "dusty"),
+                                                                    (7, "reject", "dusty"), (6, "reject", "dusty")]
+    assert batch is not None
+    assert (batch.screened, batch.passed, batch.flagged, batch.rejected) == (len(source), len(clean), 0, 4)
+    assert batch.max_severity == 8
+    assert batch.quality_score == round(100 * (1 - (8 + 6 + 7 + 6) / (10 * len(source))), 2)
+    assert report.quality["quality_score"] == batch.quality_score
+    assert [name for name, *_ in screens] == ["transform", *DIRTY_SCREENS, "one row per customer", "phone present"]
+
+
+async def _screen_rows(audit: AuditStore) -> list[tuple[str, str, int, str]]:
+    from sqlmodel import col, select
+
+    from prefect_restful_etl.tasks.engine.tables import EtlScreen
+
+    async with audit.session() as session:
+        query = select(EtlScreen).where(EtlScreen.batch_type == "crm-to-accounting")
+        rows = await session.exec(query.order_by(col(EtlScreen.processing_order)))
+        return [(r.name, r.type, r.severity, r.action) for r in rows.all()]
+
+
+STOP_SCREEN = {"name": "no negative lifetime value at all", "check": "rule", "column": "lifetime_value",
+               "expression": "float(lifetime_value) >= 0", "severity": 10, "action": "stop"}
+
+
+def strict_flow() -> Any:
+    """crm-to-accounting with one more screen, whose failure stops the batch."""
+    from prefect_restful_etl.flows.builder import build_flow
+    from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
+    from prefect_restful_etl.tasks.engine.jobtypes import TransformJob
+
+    extract, transform, load = CRM_TO_ACCOUNTING.jobs
+    strict = TransformJob.model_validate(transform.model_dump() | {"screens": [*transform.screens, STOP_SCREEN]})
+    return build_flow(CRM_TO_ACCOUNTING.model_copy(update={"name": "crm-to-accounting-strict",
+                                                           "jobs": [extract, strict, load]}))
+
+
+async def test_a_stop_screen_stops_the_batch_before_anything_is_loaded(prefect_harness: Path, etl_home: Path,
+                                                                       fresh_apis: DemoApis) -> None:
+    dirty = add_dirty_customers(fresh_apis)
+    state = await strict_flow()(**parameters(fresh_apis, "halt"), full_refresh=True, return_state=True)
+
+    assert state.is_failed()
+    assert "ScreenStop" in state.message and STOP_SCREEN["name"] in state.message
+    with pytest.raises(ScreenStop, match=STOP_SCREEN["name"]):
+        await state.result()
+    assert accounting_customers(fresh_apis) == {}  # the load never ran
+    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    try:
+        [batch] = await audit.batches("halt")
+        jobs = await audit.jobs(batch.batch_id)
+        events = await audit.error_events(batch.batch_id)
+    finally:
+        await audit.close()
+    assert batch.status == "STOPPED" and STOP_SCREEN["name"] in (batch.message or "")
+    assert [(j.kind, j.status) for j in jobs] == [("extract", "COMPLETED"), ("transform", "FAILED")]
+    # written before the stop: the rejects met on the way, then both failures of the record that stopped it
+    assert [(e.screen, e.natural_key, e.action) for e in events] == [
+        ("email present", dirty[0], "reject"), ("email format", dirty[1], "reject"),
+        ("lifetime value not negative", dirty[2], "reject"), (STOP_SCREEN["name"], dirty[2], "stop"),
+    ]

@@ -21,10 +21,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 from prefect_restful_etl.deployments.demo_apis import DemoApis  # noqa: E402
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting  # noqa: E402
 from prefect_restful_etl.tasks.engine.credentials import Credentials  # noqa: E402
+from prefect_restful_etl.tasks.engine.audit import AuditStore  # noqa: E402
 from prefect_restful_etl.tasks.engine.report import BatchReport  # noqa: E402
+from prefect_restful_etl.tasks.engine.settings import Settings  # noqa: E402
+from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent  # noqa: E402
 
 console = Console()
 _COLUMNS = ("extracted", "transformed", "rejected", "inserted", "updated", "unchanged", "failed_writes")
+_QUALITY = ("flagged", "quality_score", "max_severity")
 
 
 def show(title: str, report: BatchReport) -> None:
@@ -37,6 +41,9 @@ def show(title: str, report: BatchReport) -> None:
     for count in _COLUMNS:
         values = [str(job.counts[count]) if count in job.counts else "" for job in report.jobs]
         table.add_row(count.replace("_", " "), *values, str(report.counts.get(count, 0)))
+    for figure in _QUALITY if report.quality else ():  # the transform's screens: what etl_batch records
+        values = [_shown(job.quality.get(figure, "")) for job in report.jobs]
+        table.add_row(figure.replace("_", " "), *values, _shown(report.quality.get(figure)))
     table.add_row("seconds", *(f"{job.seconds:.2f}" for job in report.jobs), f"{report.seconds:.2f}")
     console.print(table)
     for job in report.jobs:
@@ -44,8 +51,12 @@ def show(title: str, report: BatchReport) -> None:
     console.print(f"batch id {report.batch_id}\naudit database: {report.audit_database}\n")
 
 
+def _shown(figure: Any) -> str:
+    return "-" if figure is None else str(figure)
+
+
 def edit_crm(apis: DemoApis) -> list[str]:
-    """Change three customers and add one, through the CRM's own API, as its users would."""
+    """Change three customers and add one through the CRM's own API, as its users would; add four dirty ones."""
     headers = {"Authorization": f"Bearer {apis.crm_token}"}
     with httpx.Client(base_url=apis.crm_url, headers=headers, timeout=10) as crm:
         done = []
@@ -56,8 +67,34 @@ def edit_crm(apis: DemoApis) -> list[str]:
         new = crm.post("/customers", json={"email": "new@customer.example", "first_name": "Nia", "last_name": "Okafor",
                                            "company": "Okafor Trading", "country": "GB"})
         new.raise_for_status()
-        done.append(f"new customer {new.json()['id']}")
+        done.append(f"new customer {new.json()['id']} (no phone: the `phone present` screen flags it)")
+    dirty = httpx.post(f"{apis.crm_url}/_control/dirty", timeout=10).raise_for_status().json()["data"]
+    done.append(f"dirty customers {', '.join(str(c['id']) for c in dirty)}: no email, a malformed email, "
+                "a negative lifetime value, country 'ZZ'")
     return done
+
+
+def show_error_events(report: BatchReport) -> None:
+    """The batch's rows of `etl_error_event`: what the screens rejected or flagged, and why."""
+    events = asyncio.run(error_events(report.batch_id))
+    if not events:
+        return
+    table = Table(title=f"etl_error_event for batch {report.batch_id}")
+    table.add_column("screen", no_wrap=True)
+    for column in ("key", "sev.", "action", "column", "value"):
+        table.add_column(column)
+    for event in events:
+        table.add_row(event.screen, event.natural_key or "", str(event.severity), event.action, event.column or "",
+                      "null" if event.value is None else repr(event.value))
+    console.print(table)
+
+
+async def error_events(batch_id: str) -> list[EtlErrorEvent]:
+    audit = await AuditStore.open(Settings().audit_database())
+    try:
+        return list(await audit.error_events(batch_id))
+    finally:
+        await audit.close()
 
 
 def main() -> None:
@@ -79,6 +116,7 @@ def main() -> None:
         console.print()
         second = asyncio.run(crm_to_accounting(**parameters))
         show("Incremental sync", second)
+        show_error_events(second)
         written = second.counts["inserted"] + second.counts["updated"]
         console.print(
             f"The second batch read {second.counts['extracted']} changed CRM records and wrote {written} "

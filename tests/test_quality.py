@@ -45,7 +45,7 @@ def report(kind: str, quality: dict[str, Any]) -> JobReport:
         ),
         (
             [report("transform", {"screened": 0, "passed": 0, "quality_score": 100.0, "max_severity": 0})],
-            {"screened": 0, "passed": 0, "flagged": 0, "quality_score": 100.0, "max_severity": None},
+            {"screened": 0, "passed": 0, "flagged": 0, "quality_score": 100.0, "max_severity": 0},
         ),
     ],
     ids=["no-transform", "one-transform", "two-transforms-weighted", "nothing-screened"],

@@ -35,7 +35,7 @@ def batch_quality(reports: Iterable[JobReport]) -> dict[str, Any]:
 
     The score of several transform jobs is their average weighted by records screened, which is the
     score of all their records taken together. `rejected` is a count every job reports, summed elsewhere.
-    No transform job with a summary: no figures (the batch row keeps its defaults).
+    No transform job with a summary: no figures (the batch row keeps its defaults, max severity null).
     """
     summaries = [r.quality for r in reports if r.kind == "transform" and r.quality]
     if not summaries:
@@ -44,6 +44,5 @@ def batch_quality(reports: Iterable[JobReport]) -> dict[str, Any]:
     screened = figures["screened"]
     weighted = sum(float(s.get("quality_score", 100.0)) * int(s.get("screened", 0)) for s in summaries)
     figures["quality_score"] = round(weighted / screened, 2) if screened else 100.0
-    worst = max(int(s.get("max_severity", 0)) for s in summaries)
-    figures["max_severity"] = worst or None  # no failure: no severity, rather than a made-up 0
+    figures["max_severity"] = max(int(s.get("max_severity", 0)) for s in summaries)  # 0: screened, none failed
     return figures

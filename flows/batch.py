@@ -10,6 +10,7 @@ from typing import Any
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
+from prefect_restful_etl.flows.resources import close_stage, stage_settings
 from prefect_restful_etl.flows.resources import api_configs, open_clients, open_stage
 from prefect_restful_etl.flows.secrecy import redact_stored_parameters
 from prefect_restful_etl.tasks import runtime
@@ -44,6 +45,7 @@ async def run_batch(
     )
     logger = get_run_logger()
     settings = Settings()
+    settings = await stage_settings(settings)  # a named EtlStage block replaces the stage settings
     apis = api_configs(batch_type, base_urls)
     clients = open_clients(apis, credentials)  # a bad credential or config fails here, before any request
     audit = await AuditStore.open(settings.audit_database())
@@ -165,3 +167,4 @@ async def _close(ctx: BatchContext) -> Any:
     for client in ctx.clients.values():
         await client.__aexit__(None, None, None)
     await ctx.audit.close()
+    await close_stage(ctx.stage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prefect_restful_etl.blocks.stage import EtlStage
 from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.credentials import Credentials
@@ -9,6 +10,17 @@ from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage
+
+
+async def stage_settings(settings: Settings) -> Settings:
+    """The settings with a named `EtlStage` block's stage in place of the `RESTFUL_ETL_STAGE_*` ones."""
+    if not settings.stage_block:
+        return settings
+    try:
+        block = await EtlStage.aload(settings.stage_block)
+    except ValueError as ex:  # Prefect's "Unable to find block document named ..."
+        raise ConfigError("RESTFUL_ETL_STAGE_BLOCK", f"no EtlStage block named {settings.stage_block!r}") from ex
+    return block.apply(settings)
 
 
 def open_stage(settings: Settings) -> Stage:
@@ -20,6 +32,13 @@ def open_stage(settings: Settings) -> Stage:
 
         return RedisStage.from_url(url, prefix=settings.stage_prefix, ttl=settings.stage_ttl)
     raise ConfigError("RESTFUL_ETL_STAGE_URL", "must start with memory://, redis:// or rediss://")
+
+
+async def close_stage(stage: Stage) -> None:
+    """Close the stage's connection, if it has one (a Redis stage does; memory does not)."""
+    aclose = getattr(stage, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def api_configs(batch_type: BatchType, base_urls: dict[str, str] | None) -> dict[str, ApiConfig]:

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     stage_prefix: str = "restful-etl"
     stage_ttl: int | None = Field(default=7 * 24 * 3600, description="Seconds a Redis stage key lives.")
     keep_stage: bool = Field(default=False, description="Keep a completed batch's staged records.")
+    stage_block: str | None = Field(
+        default=None, description="Name of an `EtlStage` block; when set it replaces the four stage settings above."
+    )
 
     def audit_database(self) -> str:
         if self.audit_url is not None:

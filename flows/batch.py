@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from prefect_restful_etl.flows.resources import close_stage, stage_settings
 from prefect_restful_etl.flows.resources import api_configs, open_clients, open_stage
+from prefect_restful_etl.flows.restart import drop_resumed, prepare
 from prefect_restful_etl.flows.secrecy import redact_stored_parameters
 from prefect_restful_etl.tasks import runtime
 from prefect_restful_etl.tasks.engine.audit import AuditStore
@@ -35,6 +36,7 @@ async def run_batch(
     full_refresh: bool = False,
     base_urls: dict[str, str] | None = None,
     dry_run: bool = False,
+    resume_batch_id: str | None = None,
 ) -> BatchReport:
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None, "run_batch runs inside a batch flow"
@@ -71,12 +73,14 @@ async def run_batch(
     try:
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
         await audit.sync_screens(screen_dimension(batch_type))
+        reused = await prepare(ctx, batch_type, resume_batch_id)  # the jobs a resumed batch need not run
         for job in batch_type.jobs:
-            reports.append(await _run_job(job, batch_type, batch_id))
+            reports.append(reused[job.name] if job.name in reused else await _run_job(job, batch_type, batch_id))
         await _advance_watermarks(ctx, batch_type, reports)
         report = await _finish(ctx, batch_type, reports, started, "COMPLETED", None, settings)
         if not settings.keep_stage:
             await ctx.stage.drop_batch(tenant_id, batch_id)
+            await drop_resumed(ctx)
         return report
     except asyncio.CancelledError:
         await asyncio.shield(_finish(ctx, batch_type, reports, started, "CANCELLED", "cancelled", settings))

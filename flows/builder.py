@@ -21,6 +21,7 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         full_refresh: bool = False,
         base_urls: dict[str, str] | None = None,
         dry_run: bool = False,
+        resume_batch_id: str | None = None,
     ) -> BatchReport:
         return await run_batch(
             batch_type,
@@ -29,6 +30,7 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
             full_refresh=full_refresh,
             base_urls=base_urls,
             dry_run=dry_run,
+            resume_batch_id=resume_batch_id,
         )
 
     batch.__doc__ = f"""{batch_type.description or batch_type.name}
@@ -39,6 +41,8 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         full_refresh: Ignore the watermarks and read everything, then reset them.
         base_urls: Per API name, a base URL that replaces the configured one for this run.
         dry_run: Extract and transform, then compute and report the load's changes without writing them.
+        resume_batch_id: A failed, cancelled or crashed batch of this tenant to continue: the jobs it completed
+            are reused from its stage, the others run.
     """
     batch.__name__ = batch_type.name.replace("-", "_")
     options: dict[str, Any] = {

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from prefect_restful_etl.tasks import runtime
+from prefect_restful_etl.tasks.caching import STAGED_JOB
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.extract import run_extract
 from prefect_restful_etl.tasks.engine.jobrun import audited_job
@@ -22,7 +23,7 @@ def _job_id() -> str:
     return str(context.task_run.id) if context else str(uuid.uuid4())
 
 
-@task(name="extract", task_run_name="{job.name}", persist_result=True)
+@task(name="extract", task_run_name="{job.name}", persist_result=True, cache_policy=STAGED_JOB)
 async def extract_job(job: ExtractJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
     async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
@@ -31,7 +32,7 @@ async def extract_job(job: ExtractJob, batch_type: BatchType, batch_id: str) -> 
     return report
 
 
-@task(name="transform", task_run_name="{job.name}", persist_result=True)
+@task(name="transform", task_run_name="{job.name}", persist_result=True, cache_policy=STAGED_JOB)
 async def transform_job(job: TransformJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
     async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
@@ -41,7 +42,7 @@ async def transform_job(job: TransformJob, batch_type: BatchType, batch_id: str)
     return report
 
 
-@task(name="load", task_run_name="{job.name}", persist_result=True)
+@task(name="load", task_run_name="{job.name}", persist_result=True, cache_policy=STAGED_JOB)
 async def load_job(job: LoadJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
     async with audited_job(ctx, job.name, job.kind, _job_id()) as report:

@@ -27,6 +27,9 @@ class BatchContext:
     clients: dict[str, RestClient]
     full_refresh: bool = False
     secrets: list[str] = field(default_factory=list, repr=False)
+    # A resumed batch reads the output of jobs it reuses where the batch it resumes staged them.
+    resumed_keys: dict[str, StageKey] = field(default_factory=dict)
+    stage_epoch: str | None = None  # names this batch's staged data; a new one means it was lost
     dry_run: bool = False  # loads compute and report their changes but write nothing
     effective_at: datetime = field(default_factory=utcnow)  # when type 2 versions written by this batch begin
 
@@ -37,7 +40,7 @@ class BatchContext:
             raise ConfigError("api", f"{api!r} has no client in this batch") from None
 
     def stage_key(self, job_slug: str) -> StageKey:
-        return StageKey(self.tenant_id, self.batch_id, job_slug)
+        return self.resumed_keys.get(job_slug) or StageKey(self.tenant_id, self.batch_id, job_slug)
 
 
 class ErrorSink:

@@ -1,0 +1,49 @@
+"""Audit rows of a batch that ends outside `run_batch`: cancelled through Prefect, or crashed with its process.
+
+Prefect cancels a served or worker run by killing its process (SIGTERM, then SIGKILL), and a crash ends one
+without warning: `run_batch` may never write its final rows. These flow hooks run afterwards, in the runner or
+worker (or in the flow's own process when Prefect cancels it there) and mark what was left RUNNING: the batch,
+and its unfinished jobs, CANCELLED or CRASHED. They leave the stage alone: a `resume_batch_id` run continues
+from it until its TTL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.settings import Settings
+from prefect_restful_etl.tasks.engine.tables import utcnow
+
+_ENDED = {"COMPLETED", "CANCELLED", "CRASHED"}  # what a hook must not overwrite
+
+
+async def mark_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
+    """`on_cancellation` hook."""
+    await mark_ended(str(flow_run.id), "CANCELLED", "cancelled through Prefect")
+
+
+async def mark_crashed(flow: Any, flow_run: Any, state: Any) -> None:
+    """`on_crashed` hook: the process died (killed, out of memory) or the engine lost it."""
+    await mark_ended(str(flow_run.id), "CRASHED", f"the flow run's process ended without finishing ({state.name})")
+
+
+async def mark_ended(batch_id: str, status: str, message: str) -> None:
+    """Mark the batch and its jobs that were still running (or stopped by the kill itself) as `status`."""
+    audit = await AuditStore.open(Settings().audit_database())
+    try:
+        batch = await audit.get_batch(batch_id)
+        if batch is None or batch.status in _ENDED:
+            return  # never started here, or its own code already said how it ended
+        now = utcnow()
+        for job in await audit.jobs(batch_id):
+            if job.status == "RUNNING" or (job.status == "FAILED" and _killed(job.message)):
+                await audit.update_job(job.job_id, status=status, ended_at=job.ended_at or now, message=message)
+        await audit.update_batch(batch_id, status=status, ended_at=batch.ended_at or now, message=message)
+    finally:
+        await audit.close()
+
+
+def _killed(message: str | None) -> bool:
+    """A job whose own except block saw the kill (Prefect raises TerminationSignal on SIGTERM)."""
+    return bool(message) and message.startswith("TerminationSignal")  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ from pydantic import SecretStr, ValidationError
 
 from engine_support import batch_context
 from prefect_restful_etl.tasks.engine.api import ApiConfig
+from prefect_restful_etl.tasks.engine.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError
@@ -86,10 +87,13 @@ class FakeDestination:
 
 
 async def load(tmp_path: Path, load_job: LoadJob, staged: list[dict], *, full_refresh: bool = False,
-               dry_run: bool = False) -> tuple[JobReport, list]:
+               dry_run: bool = False, limiter: RateLimiter | None = None) -> tuple[JobReport, list]:
     apis = {"acct": (API, Credentials(api_key=SecretStr(KEY)))}
     async with batch_context(tmp_path, apis, full_refresh=full_refresh) as ctx:
         ctx.dry_run, ctx.effective_at = dry_run, AT
+        if limiter is not None:  # the run's limiter for this API, as flows/resources.py shares it
+            await ctx.clients["acct"].aclose()
+            ctx.clients["acct"] = RestClient(API, Credentials(api_key=SecretStr(KEY)), rate_limiter=limiter)
         await ctx.stage.append(ctx.stage_key("extract"), staged)
         report = JobReport(job="Load", kind="load", job_id="j1")
         try:
@@ -297,6 +301,19 @@ async def test_writes_in_flight_are_bounded_by_the_job(tmp_path: Path) -> None:
     dest = FakeDestination(respx.mock)
     report, _ = await load(tmp_path, job(concurrency=3), [staged(n) for n in range(1, 21)])
     assert report.counts["inserted"] == 20 and 1 < dest.peak <= 3
+
+
+@respx.mock
+async def test_writes_wait_for_the_apis_rate_limit(tmp_path: Path) -> None:
+    pauses: list[float] = []
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+
+    limiter = RateLimiter(10, clock=lambda: 0.0, sleep=record)  # a frozen clock: each request queues behind the last
+    dest = FakeDestination(respx.mock)
+    await load(tmp_path, job(concurrency=4), [staged(n) for n in range(1, 6)], limiter=limiter)
+    assert len(dest.calls) == 6 and sorted(pauses) == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
 
 
 @respx.mock

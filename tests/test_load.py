@@ -4,6 +4,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError
 from prefect_restful_etl.tasks.engine.load import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.stage import MemoryStage, StageKey
 
 BASE = "https://acct.example.com"
 KEY = "acct-key-123456"
@@ -43,6 +45,7 @@ class FakeDestination:
         self.rows = {r["id"]: dict(r) for r in rows or []}
         self.calls: list[tuple[str, str]] = []
         self.refuse: set[str] = set()  # external ids whose writes answer 422
+        self.refuse_once: set[str] = set()  # row ids whose next PUT/PATCH/DELETE answers 422
         self.in_flight = self.peak = 0
         router.get(f"{BASE}/customers").mock(side_effect=self._list)
         router.post(f"{BASE}/customers").mock(side_effect=self._create)
@@ -75,6 +78,9 @@ class FakeDestination:
         self.calls.append((request.method, row_id))
         if row_id not in self.rows:
             return httpx.Response(404, json={"detail": "not found"})
+        if row_id in self.refuse_once:
+            self.refuse_once.discard(row_id)
+            return httpx.Response(422, json={"detail": "valid_to: refused"})
         if request.method == "DELETE":
             del self.rows[row_id]
             return httpx.Response(204)
@@ -87,13 +93,16 @@ class FakeDestination:
 
 
 async def load(tmp_path: Path, load_job: LoadJob, staged: list[dict], *, full_refresh: bool = False,
-               dry_run: bool = False, limiter: RateLimiter | None = None) -> tuple[JobReport, list]:
+               dry_run: bool = False, limiter: RateLimiter | None = None,
+               chunk: int | None = None) -> tuple[JobReport, list]:
     apis = {"acct": (API, Credentials(api_key=SecretStr(KEY)))}
     async with batch_context(tmp_path, apis, full_refresh=full_refresh) as ctx:
         ctx.dry_run, ctx.effective_at = dry_run, AT
         if limiter is not None:  # the run's limiter for this API, as flows/resources.py shares it
             await ctx.clients["acct"].aclose()
             ctx.clients["acct"] = RestClient(API, Credentials(api_key=SecretStr(KEY)), rate_limiter=limiter)
+        if chunk is not None:
+            ctx.stage = SmallChunks(chunk)
         await ctx.stage.append(ctx.stage_key("extract"), staged)
         report = JobReport(job="Load", kind="load", job_id="j1")
         try:
@@ -101,6 +110,16 @@ async def load(tmp_path: Path, load_job: LoadJob, staged: list[dict], *, full_re
         finally:
             report.counts["events"] = len(await ctx.audit.error_events(ctx.batch_id))
         return report, list(await ctx.audit.error_events(ctx.batch_id))
+
+
+class SmallChunks(MemoryStage):
+    """Reads in chunks of `size`, so a key can come back in a later chunk of a small test stage."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def read(self, key: StageKey, chunk_size: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:
+        return super().read(key, self.size)
 
 
 def row(n: int, email: str | None = None, **more: Any) -> dict[str, Any]:
@@ -158,6 +177,19 @@ async def test_type2_inserts_the_new_version_then_expires_the_old(tmp_path: Path
     assert [(v["version"], v["is_current"], v["valid_to"]) for v in versions] == [
         (0, False, "2026-01-01T00:00:00.000000Z"), (1, False, AT_TEXT), (2, True, None)]
     assert versions[2]["valid_from"] == AT_TEXT and versions[2]["email"] == "1@co.io"
+
+
+@respx.mock
+async def test_type2_a_refused_expiry_is_mended_when_the_key_comes_back(tmp_path: Path) -> None:
+    old = row(1, "old@co.io", valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=True, version=1)
+    dest = FakeDestination(respx.mock, [old])
+    dest.refuse_once = {"AC-1"}
+    report, errors = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2), staged(1, "b@co.io")],
+                                chunk=2)
+    versions = sorted(dest.rows.values(), key=lambda r: (r["external_id"], r["version"]))
+    assert [(r["external_id"], r["version"], r["email"], r["is_current"]) for r in versions] == [
+        ("1", 1, "old@co.io", False), ("1", 2, "a@co.io", False), ("1", 3, "b@co.io", True), ("2", 1, "2@co.io", True)]
+    assert (report.counts["failed_writes"], len(errors), report.counts["expired"]) == (1, 1, 2)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.destination import DestinationIndex
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.paths import get_path
-from prefect_restful_etl.tasks.engine.scd import Change, KeyState, Write
+from prefect_restful_etl.tasks.engine.scd import Change, KeyState, Version, Write
 
 
 class BulkWrite(BaseModel):
@@ -112,15 +112,18 @@ class Writer:
 
     async def _change(self, change: Change, index: DestinationIndex) -> None:
         """The writes of one key, in order; a refused one stops the rest of that key's writes."""
-        new_id = None
+        new_id, created = None, False
         async with self._limit:
             try:
                 for write in change.writes:
                     written = await self._send(write)
-                    new_id = written if write.op == "create" else new_id
+                    if write.op == "create":
+                        new_id, created = written, True
             except RetriableError:
                 raise  # the API is down, not the record: fail the job so that a rerun converges
             except SourceError as ex:
+                if created and change.after is not None:
+                    _add_live(index, change.key, replace(change.after, id=new_id))
                 await self._refused(change.key, str(ex))
                 return
         self._landed(change, new_id, index)
@@ -195,6 +198,13 @@ class Writer:
         if threshold is not None and threshold.count is not None and self.counts["failed_writes"] > threshold.count:
             raise LoadLimitExceeded(f"{self.counts['failed_writes']} writes refused, more than the threshold of "
                                     f"{threshold.count}; the last: {message}")
+
+
+def _add_live(index: DestinationIndex, key: str, version: Version) -> None:
+    """A version created before a later write of its key was refused: both are live now, and the key's
+    next change (in a later chunk) mends them, as a rerun would."""
+    state = index[key] if key in index else KeyState()
+    index.set(key, KeyState([*state.live, version], max(state.top, version.number)))
 
 
 def _upsertable(change: Change) -> bool:

@@ -8,12 +8,13 @@ are not staged, flagged ones are; a `stop` screen stops the batch (`ScreenStop`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
-from prefect_restful_etl.tasks.engine.exceptions import RecordError, ScreenStop
+from prefect_restful_etl.tasks.engine.exceptions import RecordError, ScreenStop, StageError
 from prefect_restful_etl.tasks.engine.jobbase import JobBase
 from prefect_restful_etl.tasks.engine.lookup_config import (
     ApiLookupConfig,
@@ -120,12 +121,12 @@ async def run_transform(
                 await ctx.stage.append(target, kept)
                 transformed += len(kept)
             report.counts, report.quality = run.counts(read, transformed), run.quality()
-            await ctx.report_progress(report)
     except BaseException as ex:
         report.counts, report.quality = run.counts(read, transformed), run.quality()
         await asyncio.shield(errors.flush())  # a stopped batch's error events are its explanation
         if isinstance(ex, ScreenStop):
-            await ctx.stage.clear(target)  # nothing half-screened waits in the stage for a load
+            with contextlib.suppress(StageError):  # the stop, not a stage hiccup, is what the batch must report
+                await ctx.stage.clear(target)  # nothing half-screened waits in the stage for a load
         raise
     await errors.flush()
     report.counts, report.quality = run.counts(read, transformed), run.quality()

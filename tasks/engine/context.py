@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent, utcnow
 
@@ -30,8 +32,14 @@ class BatchContext:
     # A resumed batch reads the output of jobs it reuses where the batch it resumes staged them.
     resumed_keys: dict[str, StageKey] = field(default_factory=dict)
     stage_epoch: str | None = None  # names this batch's staged data; a new one means it was lost
+    progress: Callable[[JobReport], Awaitable[None]] | None = field(default=None, repr=False)
     dry_run: bool = False  # loads compute and report their changes but write nothing
     effective_at: datetime = field(default_factory=utcnow)  # when type 2 versions written by this batch begin
+
+    async def report_progress(self, report: JobReport) -> None:
+        """Runners call this after each page or chunk; the Prefect layer turns it into events (see `progress`)."""
+        if self.progress is not None:
+            await self.progress(report)
 
     def client(self, api: str) -> RestClient:
         try:

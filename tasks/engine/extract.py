@@ -104,6 +104,7 @@ async def run_extract(
         if page:
             await ctx.stage.append(key, page)
             counts["extracted"] += len(page)
+        await ctx.report_progress(report)
 
     await errors.flush()
     if cursor is not None:

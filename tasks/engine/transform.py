@@ -121,6 +121,7 @@ async def run_transform(
                 await ctx.stage.append(target, kept)
                 transformed += len(kept)
             report.counts, report.quality = run.counts(read, transformed), run.quality()
+            await ctx.report_progress(report)
     except BaseException as ex:
         report.counts, report.quality = run.counts(read, transformed), run.quality()
         await asyncio.shield(errors.flush())  # a stopped batch's error events are its explanation

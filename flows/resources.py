@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prefect_restful_etl.blocks.api import RestApi
+from prefect_restful_etl.blocks.audit import AuditDatabase
 from prefect_restful_etl.blocks.stage import EtlStage
 from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.client import RateLimiter, RestClient
@@ -41,15 +43,43 @@ async def close_stage(stage: Stage) -> None:
         await aclose()
 
 
-def api_configs(batch_type: BatchType, base_urls: dict[str, str] | None) -> dict[str, ApiConfig]:
-    """The batch type's APIs, with base URLs overridden per run (another environment, the demo's ports)."""
-    base_urls = base_urls or {}
-    unknown = set(base_urls) - set(batch_type.apis)
-    if unknown:
-        raise ConfigError("base_urls", f"names no API of {batch_type.name}: {sorted(unknown)}")
+async def audit_settings(settings: Settings) -> Settings:
+    """The settings with a named `AuditDatabase` block's URL in place of `RESTFUL_ETL_AUDIT_URL`."""
+    if not settings.audit_block:
+        return settings
+    try:
+        block = await AuditDatabase.aload(settings.audit_block)
+    except ValueError as ex:  # Prefect's "Unable to find block document named ..."
+        raise ConfigError("RESTFUL_ETL_AUDIT_BLOCK", f"no AuditDatabase block named {settings.audit_block!r}") from ex
+    return settings.model_copy(update={"audit_url": block.url})
+
+
+async def load_api_blocks(names: dict[str, str] | None) -> dict[str, ApiConfig]:
+    """Per API name, the configuration held by the named `RestApi` block (`{"crm": "crm-production"}`)."""
+    configs = {}
+    for api, block_name in (names or {}).items():
+        try:
+            block = await RestApi.aload(block_name)
+        except ValueError as ex:
+            raise ConfigError(f"api_blocks.{api}", f"no RestApi block named {block_name!r}") from ex
+        configs[api] = block.to_config().model_copy(update={"name": api})
+    return configs
+
+
+def api_configs(
+    batch_type: BatchType, base_urls: dict[str, str] | None, blocks: dict[str, ApiConfig] | None = None
+) -> dict[str, ApiConfig]:
+    """The batch type's APIs, replaced by RestApi blocks where named, then with base URLs overridden per run
+    (another environment, the demo's ports)."""
+    base_urls, blocks = base_urls or {}, blocks or {}
+    for parameter, names in (("base_urls", base_urls), ("api_blocks", blocks)):
+        unknown = set(names) - set(batch_type.apis)
+        if unknown:
+            raise ConfigError(parameter, f"names no API of {batch_type.name}: {sorted(unknown)}")
+    apis = {name: blocks.get(name, api) for name, api in batch_type.apis.items()}
     return {
         name: api.model_validate({**api.model_dump(), "base_url": base_urls[name]}) if name in base_urls else api
-        for name, api in batch_type.apis.items()
+        for name, api in apis.items()
     }
 
 

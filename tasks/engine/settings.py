@@ -15,6 +15,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".restful-etl"), description="Folder for the default SQLite audit database.")
     audit_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL; a password in it stays secret.")
+    audit_block: str | None = Field(default=None, description="An AuditDatabase block's name; replaces audit_url.")
     stage_url: SecretStr = Field(default=SecretStr("memory://"), description="`memory://` or `redis://host:port/db`.")
     stage_prefix: str = "restful-etl"
     stage_ttl: int | None = Field(default=7 * 24 * 3600, description="Seconds a Redis stage key lives.")
@@ -22,6 +23,7 @@ class Settings(BaseSettings):
     stage_block: str | None = Field(
         default=None, description="Name of an `EtlStage` block; when set it replaces the four stage settings above."
     )
+    progress_every: int = Field(default=1000, ge=1, description="Records between a job's progress events.")
 
     def audit_database(self) -> str:
         if self.audit_url is not None:

@@ -1,4 +1,5 @@
-"""Redact on receipt: the batch flow's first act overwrites the run's stored parameters with masks."""
+"""Secrets on receipt: the batch flow's first act overwrites the run's stored parameters with masks, then
+opens sealed credentials in memory and sets the callback's signing secret apart."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
+from pydantic import SecretStr
 
+from prefect_restful_etl.flows.sealing import seal_key_from_env, unseal
 from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.redaction import MASK
+
+CALLBACK = "callback"  # the credentials entry whose token signs the batch report posted to `callback_url`
 
 
 def masked_credentials(credentials: dict[str, Credentials]) -> dict[str, dict[str, Any]]:
@@ -39,3 +45,25 @@ def _jsonable(value: Any) -> Any:
     from pydantic import TypeAdapter
 
     return TypeAdapter(Any).dump_python(value, mode="json")
+
+
+def open_credentials(
+    credentials: dict[str, Credentials], sealed_credentials: str | None
+) -> tuple[dict[str, Credentials], SecretStr | None]:
+    """Plain and sealed credentials as one map by API name, and the callback's secret taken out of it.
+
+    Sealed ones stay sealed in Prefect, so a Prefect Retry opens them again; plain ones were masked on
+    receipt, so a retry finds masks: say so instead of sending them to the API as a password.
+    """
+    if any(secret == MASK for creds in credentials.values() for secret in creds.secret_values()):
+        raise ConfigError("credentials", "were masked when the run first started: a retry needs sealed "
+                          "credentials (`restful-etl seal`), or start a new run with the credentials")
+    merged = dict(credentials)
+    if sealed_credentials:
+        opened = unseal(sealed_credentials, seal_key_from_env())
+        both = sorted(set(opened) & set(merged))
+        if both:
+            raise ConfigError("sealed_credentials", f"and credentials both name {both}: give each API once")
+        merged |= opened
+    callback = merged.pop(CALLBACK, None)
+    return merged, callback.token if callback is not None else None

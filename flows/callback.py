@@ -1,0 +1,66 @@
+"""The callback: when a batch ends, its report is POSTed to the run's `callback_url`, signed with HMAC-SHA256.
+
+The receiver checks the signature with the secret it shares with the caller, which arrives with the run's
+credentials (`{"callback": {"token": "..."}}`, sealed or not) and is never stored:
+
+```python
+expected = "sha256=" + hmac.new(secret, request.body, hashlib.sha256).hexdigest()
+hmac.compare_digest(expected, request.headers["X-Restful-Etl-Signature"])
+```
+A callback that fails is logged and the batch keeps its own ending: the report is in Prefect and the audit
+database either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from prefect_restful_etl.tasks.engine.report import BatchReport
+
+SIGNATURE_HEADER = "X-Restful-Etl-Signature"
+EVENT_HEADER = "X-Restful-Etl-Event"
+
+
+def sign(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(body: bytes, secret: str, signature: str) -> bool:
+    return hmac.compare_digest(sign(body, secret), signature)
+
+
+def where(url: str) -> str:
+    """The URL without its query, user info or fragment, for logs: those parts may carry tokens."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+async def post_report(
+    url: str, report: BatchReport, secret: SecretStr | None, logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    *, timeout: float = 10.0,
+) -> bool:
+    """POST the report; True when the receiver answered 2xx. Never raises: the batch has already ended."""
+    body = report.model_dump_json().encode()
+    headers = {"Content-Type": "application/json", EVENT_HEADER: f"batch.{report.status.lower()}"}
+    if secret is not None:
+        headers[SIGNATURE_HEADER] = sign(body, secret.get_secret_value())
+    else:
+        logger.warning("callback to %s is unsigned: no credentials[%r].token given", where(url), "callback")
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.post(url, content=body, headers=headers)
+            response.raise_for_status()
+    except httpx.HTTPStatusError as ex:
+        logger.warning("callback to %s answered %s", where(url), ex.response.status_code)
+        return False
+    except (httpx.HTTPError, httpx.InvalidURL) as ex:
+        logger.warning("callback to %s failed: %s", where(url), type(ex).__name__)
+        return False
+    logger.info("batch report posted to %s", where(url))
+    return True

@@ -1,0 +1,58 @@
+"""The callback: the batch report POSTed to a real local receiver, signed with HMAC-SHA256; failures logged."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+
+import pytest
+from pydantic import SecretStr
+
+from callback_support import CallbackReceiver
+from prefect_restful_etl.flows.callback import EVENT_HEADER, SIGNATURE_HEADER, post_report, sign, verify, where
+from prefect_restful_etl.tasks.engine.report import BatchReport
+
+logger = logging.getLogger("test-callback")
+
+
+def report(status: str = "COMPLETED") -> BatchReport:
+    return BatchReport(batch_id="b-1", tenant_id="acme", batch_type="crm-to-accounting", status=status,
+                       full_refresh=False, jobs=[], counts={"inserted": 3}, seconds=1.5, audit_database="sqlite://")
+
+
+def test_the_signature_is_hmac_sha256_of_the_body_as_receivers_compute_it() -> None:
+    body, secret = b'{"a": 1}', "s3cret"
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert sign(body, secret) == expected
+    assert verify(body, secret, expected)
+    assert not verify(body + b" ", secret, expected) and not verify(body, "other", expected)
+
+
+async def test_the_report_arrives_signed_and_verifiable() -> None:
+    with CallbackReceiver() as receiver:
+        assert await post_report(receiver.url, report(), SecretStr("hook-secret"), logger)
+    (call,) = receiver.received
+    assert json.loads(call.body)["counts"] == {"inserted": 3}
+    assert verify(call.body, "hook-secret", call.headers[SIGNATURE_HEADER])
+    assert call.headers[EVENT_HEADER] == "batch.completed"
+    assert "hook-secret" not in json.dumps(call.headers) + call.body.decode()
+
+
+@pytest.mark.parametrize("status", [500, 404], ids=["server-error", "not-found"])
+async def test_a_refusing_receiver_is_logged_not_raised(status: int, caplog: pytest.LogCaptureFixture) -> None:
+    with CallbackReceiver(status=status) as receiver:
+        assert not await post_report(receiver.url + "?token=in-the-url", report("FAILED"), SecretStr("s"), logger)
+    assert f"answered {status}" in caplog.text and "in-the-url" not in caplog.text
+    assert receiver.received[0].headers[EVENT_HEADER] == "batch.failed"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/closed", "not a url"], ids=["refused", "malformed"])
+async def test_an_unreachable_receiver_is_logged_not_raised(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert not await post_report(url, report(), None, logger)
+    assert "callback to" in caplog.text and "unsigned" in caplog.text
+
+
+def test_where_keeps_the_query_and_user_info_out_of_logs() -> None:
+    assert where("https://user:pw@hooks.example.com:8443/etl/done?token=abc#x") == "https://hooks.example.com:8443/etl/done"

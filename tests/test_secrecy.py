@@ -1,0 +1,57 @@
+"""Secrets on receipt: masks for what Prefect stored, sealed credentials opened, the callback's secret apart."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key, seal
+from prefect_restful_etl.flows.secrecy import masked_credentials, open_credentials
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.redaction import MASK
+
+
+@pytest.fixture
+def seal_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    key = generate_key()
+    monkeypatch.setenv(SEAL_KEY_ENV, key)
+    return key
+
+
+def test_plain_and_sealed_credentials_make_one_map_and_the_callback_secret_is_set_apart(seal_key: str) -> None:
+    plain = {"accounting": Credentials(api_key=SecretStr("acc"))}
+    sealed = seal({"crm": {"token": "crm"}, "callback": {"token": "hmac-secret"}}, seal_key)
+    credentials, callback = open_credentials(plain, sealed)
+    assert sorted(credentials) == ["accounting", "crm"]
+    assert callback is not None and callback.get_secret_value() == "hmac-secret"
+
+
+def test_plain_credentials_alone_need_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SEAL_KEY_ENV, raising=False)
+    credentials, callback = open_credentials({"crm": Credentials(token=SecretStr("t"))}, None)
+    assert list(credentials) == ["crm"] and callback is None
+
+
+def test_sealed_credentials_without_the_key_fail_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = seal({"crm": {"token": "t"}}, generate_key())
+    monkeypatch.delenv(SEAL_KEY_ENV, raising=False)
+    with pytest.raises(ConfigError, match=SEAL_KEY_ENV):
+        open_credentials({}, token)
+
+
+def test_an_api_named_twice_is_refused(seal_key: str) -> None:
+    with pytest.raises(ConfigError, match="both name"):
+        open_credentials({"crm": Credentials(token=SecretStr("a"))}, seal({"crm": {"token": "b"}}, seal_key))
+
+
+def test_masked_credentials_from_an_earlier_attempt_say_how_to_retry() -> None:
+    """A Prefect Retry of a run with plain credentials finds the masks that redaction left."""
+    with pytest.raises(ConfigError, match="sealed"):
+        open_credentials({"crm": Credentials(token=SecretStr(MASK))}, None)
+
+
+def test_masks_keep_the_shape_and_the_readable_fields() -> None:
+    masked = masked_credentials({"erp": Credentials(username="etl", password=SecretStr("pw")),
+                                 "callback": Credentials(token=SecretStr("s"))})
+    assert masked == {"erp": {"username": "etl", "password": MASK}, "callback": {"token": MASK}}

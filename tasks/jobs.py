@@ -16,6 +16,7 @@ from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, Loa
 from prefect_restful_etl.tasks.engine.load import run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.transform import run_transform
+from prefect_restful_etl.tasks.status import job_status
 
 
 def _job_id() -> str:
@@ -26,7 +27,7 @@ def _job_id() -> str:
 @task(name="extract", task_run_name="{job.name}", persist_result=True, cache_policy=STAGED_JOB)
 async def extract_job(job: ExtractJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
-    async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
+    async with audited_job(ctx, job.name, job.kind, _job_id()) as report, job_status(ctx, report):
         parents = ctx.stage_key(batch_type.job(job.parent.job).slug) if job.parent else None
         await run_extract(job, ctx, report, ErrorSink(ctx, job.name, report.job_id), parents=parents)
     return report
@@ -35,7 +36,7 @@ async def extract_job(job: ExtractJob, batch_type: BatchType, batch_id: str) -> 
 @task(name="transform", task_run_name="{job.name}", persist_result=True, cache_policy=STAGED_JOB)
 async def transform_job(job: TransformJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
-    async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
+    async with audited_job(ctx, job.name, job.kind, _job_id()) as report, job_status(ctx, report):
         source = ctx.stage_key(batch_type.job(job.source).slug)
         errors = ErrorSink(ctx, job.name, report.job_id)
         await run_transform(job, ctx, report, errors, source=source, key_fields=batch_type.natural_key_of(job))
@@ -45,7 +46,7 @@ async def transform_job(job: TransformJob, batch_type: BatchType, batch_id: str)
 @task(name="load", task_run_name="{job.name}", persist_result=True, cache_policy=STAGED_JOB)
 async def load_job(job: LoadJob, batch_type: BatchType, batch_id: str) -> JobReport:
     ctx = runtime.batch(batch_id)
-    async with audited_job(ctx, job.name, job.kind, _job_id()) as report:
+    async with audited_job(ctx, job.name, job.kind, _job_id()) as report, job_status(ctx, report):
         source = ctx.stage_key(batch_type.job(job.source).slug)
         await run_load(job, ctx, report, ErrorSink(ctx, job.name, report.job_id), source=source)
     return report

@@ -1,0 +1,162 @@
+"""Live status: batch and job events on Prefect's event bus, and the batch's progress artifact.
+
+Every event names its batch, tenant and batch type, so a client follows one batch over Prefect's events
+websocket by the batch's resource id (see `deployments/watch.py`):
+
+| event | resource | payload |
+| --- | --- | --- |
+| `restful-etl.batch.started` / `.finished` | `restful-etl.batch.<batch id>` | status, counts, jobs |
+| `restful-etl.job.started` / `.progress` / `.finished` | `restful-etl.job.<job id>` | job, kind, status, counts |
+
+Related resources: `restful-etl.batch.<id>` (role `batch`, on job events), `restful-etl.tenant.<tenant>`
+(`tenant`), `restful-etl.batch-type.<name>` (`batch-type`) and the flow run (`flow-run`). Payloads hold
+counts and names, never records or secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.events import emit_event
+
+from prefect_restful_etl.tasks.engine.context import BatchContext
+from prefect_restful_etl.tasks.engine.redaction import redact
+from prefect_restful_etl.tasks.engine.report import JobReport
+
+PREFIX = "restful-etl."
+BATCH_STARTED, BATCH_FINISHED = "restful-etl.batch.started", "restful-etl.batch.finished"
+JOB_STARTED, JOB_PROGRESS, JOB_FINISHED = "restful-etl.job.started", "restful-etl.job.progress", "restful-etl.job.finished"
+
+logger = logging.getLogger(__name__)
+
+
+def batch_resource_id(batch_id: str) -> str:
+    return f"restful-etl.batch.{batch_id}"
+
+
+def artifact_key(batch_type: str, tenant_id: str, kind: str) -> str:
+    """`crm-to-accounting-demo-audit`: Prefect keys allow lowercase letters, digits and dashes only, and the
+    same key per tenant and batch type makes the artifact's history the sync history."""
+    raw = f"{batch_type}-{tenant_id}-{kind}".lower()
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
+
+
+def records_seen(report: JobReport) -> int:
+    """How far a job has got: records read from the stage, or pages' records for an extract."""
+    counts = report.counts
+    return max(counts.get("read", 0), counts.get("extracted", 0) + counts.get("skipped", 0))
+
+
+def _related(ctx: BatchContext, *, with_batch: bool) -> list[dict[str, str]]:
+    related = [
+        {"prefect.resource.id": f"restful-etl.tenant.{ctx.tenant_id}", "prefect.resource.role": "tenant",
+         "prefect.resource.name": ctx.tenant_id},
+        {"prefect.resource.id": f"restful-etl.batch-type.{ctx.batch_type}", "prefect.resource.role": "batch-type",
+         "prefect.resource.name": ctx.batch_type},
+        {"prefect.resource.id": f"prefect.flow-run.{ctx.batch_id}", "prefect.resource.role": "flow-run"},
+    ]
+    if with_batch:
+        related.insert(0, {"prefect.resource.id": batch_resource_id(ctx.batch_id), "prefect.resource.role": "batch"})
+    return related
+
+
+def _labels(ctx: BatchContext) -> dict[str, str]:
+    return {"restful-etl.tenant": ctx.tenant_id, "restful-etl.batch-type": ctx.batch_type,
+            "restful-etl.batch": ctx.batch_id}
+
+
+def batch_event(ctx: BatchContext, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `emit_event` for a batch event."""
+    resource = {"prefect.resource.id": batch_resource_id(ctx.batch_id),
+                "prefect.resource.name": f"{ctx.batch_type} for {ctx.tenant_id}", **_labels(ctx)}
+    base = {"tenant_id": ctx.tenant_id, "batch_type": ctx.batch_type, "batch_id": ctx.batch_id}
+    return {"event": name, "resource": resource, "related": _related(ctx, with_batch=False), "payload": base | payload}
+
+
+def job_event(ctx: BatchContext, name: str, report: JobReport, status: str, message: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of `emit_event` for a job event; `report.counts` as they stand now."""
+    resource = {"prefect.resource.id": f"restful-etl.job.{report.job_id}", "prefect.resource.name": report.job,
+                "restful-etl.kind": report.kind, **_labels(ctx)}
+    payload: dict[str, Any] = {
+        "tenant_id": ctx.tenant_id, "batch_type": ctx.batch_type, "batch_id": ctx.batch_id,
+        "job": report.job, "kind": report.kind, "job_id": report.job_id, "status": status,
+        "counts": dict(report.counts), "records": records_seen(report),
+    }
+    if message:
+        payload["message"] = message
+    return {"event": name, "resource": resource, "related": _related(ctx, with_batch=True), "payload": payload}
+
+
+def emit(event: dict[str, Any]) -> None:
+    emit_event(**event)  # queued to Prefect's events worker; a failure there is logged by Prefect, not raised
+
+
+class BatchProgress:
+    """`BatchContext.progress`: every `every` records of a job, a progress event and an artifact update."""
+
+    def __init__(self, ctx: BatchContext, jobs: int, every: int, artifact_id: UUID | None) -> None:
+        self.ctx, self.jobs, self.every, self.artifact_id = ctx, max(jobs, 1), every, artifact_id
+        self.done = 0
+        self._marks: dict[str, int] = {}
+
+    @classmethod
+    async def start(cls, ctx: BatchContext, jobs: int, every: int) -> BatchProgress:
+        """Create the batch's progress artifact (0 %); without it the batch still runs, just without a bar."""
+        try:
+            artifact_id = await acreate_progress_artifact(
+                0.0, key=artifact_key(ctx.batch_type, ctx.tenant_id, "progress"), description=f"{jobs} jobs to run"
+            )
+        except Exception as ex:  # Prefect's API is status, not the batch's data path
+            logger.warning("no progress artifact for batch %s: %s", ctx.batch_id, type(ex).__name__)
+            artifact_id = None
+        return cls(ctx, jobs, every, artifact_id)
+
+    async def __call__(self, report: JobReport) -> None:
+        seen = records_seen(report)
+        mark = seen // self.every
+        if mark <= self._marks.get(report.job_id, 0):
+            return
+        self._marks[report.job_id] = mark
+        emit(job_event(self.ctx, JOB_PROGRESS, report, "RUNNING"))
+        await self.update(f"{report.job}: {seen} records (job {self.done + 1} of {self.jobs})")
+
+    async def job_finished(self, report: JobReport, status: str) -> None:
+        self.done += 1
+        await self.update(f"{report.job}: {status.lower()}, {records_seen(report)} records "
+                          f"(job {self.done} of {self.jobs})")
+
+    async def update(self, description: str, progress: float | None = None) -> None:
+        if self.artifact_id is None:
+            return
+        value = 100.0 * self.done / self.jobs if progress is None else progress
+        try:
+            await aupdate_progress_artifact(self.artifact_id, min(value, 100.0), description=description)
+        except Exception as ex:
+            logger.warning("progress artifact of batch %s not updated: %s", self.ctx.batch_id, type(ex).__name__)
+
+
+@asynccontextmanager
+async def job_status(ctx: BatchContext, report: JobReport) -> AsyncIterator[None]:
+    """Around a job: its started and finished events, and the progress artifact's step."""
+    emit(job_event(ctx, JOB_STARTED, report, "RUNNING"))
+    status, message = "RUNNING", None
+    try:
+        yield
+        status = report.status
+    except asyncio.CancelledError:
+        status = "CANCELLED"
+        raise
+    except BaseException as ex:
+        status, message = "FAILED", redact(f"{type(ex).__name__}: {ex}", ctx.secrets)[:500]
+        raise
+    finally:
+        emit(job_event(ctx, JOB_FINISHED, report, status, message))
+        if isinstance(ctx.progress, BatchProgress):
+            await asyncio.shield(ctx.progress.job_finished(report, status))

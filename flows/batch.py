@@ -10,10 +10,11 @@ from typing import Any
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
+from prefect_restful_etl.flows.publish import batch_ended, batch_started
 from prefect_restful_etl.flows.resources import close_stage, stage_settings
-from prefect_restful_etl.flows.resources import api_configs, open_clients, open_stage
+from prefect_restful_etl.flows.resources import api_configs, audit_settings, load_api_blocks, open_clients, open_stage
 from prefect_restful_etl.flows.restart import drop_resumed, prepare
-from prefect_restful_etl.flows.secrecy import redact_stored_parameters
+from prefect_restful_etl.flows.secrecy import open_credentials, redact_stored_parameters
 from prefect_restful_etl.tasks import runtime
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.context import BatchContext
@@ -37,6 +38,9 @@ async def run_batch(
     base_urls: dict[str, str] | None = None,
     dry_run: bool = False,
     resume_batch_id: str | None = None,
+    sealed_credentials: str | None = None,
+    callback_url: str | None = None,
+    api_blocks: dict[str, str] | None = None,
 ) -> BatchReport:
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None, "run_batch runs inside a batch flow"
@@ -45,10 +49,12 @@ async def run_batch(
     await redact_stored_parameters(
         flow_run.id, context.parameters, credentials, [f"tenant:{tenant_id}", f"batch-type:{batch_type.name}"]
     )
+    credentials, callback_secret = open_credentials(credentials, sealed_credentials)  # sealed: opened in memory
     logger = get_run_logger()
     settings = Settings()
+    settings = await audit_settings(settings)
     settings = await stage_settings(settings)  # a named EtlStage block replaces the stage settings
-    apis = api_configs(batch_type, base_urls)
+    apis = api_configs(batch_type, base_urls, await load_api_blocks(api_blocks))
     clients = open_clients(apis, credentials)  # a bad credential or config fails here, before any request
     audit = await AuditStore.open(settings.audit_database())
     ctx = BatchContext(
@@ -71,6 +77,8 @@ async def run_batch(
     runtime.register(ctx)
     reports: list[JobReport] = []
     try:
+        await batch_started(ctx, len(batch_type.jobs), settings.progress_every, callback_url=callback_url,
+                            callback_secret=callback_secret)
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
         await audit.sync_screens(screen_dimension(batch_type))
         reused = await prepare(ctx, batch_type, resume_batch_id)  # the jobs a resumed batch need not run
@@ -146,7 +154,7 @@ async def _finish(
 ) -> BatchReport:
     totals, quality = _totals(reports), batch_quality(reports)
     await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals, **quality)
-    return BatchReport(
+    report = BatchReport(
         batch_id=ctx.batch_id,
         tenant_id=ctx.tenant_id,
         batch_type=batch_type.name,
@@ -159,6 +167,8 @@ async def _finish(
         audit_database=_where(settings),
         message=message,
     )
+    await batch_ended(ctx, report)  # artifacts, callback, the finished event; never raises
+    return report
 
 
 def _where(settings: Settings) -> str:

@@ -23,6 +23,9 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         base_urls: dict[str, str] | None = None,
         dry_run: bool = False,
         resume_batch_id: str | None = None,
+        sealed_credentials: str | None = None,
+        callback_url: str | None = None,
+        api_blocks: dict[str, str] | None = None,
     ) -> BatchReport:
         return await run_batch(
             batch_type,
@@ -32,6 +35,9 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
             base_urls=base_urls,
             dry_run=dry_run,
             resume_batch_id=resume_batch_id,
+            sealed_credentials=sealed_credentials,
+            callback_url=callback_url,
+            api_blocks=api_blocks,
         )
 
     batch.__doc__ = f"""{batch_type.description or batch_type.name}
@@ -44,6 +50,10 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         dry_run: Extract and transform, then compute and report the load's changes without writing them.
         resume_batch_id: A failed, cancelled or crashed batch of this tenant to continue: the jobs it completed
             are reused from its stage, the others run.
+        sealed_credentials: Credentials sealed with the workers' key (`restful-etl seal`); Prefect keeps only
+            ciphertext, so a Retry works. Given with `credentials`, each API is named in one of them.
+        callback_url: Where the batch report is POSTed when the batch ends, signed with `credentials.callback.token`.
+        api_blocks: Per API name, a RestApi block that replaces the batch type's configuration of that API.
     """
     batch.__name__ = batch_type.name.replace("-", "_")
     options: dict[str, Any] = {

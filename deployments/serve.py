@@ -1,0 +1,59 @@
+"""Serving every batch type for local development: the same two deployments per batch type as prefect.yaml,
+run by this process (no work pool, no worker).
+
+`restful-etl serve` with PREFECT_API_URL pointing at a `prefect server`, and RESTFUL_ETL_SEAL_KEY set when
+runs bring sealed credentials. Stop it with Ctrl-C; Prefect pauses the schedules it served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from prefect import serve
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Interval
+
+from prefect_restful_etl.flows.catalog import FULL_RESYNC_SUFFIX, BatchFlow, batch_flows
+from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV
+
+logger = logging.getLogger(__name__)
+HOURLY = timedelta(hours=1)
+
+
+def hourly_schedule(tenant_id: str | None = None, sealed_credentials: str | None = None) -> Interval:
+    """Hourly, inactive until it names a tenant: a schedule carries its tenant and sealed credentials
+    (ciphertext, safe at rest in Prefect) as its parameters, one schedule per tenant."""
+    parameters: dict[str, Any] = {"tenant_id": tenant_id} if tenant_id else {}
+    if sealed_credentials:
+        parameters["sealed_credentials"] = sealed_credentials
+    slug = f"hourly-{tenant_id}" if tenant_id else "hourly"
+    return Interval(HOURLY, active=tenant_id is not None, parameters=parameters, slug=slug)
+
+
+def batch_deployments(
+    name: str, batch: BatchFlow, *, tenant_id: str | None = None, sealed_credentials: str | None = None
+) -> list[RunnerDeployment]:
+    """The incremental deployment with its hourly schedule, and the full re-sync one (no schedule)."""
+    common: dict[str, Any] = {"tags": [f"batch-type:{name}"], "entrypoint_type": EntrypointType.MODULE_PATH}
+    flow = batch.flow
+    deployments = [
+        flow.to_deployment(name=name, schedules=[hourly_schedule(tenant_id, sealed_credentials)],
+                           description=f"{name}, incremental: hourly per tenant, or on demand.", **common),
+        flow.to_deployment(name=f"{name}{FULL_RESYNC_SUFFIX}", parameters={"full_refresh": True},
+                           description=f"{name}, full re-sync: reads everything and resets the watermarks.", **common),
+    ]
+    for deployment in deployments:
+        deployment.entrypoint = batch.entrypoint  # the module that holds the flow, not builder.py that made it
+    return deployments
+
+
+def serve_all(*, limit: int | None = None, tenant_id: str | None = None, sealed_credentials: str | None = None) -> None:
+    """Blocks until interrupted: polls Prefect for runs of every batch type's deployments and runs them."""
+    if not os.environ.get(SEAL_KEY_ENV):
+        logger.warning("%s is not set: runs with sealed credentials will fail", SEAL_KEY_ENV)
+    deployments = [d for name, flow in batch_flows().items()
+                   for d in batch_deployments(name, flow, tenant_id=tenant_id, sealed_credentials=sealed_credentials)]
+    serve(*deployments, limit=limit)

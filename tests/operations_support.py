@@ -1,0 +1,116 @@
+"""Helpers for the operations test: every batch type served by `restful-etl serve` in a subprocess against the
+session's Prefect server, the CLI in-process (typer's runner) or as the console script, and Prefect's REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from typer.testing import CliRunner, Result
+
+from prefect_restful_etl.deployments.cli import app
+from prefect_restful_etl.deployments.prefect_server import PrefectServer
+
+CONSOLE_SCRIPT = str(Path(sys.executable).parent / "restful-etl")
+DEPLOYMENTS = ("crm-to-accounting/crm-to-accounting", "crm-to-accounting/crm-to-accounting-full-resync")
+
+
+def until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Poll until `condition()` is truthy and return it; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.2)
+    return value
+
+
+class Operations:
+    """What an operator has: a Prefect server, workers serving the batch types, the CLI and its settings."""
+
+    def __init__(self, server: PrefectServer, home: Path, settings: dict[str, str]) -> None:
+        self.server, self.home, self.settings = server, home, settings
+        self.env = {**os.environ, **server.client_environment(), **settings}
+        self.rest = httpx.Client(base_url=server.api_url, timeout=30)
+        self.log = home / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # --- the served batch types -------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        with self.log.open("wb") as out:  # its own session: stopped with its flow runs by process group
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "prefect_restful_etl.deployments.cli", "serve"], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        until(lambda: all(self.deployment(name) for name in DEPLOYMENTS) or self._died(), "both deployments served")
+        assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(30)
+        self.rest.close()
+
+    # --- the CLI ----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def prefect(self) -> Iterator[None]:
+        """This process's Prefect client pointed at the server (the session may hold a test harness)."""
+        with temporary_settings(updates={PREFECT_API_URL: self.server.api_url}):
+            yield
+
+    def cli(self, *args: str) -> Result:
+        with self.prefect():
+            return CliRunner().invoke(app, list(args), env=self.settings)
+
+    def cli_json(self, *args: str, exit_code: int = 0) -> Any:
+        """A command's `--json` output; `--watch` exits 1 when the batch did not complete."""
+        result = self.cli(*args, "--json")
+        assert result.exit_code == exit_code, result.output
+        return json.loads(result.stdout)
+
+    def console(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed `restful-etl` console script, as a user runs it."""
+        return subprocess.run([CONSOLE_SCRIPT, *args], env=self.env, capture_output=True, text=True, timeout=300)
+
+    # --- Prefect's REST API -----------------------------------------------------------------------------
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        response = self.rest.get(f"/deployments/name/{name}")
+        return response.json() if response.status_code == 200 else None
+
+    def flow_run(self, batch_id: str) -> dict[str, Any]:
+        return dict(self.rest.get(f"/flow_runs/{batch_id}").raise_for_status().json())
+
+    def artifacts(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        body = {"artifacts": {"flow_run_id": {"any_": [batch_id]}}}
+        return {a["key"]: a for a in self.rest.post("/artifacts/filter", json=body).raise_for_status().json()}
+
+    def events(self, batch_id: str) -> list[dict[str, Any]]:
+        body = {"filter": {"any_resource": {"id": [f"restful-etl.batch.{batch_id}"]},
+                           "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}},
+                "limit": 50}  # the API's most per page; a batch of three jobs emits about a dozen
+        return list(self.rest.post("/events/filter", json=body).raise_for_status().json()["events"])
+
+    def logs(self, batch_id: str) -> list[str]:
+        body = {"logs": {"flow_run_id": {"any_": [batch_id]}}, "limit": 200}
+        return [log["message"] for log in self.rest.post("/logs/filter", json=body).raise_for_status().json()]

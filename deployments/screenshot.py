@@ -69,8 +69,8 @@ class _DevTools:
         """Until the page's text has not changed for `quiet` seconds: the app has fetched and drawn its data."""
         deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
         while time.monotonic() < deadline:
-            text = self.evaluate("document.readyState + document.body.innerText")
-            if text != last:
+            text = self.evaluate("document.readyState + ':' + document.body.innerText")
+            if text != last or text in ("complete:", "interactive:", "loading:"):  # nothing drawn yet
                 last, since = text, time.monotonic()
             elif time.monotonic() - since >= quiet:
                 return
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.batch_id or args.artifact):
         parser.error("give a batch id or --artifact KEY")
     url = artifact_url(args.api_url, args.artifact, args.history) if args.artifact else ui_url(args.api_url, args.batch_id)
-    print(screenshot(url, args.out, tab=None if args.artifact else args.tab, expect=args.expect))
+    expect = args.expect or args.artifact  # an artifact's page names its key once its data is in
+    print(screenshot(url, args.out, tab=None if args.artifact else args.tab, expect=expect))
     return 0
 
 

@@ -92,7 +92,7 @@ async def publish_artifacts(audit: AuditStore, report: BatchReport) -> None:
     await acreate_markdown_artifact(
         quality_markdown(report, screens), key=key("quality"),
         description=(f"Quality score {score}" if score is not None else "No screen figures")
-        + f", {len(screens)} failing screens (batch `{report.batch_id}`).",
+        + f", {len(screens)} failing screen{'' if len(screens) == 1 else 's'} (batch `{report.batch_id}`).",
     )
     errors = await first_errors(audit, report.batch_id)
     total = sum(s["records"] for s in screens)

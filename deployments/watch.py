@@ -111,42 +111,58 @@ async def watch_batch(
     since: datetime | None = None,
     deadline: float = 600.0,
     grace: float = 15.0,
+    settle: float = 2.0,
     flow_state: str | None = None,
     on_change: Callable[[BatchView], None] | None = None,
 ) -> BatchView:
     """Follow the batch until it ends (see the module's note) or `deadline` seconds pass.
 
     `flow_state` is the flow run's state name when the watch begins: a batch that has already ended gets only
-    the grace period, since its events may be older than the server's backfill window and never come.
+    the grace period, since its events may be older than the server's backfill window and never come. Once the
+    flow run has ended, a connection that stays quiet for `settle` seconds is opened again: the server sends
+    past events from its database, which takes them in a few seconds after they happen, so a batch that ended
+    moments ago may only show its last events on a second look.
     """
     since = since or datetime.now(timezone.utc) - timedelta(hours=1)
     view = BatchView(batch_id, flow_state=flow_state)
     if flow_state in _FINAL_FLOW_STATES:
         view.flow_ended_at = time.monotonic()
-    queue: asyncio.Queue[Event] = asyncio.Queue()
     ends_at = time.monotonic() + deadline
-    async with get_events_subscriber(filter=batch_filter(batch_id, since, deadline)) as subscriber:
+    while not view.finished:
+        await _follow(view, batch_filter(batch_id, since, deadline), ends_at, grace, settle, on_change)
+        stop = min(ends_at, view.flow_ended_at + grace if view.flow_ended_at else ends_at)
+        if view.finished or time.monotonic() >= stop:
+            break
+    return view
+
+
+async def _follow(view: BatchView, events: EventFilter, ends_at: float, grace: float, settle: float,
+                  on_change: Callable[[BatchView], None] | None) -> None:
+    """One connection: until the batch's final event, the deadline, or (flow run ended) `settle` quiet seconds."""
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    async with get_events_subscriber(filter=events) as subscriber:
 
         async def pump() -> None:
             async for event in subscriber:
                 queue.put_nowait(event)
 
         reader = asyncio.create_task(pump())
+        last_event = time.monotonic()
         try:
             while not view.finished:
                 now = time.monotonic()
                 stop = min(ends_at, view.flow_ended_at + grace if view.flow_ended_at else ends_at)
                 if reader.done():
                     reader.result()  # the websocket gave up: say why, rather than end as if the batch had
-                    break
-                if now >= stop:
-                    break
+                    return
+                if now >= stop or (view.flow_ended_at is not None and now - last_event >= settle):
+                    return
                 with contextlib.suppress(TimeoutError):
-                    event = await asyncio.wait_for(queue.get(), timeout=min(stop - now, 1.0))
+                    event = await asyncio.wait_for(queue.get(), timeout=min(stop - now, 0.5))
+                    last_event = time.monotonic()
                     if view.apply(event) and on_change is not None:
                         on_change(view)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-    return view

@@ -199,7 +199,9 @@ def test_after_a_plain_batch_no_table_row_holds_a_secret(ops: Operations, apis: 
     assert rows_holding(ops.server.database, found) == []
     assert rows_holding(ops.home / "audit-from-block.db", found) == []
     assert files_holding(ops.home, found) == []  # the audit database's files, the serve log
-    assert not any(s in message for message in ops.logs(plain.batch_id) for s in found)
+    logs = until(lambda: (got := ops.logs(plain.batch_id)) and any("Finished in state" in m for m in got) and got,
+                 "the run's logs persisted")
+    assert not any(s in message for message in logs for s in found)
     assert not any(s in plain.output for s in found)
 
 

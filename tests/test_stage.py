@@ -164,3 +164,106 @@ def test_stage_key_names_tenant_batch_and_job() -> None:
     assert str(key) == "restful-etl:acme:0f9c2b1e-0000-4000-8000-000000000001:extract-customers"
     assert key.batch_prefix == "restful-etl:acme:0f9c2b1e-0000-4000-8000-000000000001:"
     assert str(StageKey("acme", batch, "x")) == str(StageKey("acme", str(batch), "x"))  # type: ignore[arg-type]
+
+
+# The keyed index: a job's per-key bookkeeping (the load's natural key -> destination state, claimed keys).
+
+
+async def scan_all(stage: Stage, key: StageKey, chunk_size: int = 1000) -> list[dict[str, str]]:
+    return [chunk async for chunk in stage.index_scan(key, chunk_size)]
+
+
+def fields(n: int) -> dict[str, str]:
+    return {f"key-{i}": f"[{i},\"AC-{i}\"]" for i in range(n)}
+
+
+async def test_index_put_then_get_in_field_order_with_none_where_absent(stage: Stage, batch: str) -> None:
+    key = StageKey("acme", batch, "load").part("index")
+    await stage.index_put(key, {"7": "a", "8|EUR": "b", "Zoë ✓": ""})
+    await stage.index_put(key, {"7": "c"})  # a later write of a field wins
+
+    assert await stage.index_get(key, ["8|EUR", "missing", "7", "Zoë ✓"]) == ["b", None, "c", ""]
+    assert await stage.index_get(key, []) == []
+    assert await stage.index_get(StageKey("acme", batch, "never").part("index"), ["7"]) == [None]
+
+
+async def test_index_put_of_nothing_writes_nothing(stage: Stage, batch: str) -> None:
+    key = StageKey("acme", batch, "load").part("index")
+    await stage.index_put(key, {})
+
+    assert await scan_all(stage, key) == []
+    assert await stage.drop_batch("acme", batch) == 0
+
+
+async def test_index_scan_yields_every_field_in_chunks(stage: Stage, batch: str) -> None:
+    key = StageKey("acme", batch, "load").part("index")
+    await stage.index_put(key, fields(2500))
+
+    chunks = await scan_all(stage, key, chunk_size=500)
+
+    assert len(chunks) > 1 and all(chunks)
+    assert {f: v for chunk in chunks for f, v in chunk.items()} == fields(2500)
+    assert await scan_all(stage, StageKey("acme", batch, "never").part("index")) == []
+
+
+async def test_index_scan_tolerates_writes_between_its_chunks(stage: Stage, batch: str) -> None:
+    """The load's second pass over missing keys writes their new states back while it scans."""
+    key = StageKey("acme", batch, "load").part("index")
+    await stage.index_put(key, fields(2500))
+
+    seen: dict[str, str] = {}
+    async for chunk in stage.index_scan(key, chunk_size=500):
+        seen.update(chunk)
+        await stage.index_put(key, dict.fromkeys(chunk, "retired"))
+
+    assert seen.keys() == fields(2500).keys()
+    assert set(await stage.index_get(key, list(fields(2500)))) == {"retired"}
+
+
+async def test_index_drop_forgets_one_index_only(stage: Stage, batch: str) -> None:
+    records_key = StageKey("acme", batch, "load")
+    index, other = records_key.part("index"), records_key.part("seen")
+    await stage.append(records_key, records(2))
+    await stage.index_put(index, {"1": "x"})
+    await stage.index_put(other, {"1": ""})
+
+    await stage.index_drop(index)
+    await stage.index_drop(index)  # dropping what is gone is no error
+
+    assert await stage.index_get(index, ["1"]) == [None]
+    assert await stage.index_get(other, ["1"]) == [""]
+    assert await read_all(stage, records_key) == [records(2)]
+
+
+async def test_drop_batch_forgets_its_indexes_too(stage: Stage, batch: str) -> None:
+    other_batch = str(uuid.uuid4())
+    mine = [StageKey("acme", batch, "load").part("index"), StageKey("acme", batch, "shape").part("unique-3")]
+    neighbours = [StageKey("acme", other_batch, "load").part("index"), StageKey("globex", batch, "load").part("index")]
+    await stage.append(StageKey("acme", batch, "extract"), records(1))
+    for key in (*mine, *neighbours):
+        await stage.index_put(key, {"7": "x"})
+
+    assert await stage.drop_batch("acme", batch) == 3  # one job's records and two indexes
+
+    for key in mine:
+        assert await stage.index_get(key, ["7"]) == [None]
+    for key in neighbours:
+        assert await stage.index_get(key, ["7"]) == ["x"]
+        await stage.index_drop(key)
+
+
+async def test_tenants_with_one_batch_id_do_not_share_an_index(stage: Stage, batch: str) -> None:
+    acme, globex = StageKey("acme", batch, "load").part("index"), StageKey("globex", batch, "load").part("index")
+    await stage.index_put(acme, {"7": "acme's"})
+    await stage.index_put(globex, {"8": "globex's"})
+
+    assert await stage.index_get(acme, ["7", "8"]) == ["acme's", None]
+    assert await scan_all(stage, globex) == [{"8": "globex's"}]
+
+
+def test_a_part_of_a_key_is_a_key_of_the_same_batch() -> None:
+    key = StageKey("acme", "b1", "load-customers")
+    assert str(key.part("index")) == "restful-etl:acme:b1:load-customers.index"
+    assert key.part("index").batch_prefix == key.batch_prefix
+    with pytest.raises(ConfigError, match="job"):
+        key.part("a:b")

@@ -45,9 +45,13 @@ async def keys(client: aioredis.Redis) -> set[str]:
     return {name.decode() async for name in client.scan_iter(match="*")}
 
 
-async def rpush_calls(client: aioredis.Redis) -> int:
+async def calls(client: aioredis.Redis, command: str) -> int:
     stats = await client.info("commandstats")
-    return int(stats.get("cmdstat_rpush", {}).get("calls", 0))
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def rpush_calls(client: aioredis.Redis) -> int:
+    return await calls(client, "rpush")
 
 
 async def test_records_rest_in_one_list_per_key_as_orjson(stage: RedisStage, client: aioredis.Redis, batch: str) -> None:
@@ -131,6 +135,43 @@ async def test_no_ttl_means_no_expiry(client: aioredis.Redis, batch: str) -> Non
     assert await client.ttl(f"restful-etl:acme:{batch}::jobs") == -1
 
 
+async def test_an_index_is_one_hash_beside_the_jobs_records(
+    stage: RedisStage, client: aioredis.Redis, batch: str
+) -> None:
+    key = StageKey("acme", batch, "load-customers").part("index")
+    await stage.index_put(key, {"7": '[1,[["AC-7","3f1c",0,null,false]]]'})
+
+    assert await keys(client) == {f"restful-etl:acme:{batch}:load-customers.index"}  # no job is marked staged
+    assert await client.type(str(key)) == b"hash"
+    assert await client.hgetall(str(key)) == {b"7": b'[1,[["AC-7","3f1c",0,null,false]]]'}
+
+
+async def test_index_writes_set_and_refresh_the_ttl(stage: RedisStage, client: aioredis.Redis, batch: str) -> None:
+    key = StageKey("acme", batch, "load").part("index")
+    await stage.index_put(key, {"1": "a"})
+    assert 5 < await client.ttl(str(key)) <= TTL
+    await client.expire(str(key), 5)
+
+    await stage.index_put(key, {"2": "b"})
+
+    assert 5 < await client.ttl(str(key)) <= TTL
+
+
+async def test_index_reads_and_writes_go_in_slices_of_write_chunk(client: aioredis.Redis, batch: str) -> None:
+    stage = RedisStage(client, write_chunk=1000)
+    key = StageKey("acme", batch, "load").part("index")
+    before = {command: await calls(client, command) for command in ("hset", "hmget", "hscan")}
+
+    await stage.index_put(key, {str(i): "x" for i in range(2500)})
+    values = await stage.index_get(key, [str(i) for i in range(2600)])
+    scanned = [chunk async for chunk in stage.index_scan(key, chunk_size=1000)]
+
+    assert values == ["x"] * 2500 + [None] * 100
+    assert await calls(client, "hset") - before["hset"] == 3
+    assert await calls(client, "hmget") - before["hmget"] == 3
+    assert await calls(client, "hscan") - before["hscan"] == len(scanned) >= 2  # one HSCAN per chunk
+
+
 def test_default_ttl_is_a_week(client: aioredis.Redis) -> None:
     assert DEFAULT_TTL == 7 * 24 * 3600
     with pytest.raises(ConfigError, match="ttl"):
@@ -186,7 +227,10 @@ async def test_a_client_that_decodes_responses_works_too(redis_url: str, batch: 
         key = StageKey("acme", batch, "extract")
         await stage.append(key, records(3))
         assert [r async for chunk in stage.read(key, 2) for r in chunk] == records(3)
-        assert await stage.drop_batch("acme", batch) == 1
+        await stage.index_put(key.part("index"), {"1": "a"})
+        assert await stage.index_get(key.part("index"), ["1", "2"]) == ["a", None]
+        assert [chunk async for chunk in stage.index_scan(key.part("index"))] == [{"1": "a"}]
+        assert await stage.drop_batch("acme", batch) == 2
 
 
 async def test_aclose_leaves_a_client_passed_in_open(client: aioredis.Redis) -> None:
@@ -204,6 +248,10 @@ def stage_calls() -> list[tuple[str, Callable[[RedisStage, StageKey], Awaitable[
         ("count", lambda stage, key: stage.count(key)),
         ("clear", lambda stage, key: stage.clear(key)),
         ("drop_batch", lambda stage, key: stage.drop_batch(key.tenant_id, key.batch_id)),
+        ("index_put", lambda stage, key: stage.index_put(key, {"1": "a"})),
+        ("index_get", lambda stage, key: stage.index_get(key, ["1"])),
+        ("index_scan", lambda stage, key: anext(aiter(stage.index_scan(key)), None)),
+        ("index_drop", lambda stage, key: stage.index_drop(key)),
     ]
 
 

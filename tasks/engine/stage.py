@@ -1,11 +1,14 @@
 """The stage: where records rest between jobs, keyed by tenant, batch and job; memory by default.
 
-Every backend keeps the same four-method contract, so a job neither knows nor cares where its input rests.
+Every backend keeps the same contract, so a job neither knows nor cares where its input rests: records
+(append, read, count, clear, drop_batch) and a job's keyed index, a map of strings such as natural key ->
+what the destination holds (index_put, index_get, index_scan, index_drop), which on Redis lets a job's
+per-key bookkeeping rest outside its process too.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -51,6 +54,14 @@ class StageKey:
     def batch_prefix(self) -> str:
         return f"{self.prefix}:{self.tenant_id}:{self.batch_id}:"
 
+    def part(self, name: str) -> StageKey:
+        """`<job>.<name>`: a key beside the job's own for its bookkeeping (`load-customers.index`).
+
+        Job slugs hold no `.`, so no job's records can rest under it; it is one of the batch's keys, so
+        `drop_batch` and the stage's TTL cover it, and it is checked like any other key.
+        """
+        return StageKey(self.tenant_id, self.batch_id, f"{self.job}.{name}", self.prefix)
+
 
 @runtime_checkable
 class Stage(Protocol):
@@ -67,13 +78,30 @@ class Stage(Protocol):
         """Forget `key`: a job clears its output before writing it, so a retried job stages nothing twice."""
 
     async def drop_batch(self, tenant_id: str, batch_id: str) -> int:
-        """Forget every key of one batch; returns how many keys were removed."""
+        """Forget every key of one batch, records and indexes; returns how many keys were removed."""
+
+    async def index_put(self, key: StageKey, mapping: Mapping[str, str]) -> None:
+        """Set fields of the index under `key` (a map of strings), one chunk in one round trip."""
+
+    async def index_get(self, key: StageKey, fields: Sequence[str]) -> list[str | None]:
+        """The values of `fields` in the index under `key`, None where absent, in one round trip."""
+
+    def index_scan(self, key: StageKey, chunk_size: int = 1000) -> AsyncIterator[dict[str, str]]:
+        """Yield the index's fields and values, about `chunk_size` at a time; nothing for an absent index.
+
+        Fields set meanwhile may or may not come; a field may come twice (Redis' HSCAN promises every field
+        at least once), so a caller must take a repeat as harmless.
+        """
+
+    async def index_drop(self, key: StageKey) -> None:
+        """Forget the index under `key`."""
 
 
 class MemoryStage:
     """Records in this process's memory: the default, for one-process runs (a Prefect flow run)."""
 
     _store: ClassVar[dict[str, list[dict[str, Any]]]] = {}
+    _indexes: ClassVar[dict[str, dict[str, str]]] = {}
 
     async def append(self, key: StageKey, records: list[dict[str, Any]]) -> None:
         self._store.setdefault(str(key), []).extend(records)
@@ -94,7 +122,29 @@ class MemoryStage:
 
     async def drop_batch(self, tenant_id: str, batch_id: str) -> int:
         prefix = StageKey(tenant_id, batch_id, "").batch_prefix
-        doomed = [k for k in self._store if k.startswith(prefix)]
-        for k in doomed:
-            del self._store[k]
-        return len(doomed)
+        dropped = 0
+        for store in (self._store, self._indexes):
+            doomed = [k for k in store if k.startswith(prefix)]
+            for k in doomed:
+                del store[k]
+            dropped += len(doomed)
+        return dropped
+
+    async def index_put(self, key: StageKey, mapping: Mapping[str, str]) -> None:
+        if mapping:
+            self._indexes.setdefault(str(key), {}).update(mapping)
+
+    async def index_get(self, key: StageKey, fields: Sequence[str]) -> list[str | None]:
+        index = self._indexes.get(str(key), {})
+        return [index.get(field) for field in fields]
+
+    async def index_scan(self, key: StageKey, chunk_size: int = 1000) -> AsyncIterator[dict[str, str]]:
+        if chunk_size < 1:
+            raise ConfigError("chunk_size", "must be at least 1")
+        index = self._indexes.get(str(key), {})
+        fields = list(index)  # the caller may set fields between chunks, which a dict's iterator would refuse
+        for start in range(0, len(fields), chunk_size):
+            yield {field: index[field] for field in fields[start : start + chunk_size]}
+
+    async def index_drop(self, key: StageKey) -> None:
+        self._indexes.pop(str(key), None)

@@ -1,4 +1,5 @@
-"""The Redis stage: each stage key is one Redis LIST of orjson records, written and read in chunks.
+"""The Redis stage: each stage key is one Redis LIST of orjson records, written and read in chunks; a job's
+index is one HASH beside them.
 
 It outlives the process, so a retried batch (on any worker sharing the Redis) resumes at the failed job.
 """
@@ -6,7 +7,7 @@ It outlives the process, so a retried batch (on any worker sharing the Redis) re
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -37,10 +38,13 @@ class RedisStage:
     ```
     restful-etl:acme:0f9c...:extract-customers   LIST  b'{"id":1,"name":"Ada"}', b'{"id":2,...}', ...
     restful-etl:acme:0f9c...::jobs               HASH  extract-customers -> 1, transform-customers -> 1
+    restful-etl:acme:0f9c...:load-customers.index  HASH  7 -> '[2,[["AC-9","3f1c...",2,"2026-...",false]]]', ...
     ```
     The batch's small `::jobs` hash names every job that appended or cleared, so `read` can tell "staged
     nothing" (no chunks) from "never staged" (`StageError`) the way `MemoryStage` does, although Redis
     drops an empty LIST. Every write refreshes the written keys' expiry to `ttl` seconds (None: no expiry).
+    An index (`index_put`, `index_get`, `index_scan`) is a HASH written and read in pipelined slices of
+    `write_chunk` fields, so a job keeps its per-key bookkeeping here rather than in its process.
 
     Records go through orjson: JSON types come back as they went in; datetimes, dates and UUIDs come back
     as ISO strings and Decimals as strings. The stage's `prefix` wins over a `StageKey`'s, so that
@@ -153,7 +157,8 @@ class RedisStage:
                 await pipe.execute()
 
     async def drop_batch(self, tenant_id: str, batch_id: str) -> int:
-        """Forget every key of one batch (SCAN MATCH, then UNLINK); returns how many jobs' keys were removed."""
+        """Forget every key of one batch (SCAN MATCH, then UNLINK); returns how many jobs' keys and indexes
+        were removed."""
         batch = _batch_key(tenant_id, batch_id, self._prefix)
         jobs_key = self._jobs_key(batch)
         pattern = _glob_escape(batch.batch_prefix) + "*"
@@ -168,6 +173,51 @@ class RedisStage:
             for start in range(0, len(doomed), 1000):
                 await self._client.unlink(*doomed[start : start + 1000])
         return len(jobs)
+
+    async def index_put(self, key: StageKey, mapping: Mapping[str, str]) -> None:
+        """Set fields of the HASH under `key`: HSETs of `write_chunk` fields in one MULTI/EXEC, then its TTL."""
+        if not mapping:
+            return
+        name = self._name(key)
+        items = list(mapping.items())
+        with self._errors("index_put", name):
+            async with self._client.pipeline(transaction=True) as pipe:
+                for start in range(0, len(items), self._write_chunk):
+                    pipe.hset(name, mapping=dict(items[start : start + self._write_chunk]))
+                self._expire(pipe, name)
+                await pipe.execute()
+
+    async def index_get(self, key: StageKey, fields: Sequence[str]) -> list[str | None]:
+        """The values of `fields`, None where absent: HMGETs of `write_chunk` fields in one pipeline."""
+        if not fields:
+            return []
+        name = self._name(key)
+        with self._errors("index_get", name):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(fields), self._write_chunk):
+                    pipe.hmget(name, list(fields[start : start + self._write_chunk]))
+                slices = await pipe.execute()
+        return [None if value is None else _text(value) for values in slices for value in values]
+
+    async def index_scan(self, key: StageKey, chunk_size: int = 1000) -> AsyncIterator[dict[str, str]]:
+        """The HASH's fields and values, one HSCAN (COUNT `chunk_size`) per chunk: never the whole hash."""
+        if chunk_size < 1:
+            raise ConfigError("chunk_size", "must be at least 1")
+        name = self._name(key)
+        cursor: int = 0
+        while True:
+            with self._errors("index_scan", name):
+                cursor, found = await self._client.hscan(name, cursor, count=chunk_size)
+            if found:
+                yield {_text(field): _text(value) for field, value in found.items()}
+            if not cursor:
+                return
+
+    async def index_drop(self, key: StageKey) -> None:
+        """Forget the HASH under `key` (UNLINK: Redis frees a large one in the background)."""
+        name = self._name(key)
+        with self._errors("index_drop", name):
+            await self._client.unlink(name)
 
     def _name(self, key: StageKey) -> str:
         if key.prefix != self._prefix:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, ScreenStop
+from prefect_restful_etl.tasks.engine.keysets import MemoryKeySet, StagedKeySet
 from prefect_restful_etl.tasks.engine.lookups import StaticLookup
 from prefect_restful_etl.tasks.engine.screens import (
     Fate,
@@ -19,6 +21,8 @@ from prefect_restful_etl.tasks.engine.screens import (
     ScreenSummary,
     parse_screens,
 )
+from prefect_restful_etl.tasks.engine.stage import StageKey
+from prefect_restful_etl.tasks.engine.stage_redis import RedisStage
 
 
 def case_id(value: Any) -> str:
@@ -137,6 +141,56 @@ async def test_unique_composite_key() -> None:
                                                    {"tenant": "a", "id": 1}]]
     assert [r.fate for r in results] == ["passed", "passed", "rejected"]
     assert results[2].failures[0].column == "tenant, id"
+
+
+class CountingKeySet(MemoryKeySet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.round_trips = 0
+
+    async def contains(self, members: Sequence[str]) -> list[bool]:
+        self.round_trips += 1
+        return await super().contains(members)
+
+    async def add(self, members: Collection[str]) -> None:
+        self.round_trips += 1
+        await super().add(members)
+
+
+async def test_unique_keys_kept_in_a_key_set_chunk_by_chunk() -> None:
+    """The transform's way: one question before a chunk, one write after it; a reject still claims no key."""
+    key_sets: dict[str, CountingKeySet] = {}
+    screener = Screener([{"name": "good", "check": "rule", "expression": "not bad"},
+                         {"name": "one per id", "check": "unique", "columns": ["id"]}],
+                        key_sets=lambda name: key_sets.setdefault(name, CountingKeySet()))
+    chunks = [[{"id": 1}, {"id": 2, "bad": True}, {"id": 1}], [{"id": 2}, {"id": 1}, {"id": 3}, {"id": 2}]]
+    fates = []
+    for chunk in chunks:
+        await screener.prefetch(chunk)
+        fates.append([(await screener.screen(r)).fate for r in chunk])
+        await screener.flush()
+
+    assert fates == [["passed", "rejected", "rejected"], ["passed", "rejected", "passed", "rejected"]]
+    assert list(key_sets) == ["unique-2"]  # named for the screen's processing order
+    assert key_sets["unique-2"].round_trips == 4  # per chunk: one question, one write
+    assert await key_sets["unique-2"].contains(['["1"]', '["2"]', '["3"]']) == [True, True, True]
+    await screener.drop()
+    assert await key_sets["unique-2"].contains(['["1"]']) == [False]
+
+
+async def test_unique_keys_on_a_redis_stage(redis_url: str) -> None:
+    key = StageKey("acme", "b1", "shape-customers")
+    async with RedisStage.from_url(redis_url) as stage:
+        screener = Screener([{"name": "u", "check": "unique", "columns": ["tenant", "id"]}],
+                            key_sets=lambda name: StagedKeySet(stage, key.part(name)))
+        fates = []
+        for chunk in ([{"tenant": "a|1", "id": "x"}, {"tenant": "a", "id": "1|x"}], [{"tenant": "a", "id": "1|x"}]):
+            await screener.prefetch(chunk)
+            fates += [(await screener.screen(r)).fate for r in chunk]
+            await screener.flush()
+        assert await stage.index_get(key.part("unique-1"), ['["a|1","x"]', '["a","1|x"]']) == ["", ""]
+
+    assert fates == ["passed", "passed", "rejected"]
 
 
 SCREENS: list[dict[str, Any]] = [

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError, ScreenStop
 from prefect_restful_etl.tasks.engine.expressions import compile_expression
+from prefect_restful_etl.tasks.engine.keysets import Claims, KeySet, MemoryKeySet
 from prefect_restful_etl.tasks.engine.lookups import LookupSource, resolve_source
 from prefect_restful_etl.tasks.engine.paths import get_path
 
@@ -209,6 +211,11 @@ class Unique(_Screen):
             return None
         return tuple(str(p) for p in parts)
 
+    def member(self, record: Record) -> str | None:
+        """The key as one string, for a key set."""
+        key = self.key(record)
+        return None if key is None else _member(key)
+
 
 class Exists(_Screen):
     """Referential integrity through a lookup source of the batch (or an inline mapping).
@@ -373,27 +380,52 @@ class Screener:
     `Screener(job.screens, lookups={"countries": StagedLookup(...)})`; build one per batch, since it
     remembers the natural keys seen. Write `result.failures` as error events, then call
     `result.raise_for_stop()`; `screener.summary` is the quality report.
+
+    Those keys rest in memory unless `key_sets` makes a key set per unique screen from a name such as
+    `unique-3` (the screen's processing order): `lambda name: StagedKeySet(stage, key.part(name))`. Then,
+    per chunk, `await screener.prefetch(records)` before screening it and `await screener.flush()` after.
     """
 
     def __init__(
-        self, screens: Sequence[Screen | Mapping[str, Any]], lookups: Mapping[str, LookupSource] | None = None
+        self,
+        screens: Sequence[Screen | Mapping[str, Any]],
+        lookups: Mapping[str, LookupSource] | None = None,
+        key_sets: Callable[[str], KeySet] | None = None,
     ) -> None:
         self.screens = parse_screens(screens)
         self.summary = ScreenSummary()
         self._sources = {s.name: resolve_source(s.lookup, lookups or {}) for s in self.screens if isinstance(s, Exists)}
-        self._seen: dict[str, set[tuple[str, ...]]] = {
-            s.name: set() for s in self.screens if isinstance(s, Unique)
-        }
+        make = key_sets or (lambda name: MemoryKeySet())
+        self._claims = {s.name: Claims(make(f"unique-{order}"))
+                        for order, s in enumerate(self.screens, start=1) if isinstance(s, Unique)}  # fmt: skip
 
     def dimension_rows(self) -> list[dict[str, Any]]:
         return [screen.dimension_row(order) for order, screen in enumerate(self.screens, start=1)]
 
-    async def screen(self, record: Record) -> ScreenResult:
-        failures: list[ScreenFailure] = []
-        claims: list[tuple[set[tuple[str, ...]], tuple[str, ...]]] = []
+    async def prefetch(self, records: Iterable[Record]) -> None:
+        """Learn which of these records' keys earlier chunks claimed: one question per unique screen."""
+        chunk = list(records)
         for screen in self.screens:
             if isinstance(screen, Unique):
-                problem, claim = self._unique(screen, record)
+                members = (screen.member(record) for record in chunk)
+                await self._claims[screen.name].prefetch(m for m in members if m is not None)
+
+    async def flush(self) -> None:
+        """Hand the keys claimed since the last flush to the key sets: one write per unique screen."""
+        for claims in self._claims.values():
+            await claims.flush()
+
+    async def drop(self) -> None:
+        """Forget every claimed key (a job's retry screens its input afresh)."""
+        for claims in self._claims.values():
+            await claims.drop()
+
+    async def screen(self, record: Record) -> ScreenResult:
+        failures: list[ScreenFailure] = []
+        claims: list[tuple[Claims, str]] = []
+        for screen in self.screens:
+            if isinstance(screen, Unique):
+                problem, claim = await self._unique(screen, record)
                 if claim:
                     claims.append(claim)
             elif isinstance(screen, Exists):
@@ -405,20 +437,20 @@ class Screener:
         fate = max((_FATE_OF_ACTION[f.action] for f in failures), key=_RANK.__getitem__, default=Fate.PASSED)
         result = ScreenResult(tuple(failures), fate)
         if result.kept:
-            for seen, key in claims:
-                seen.add(key)
+            for keys, member in claims:
+                keys.claim(member)
         self.summary.add(result)
         return result
 
-    def _unique(self, screen: Unique, record: Record) -> tuple[Problem | None, Any]:
+    async def _unique(self, screen: Unique, record: Record) -> tuple[Problem | None, tuple[Claims, str] | None]:
         key = screen.key(record)
         if key is None:
             return None, None
-        seen = self._seen[screen.name]
-        if key in seen:
+        claims, member = self._claims[screen.name], _member(key)
+        if await claims.taken(member):
             shown = key[0] if len(key) == 1 else key
             return (", ".join(screen.columns), shown, f"natural key {shown!r} already seen in this batch"), None
-        return None, (seen, key)
+        return None, (claims, member)
 
     async def _exists(self, screen: Exists, record: Record) -> Problem | None:
         value = get_path(record, screen.column)
@@ -428,6 +460,10 @@ class Screener:
             where = screen.lookup if isinstance(screen.lookup, str) else "the inline mapping"
             return (screen.column, value, f"{screen.column} {value!r} has no match in {where}")
         return None
+
+
+def _member(key: tuple[str, ...]) -> str:
+    return orjson.dumps(key).decode()  # JSON keeps ("a|b",) and ("a", "b") apart, as the tuples were
 
 
 def _failure(screen: _Screen, column: str | None, value: Any, message: str) -> ScreenFailure:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -16,6 +17,7 @@ from pydantic import Field, model_validator
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import RecordError, ScreenStop, StageError
 from prefect_restful_etl.tasks.engine.jobbase import JobBase
+from prefect_restful_etl.tasks.engine.keysets import KeySet, StagedKeySet
 from prefect_restful_etl.tasks.engine.lookup_config import (
     ApiLookupConfig,
     LookupConfig,
@@ -111,7 +113,10 @@ async def run_transform(
     target = ctx.stage_key(job.slug)
     report.stage_key = str(target)
     await ctx.stage.clear(target)
-    run = _TransformRun(job, open_lookup_sources(job.lookups, ctx), errors, key_fields)
+    keys = StageKey(ctx.tenant_id, ctx.batch_id, job.slug)  # unique screens' claimed keys rest beside the output
+    run = _TransformRun(job, open_lookup_sources(job.lookups, ctx), errors, key_fields,
+                        lambda name: StagedKeySet(ctx.stage, keys.part(name)))
+    await run.screener.drop()  # an earlier attempt's claims would reject every record as a repeat
     read = transformed = 0
     try:
         async for chunk in ctx.stage.read(source):
@@ -125,11 +130,14 @@ async def run_transform(
     except BaseException as ex:
         report.counts, report.quality = run.counts(read, transformed), run.quality()
         await asyncio.shield(errors.flush())  # a stopped batch's error events are its explanation
-        if isinstance(ex, ScreenStop):
-            with contextlib.suppress(StageError):  # the stop, not a stage hiccup, is what the batch must report
+        with contextlib.suppress(StageError):  # the failure, not a stage hiccup in tidying up, is the outcome
+            if isinstance(ex, ScreenStop):
                 await ctx.stage.clear(target)  # nothing half-screened waits in the stage for a load
+            await run.screener.drop()
         raise
     await errors.flush()
+    with contextlib.suppress(StageError):  # the records are staged: leftover claims only wait for their TTL
+        await run.screener.drop()
     report.counts, report.quality = run.counts(read, transformed), run.quality()
     return report
 
@@ -138,10 +146,11 @@ class _TransformRun:
     """One job run's pipeline, screener and error reporting; built once, fed chunk after chunk."""
 
     def __init__(
-        self, job: TransformJob, sources: dict[str, LookupSource], errors: ErrorSink, key_fields: list[str]
+        self, job: TransformJob, sources: dict[str, LookupSource], errors: ErrorSink, key_fields: list[str],
+        key_sets: Callable[[str], KeySet],
     ) -> None:
         self.pipeline = Pipeline(job.steps, sources)
-        self.screener = Screener(job.screens, sources)
+        self.screener = Screener(job.screens, sources, key_sets)
         self.errors, self.key_fields, self.flag = errors, key_fields, job.quality_flag
         self.limit = asyncio.Semaphore(job.lookup_concurrency) if job.lookup_apis else None
 
@@ -151,6 +160,8 @@ class _TransformRun:
             outcomes = [await self._transform(record) for record in chunk]
         else:  # API lookups wait on the network: overlap them, screening still goes in input order
             outcomes = await self._concurrently(chunk)
+        await self.screener.prefetch(out for outcome in outcomes if not isinstance(outcome, RecordError)
+                                     for out in outcome)  # fmt: skip
         kept: list[Record] = []
         for record, outcome in zip(chunk, outcomes, strict=True):
             key = natural_key(record, self.key_fields)
@@ -160,6 +171,7 @@ class _TransformRun:
             for out in outcome:
                 if await self._screen(key, out):
                     kept.append(out)
+        await self.screener.flush()
         return kept
 
     async def _concurrently(self, chunk: list[Record]) -> list[list[Record] | RecordError]:

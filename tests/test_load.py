@@ -20,7 +20,8 @@ from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError
 from prefect_restful_etl.tasks.engine.load import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.stage import MemoryStage, StageKey
+from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage, StageKey
+from prefect_restful_etl.tasks.engine.stage_redis import RedisStage
 
 BASE = "https://acct.example.com"
 KEY = "acct-key-123456"
@@ -94,15 +95,16 @@ class FakeDestination:
 
 async def load(tmp_path: Path, load_job: LoadJob, staged: list[dict], *, full_refresh: bool = False,
                dry_run: bool = False, limiter: RateLimiter | None = None,
-               chunk: int | None = None) -> tuple[JobReport, list]:
+               chunk: int | None = None, stage: Stage | None = None) -> tuple[JobReport, list]:
     apis = {"acct": (API, Credentials(api_key=SecretStr(KEY)))}
     async with batch_context(tmp_path, apis, full_refresh=full_refresh) as ctx:
         ctx.dry_run, ctx.effective_at = dry_run, AT
         if limiter is not None:  # the run's limiter for this API, as flows/resources.py shares it
             await ctx.clients["acct"].aclose()
             ctx.clients["acct"] = RestClient(API, Credentials(api_key=SecretStr(KEY)), rate_limiter=limiter)
+        ctx.stage = stage or ctx.stage
         if chunk is not None:
-            ctx.stage = SmallChunks(chunk)
+            ctx.stage = SmallChunks(ctx.stage, chunk)  # type: ignore[assignment]
         await ctx.stage.append(ctx.stage_key("extract"), staged)
         report = JobReport(job="Load", kind="load", job_id="j1")
         try:
@@ -112,14 +114,27 @@ async def load(tmp_path: Path, load_job: LoadJob, staged: list[dict], *, full_re
         return report, list(await ctx.audit.error_events(ctx.batch_id))
 
 
-class SmallChunks(MemoryStage):
-    """Reads in chunks of `size`, so a key can come back in a later chunk of a small test stage."""
+class SmallChunks:
+    """Reads the stage it wraps in chunks of `size`, so a key can come back in a later chunk of a small test."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, stage: Stage, size: int) -> None:
+        self.stage, self.size = stage, size
 
     def read(self, key: StageKey, chunk_size: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:
-        return super().read(key, self.size)
+        return self.stage.read(key, self.size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stage, name)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
+    """Each stage in turn: the load's index of the destination and its seen keys rest there."""
+    if request.param == "memory":
+        yield MemoryStage()
+        return
+    async with RedisStage.from_url(request.getfixturevalue("redis_url")) as redis_stage:
+        yield redis_stage
 
 
 def row(n: int, email: str | None = None, **more: Any) -> dict[str, Any]:
@@ -135,9 +150,9 @@ def counts(report: JobReport, *names: str) -> tuple[int, ...]:
 
 
 @respx.mock
-async def test_type1_inserts_updates_and_skips_across_pages(tmp_path: Path) -> None:
+async def test_type1_inserts_updates_and_skips_across_pages(tmp_path: Path, stage: Stage) -> None:
     dest = FakeDestination(respx.mock, [row(1), row(2, "old@co.io"), row(4)])
-    report, errors = await load(tmp_path, job(), [staged(1), staged(2), staged(3)])
+    report, errors = await load(tmp_path, job(), [staged(1), staged(2), staged(3)], stage=stage)
     assert counts(report, "read", "inserted", "updated", "unchanged", "failed_writes") == (3, 1, 1, 1, 0)
     assert sorted(dest.writes()) == [("POST", "3"), ("PUT", "AC-2")]
     assert [c for c in dest.calls if c[0] == "GET"] == [("GET", "page=1&per_page=2"), ("GET", "page=2&per_page=2")]
@@ -145,13 +160,13 @@ async def test_type1_inserts_updates_and_skips_across_pages(tmp_path: Path) -> N
 
 
 @respx.mock
-async def test_rerun_writes_nothing(tmp_path: Path) -> None:
+async def test_rerun_writes_nothing(tmp_path: Path, stage: Stage) -> None:
     dest = FakeDestination(respx.mock)
     for scd_type in (1, 2):
         dest.rows.clear()
-        await load(tmp_path, job(scd_type=scd_type), [staged(1), staged(2, "new@co.io")])
+        await load(tmp_path, job(scd_type=scd_type), [staged(1), staged(2, "new@co.io")], stage=stage)
         before = len(dest.writes())
-        report, _ = await load(tmp_path, job(scd_type=scd_type), [staged(1), staged(2, "new@co.io")])
+        report, _ = await load(tmp_path, job(scd_type=scd_type), [staged(1), staged(2, "new@co.io")], stage=stage)
         assert len(dest.writes()) == before and report.counts["unchanged"] == 2
 
 
@@ -164,12 +179,12 @@ async def test_type0_never_touches_an_existing_key(tmp_path: Path) -> None:
 
 
 @respx.mock
-async def test_type2_inserts_the_new_version_then_expires_the_old(tmp_path: Path) -> None:
+async def test_type2_inserts_the_new_version_then_expires_the_old(tmp_path: Path, stage: Stage) -> None:
     old = row(1, "old@co.io", valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=True, version=1)
     history = row(9, "older@co.io", valid_from="2025-01-01T00:00:00.000000Z",
                   valid_to="2026-01-01T00:00:00.000000Z", is_current=False, version=0) | {"external_id": "1"}
     dest = FakeDestination(respx.mock, [history, old])
-    report, _ = await load(tmp_path, job(scd_type=2), [staged(1), staged(2)])
+    report, _ = await load(tmp_path, job(scd_type=2), [staged(1), staged(2)], stage=stage)
     assert counts(report, "inserted", "updated", "expired", "unchanged") == (1, 1, 1, 0)
     assert sorted(dest.writes()) == [("PATCH", "AC-1"), ("POST", "1"), ("POST", "2")]
     assert dest.writes().index(("POST", "1")) < dest.writes().index(("PATCH", "AC-1"))
@@ -180,12 +195,12 @@ async def test_type2_inserts_the_new_version_then_expires_the_old(tmp_path: Path
 
 
 @respx.mock
-async def test_type2_a_refused_expiry_is_mended_when_the_key_comes_back(tmp_path: Path) -> None:
+async def test_type2_a_refused_expiry_is_mended_when_the_key_comes_back(tmp_path: Path, stage: Stage) -> None:
     old = row(1, "old@co.io", valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=True, version=1)
     dest = FakeDestination(respx.mock, [old])
     dest.refuse_once = {"AC-1"}
     report, errors = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2), staged(1, "b@co.io")],
-                                chunk=2)
+                                chunk=2, stage=stage)
     versions = sorted(dest.rows.values(), key=lambda r: (r["external_id"], r["version"]))
     assert [(r["external_id"], r["version"], r["email"], r["is_current"]) for r in versions] == [
         ("1", 1, "old@co.io", False), ("1", 2, "a@co.io", False), ("1", 3, "b@co.io", True), ("2", 1, "2@co.io", True)]
@@ -205,28 +220,28 @@ async def test_type2_a_refused_expiry_is_mended_when_the_key_comes_back(tmp_path
     ids=["hard-delete", "soft-delete", "type2-expire", "incremental-batch-keeps-all", "ignore"],
 )
 @respx.mock
-async def test_keys_missing_from_a_full_refresh(tmp_path: Path, missing: Any, scd_type: int, full_refresh: bool,
-                                                write: tuple | None, outcome: str | None) -> None:
+async def test_keys_missing_from_a_full_refresh(tmp_path: Path, stage: Stage, missing: Any, scd_type: int,
+                                                full_refresh: bool, write: tuple | None, outcome: str | None) -> None:
     extra = {"valid_from": "2026-01-01T00:00:00.000000Z", "valid_to": None, "is_current": True, "version": 1}
     rows = [row(n, **(extra if scd_type == 2 else {})) for n in (1, 2, 3)]
     dest = FakeDestination(respx.mock, rows)
     report, _ = await load(tmp_path, job(scd_type=scd_type, missing=missing), [staged(1), staged(3)],
-                           full_refresh=full_refresh)
+                           full_refresh=full_refresh, stage=stage)
     assert dest.writes() == ([write] if write else [])
     if outcome:
         assert report.counts[outcome] == 1
     if scd_type == 2:
         assert (dest.rows["AC-2"]["valid_to"], dest.rows["AC-2"]["is_current"]) == (AT_TEXT, False)
     again, _ = await load(tmp_path, job(scd_type=scd_type, missing=missing), [staged(1), staged(3)],
-                          full_refresh=full_refresh)
+                          full_refresh=full_refresh, stage=stage)
     assert len(dest.writes()) == (1 if write else 0), "the second full refresh removes nothing more"
 
 
 @respx.mock
-async def test_a_full_refresh_that_would_remove_too_much_removes_nothing(tmp_path: Path) -> None:
+async def test_a_full_refresh_that_would_remove_too_much_removes_nothing(tmp_path: Path, stage: Stage) -> None:
     dest = FakeDestination(respx.mock, [row(n) for n in range(1, 5)])
     with pytest.raises(LoadLimitExceeded, match="3 of the destination's 4 live keys"):
-        await load(tmp_path, job(missing="delete"), [staged(1)], full_refresh=True)
+        await load(tmp_path, job(missing="delete"), [staged(1)], full_refresh=True, stage=stage)
     assert dest.writes() == []
 
 
@@ -243,11 +258,11 @@ async def test_a_full_refresh_that_would_remove_too_much_removes_nothing(tmp_pat
     ids=["by-key", "auto-small-stage", "auto-large-stage", "explicit-param", "full-refresh-with-deletes-pulls"],
 )
 @respx.mock
-async def test_lookup_pulls_or_asks_key_by_key(tmp_path: Path, lookup: dict, n_staged: int, full_refresh: bool,
-                                               expected_gets: list[str]) -> None:
+async def test_lookup_pulls_or_asks_key_by_key(tmp_path: Path, stage: Stage, lookup: dict, n_staged: int,
+                                               full_refresh: bool, expected_gets: list[str]) -> None:
     dest = FakeDestination(respx.mock, [row(1), row(2, "old@co.io"), row(3)])
     report, _ = await load(tmp_path, job(lookup=lookup, missing="delete"), [staged(n) for n in (1, 2)[:n_staged]],
-                           full_refresh=full_refresh)
+                           full_refresh=full_refresh, stage=stage)
     assert sorted(p for m, p in dest.calls if m == "GET") == sorted(expected_gets)
     assert ("PUT", "AC-2") in dest.writes() if n_staged == 2 else dest.writes() == []
     assert report.counts["inserted"] == 0
@@ -284,13 +299,13 @@ async def test_bulk_upserts_in_batches_and_reports_refused_items(tmp_path: Path)
 
 
 @respx.mock
-async def test_dry_run_reports_the_changes_and_writes_nothing(tmp_path: Path) -> None:
+async def test_dry_run_reports_the_changes_and_writes_nothing(tmp_path: Path, stage: Stage) -> None:
     dest = FakeDestination(respx.mock, [row(1), row(2, "old@co.io"), row(3)])
     report, _ = await load(tmp_path, job(missing="delete"), [staged(1), staged(2), staged(4)], full_refresh=True,
-                           dry_run=True)
+                           dry_run=True, stage=stage)
     assert dest.writes() == []
     assert counts(report, "inserted", "updated", "deleted", "unchanged", "dry_run") == (1, 1, 1, 1, 1)
-    flagged, _ = await load(tmp_path, job(dry_run=True), [staged(5)])
+    flagged, _ = await load(tmp_path, job(dry_run=True), [staged(5)], stage=stage)
     assert dest.writes() == [] and flagged.counts["inserted"] == 1
 
 
@@ -369,9 +384,9 @@ async def test_a_refused_record_becomes_an_error_event_and_the_load_goes_on(tmp_
 
 
 @respx.mock
-async def test_a_key_twice_in_the_stage_is_written_once(tmp_path: Path) -> None:
+async def test_a_key_twice_in_the_stage_is_written_once(tmp_path: Path, stage: Stage) -> None:
     dest = FakeDestination(respx.mock)
-    report, _ = await load(tmp_path, job(), [staged(1, "old@co.io"), staged(1, "new@co.io")])
+    report, _ = await load(tmp_path, job(), [staged(1, "old@co.io"), staged(1, "new@co.io")], stage=stage)
     assert dest.writes() == [("POST", "1")] and [r["email"] for r in dest.rows.values()] == ["new@co.io"]
     assert report.counts["inserted"] == 1
 

@@ -7,17 +7,19 @@ nothing, and a load cut off half way converges when it runs again: every run dif
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
-from prefect_restful_etl.tasks.engine.destination import DestinationIndex, Lookup, LookupMode
-from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded
+from prefect_restful_etl.tasks.engine.destination import DestinationIndex, IndexChunk, Lookup, LookupMode
+from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, StageError
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
+from prefect_restful_etl.tasks.engine.keysets import KeySet, StagedKeySet
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.scd import History, Missing, Planner, format_moment, natural_key, row_hash
-from prefect_restful_etl.tasks.engine.stage import StageKey
+from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 from prefect_restful_etl.tasks.engine.tables import utcnow
 from prefect_restful_etl.tasks.engine.writers import AuditColumns, BulkWrite, ErrorThreshold, Writer, WriterSettings
 
@@ -101,50 +103,78 @@ async def run_load(
     mode = job.lookup.choose(await ctx.stage.count(source), must_pull=acts_on_missing)
     planner = Planner(job.scd_type, format_moment(ctx.effective_at), job.history, job.missing.soft_delete)
     writer = Writer(client, _writer_settings(job, ctx, dry_run), errors, counts)
+    own = StageKey(ctx.tenant_id, ctx.batch_id, job.slug)  # the load stages no records; its index rests beside
+    seen = StagedKeySet(ctx.stage, own.part("seen"))
+    await _forget(ctx.stage, own)  # an earlier attempt's index may lack writes that landed: diff afresh
     index: DestinationIndex | None = None
-    seen: set[str] = set()
     try:
         async for chunk in ctx.stage.read(source):
             if index is None:
-                index = await _open_index(job, ctx, compared_fields(job, chunk[0]), mode)
+                index = await _open_index(job, ctx, own, compared_fields(job, chunk[0]), mode)
             latest = {natural_key(r, job.natural_key): r for r in chunk}  # a key twice in a chunk: the last wins
             counts["read"] += len(chunk)
             counts["unchanged"] += len(chunk) - len(latest)
+            states = await index.fetch(latest)
             if mode == "by_key":
-                await index.look_up(client, job.endpoint, job.lookup, latest, job.concurrency)
-            changes = [planner.plan(k, r, row_hash(r, index.compare), index.get(k)) for k, r in latest.items()]
-            seen.update(latest)
-            await writer.apply(changes, index)
+                await index.look_up(client, job.endpoint, job.lookup, latest, states, job.concurrency)
+            changes = [planner.plan(k, r, row_hash(r, index.compare), states.get(k)) for k, r in latest.items()]
+            if acts_on_missing:
+                await seen.add(latest.keys())
+            await writer.apply(changes, states)
+            await index.save(states)
             await ctx.report_progress(report)
         if acts_on_missing:
-            index = index or await _open_index(job, ctx, list(job.compare or ()), mode)
+            index = index or await _open_index(job, ctx, own, list(job.compare or ()), mode)
             await _retire_missing(job, index, seen, planner, writer)
         _check_fraction(job, counts)
     finally:
         await errors.flush()
+        with contextlib.suppress(StageError):  # what the load did, not a stage hiccup in tidying up, is its outcome
+            await _forget(ctx.stage, own)
     return report
 
 
-async def _open_index(job: LoadJob, ctx: BatchContext, compare: list[str], mode: LookupMode) -> DestinationIndex:
-    index = DestinationIndex(key_fields=job.natural_key, id_field=job.id_field, compare=compare,
-                             history=job.history if job.scd_type == 2 else None, soft_delete=job.missing.soft_delete)
+async def _open_index(
+    job: LoadJob, ctx: BatchContext, own: StageKey, compare: list[str], mode: LookupMode
+) -> DestinationIndex:
+    index = DestinationIndex(ctx.stage, own.part("index"), key_fields=job.natural_key, id_field=job.id_field,
+                             compare=compare, history=job.history if job.scd_type == 2 else None,
+                             soft_delete=job.missing.soft_delete)
     if mode == "pull":
         await index.pull(ctx.client(job.api), job.endpoint)
     return index
 
 
+async def _forget(stage: Stage, own: StageKey) -> None:
+    """Drop the load's bookkeeping: its index of the destination and the keys it has seen."""
+    for name in ("index", "seen"):
+        await stage.index_drop(own.part(name))
+
+
 async def _retire_missing(
-    job: LoadJob, index: DestinationIndex, seen: set[str], planner: Planner, writer: Writer
+    job: LoadJob, index: DestinationIndex, seen: KeySet, planner: Planner, writer: Writer
 ) -> None:
-    """Expire, soft-delete or delete the live keys the full refresh did not hold, within `max_fraction`."""
-    gone = [key for key, state in index.items() if key not in seen and state.live]
-    live = index.live_keys()
-    if gone and len(gone) > job.missing.max_fraction * live:
-        raise LoadLimitExceeded(f"the full refresh lacks {len(gone)} of the destination's {live} live keys, more "
+    """Expire, soft-delete or delete the live keys the full refresh did not hold, within `max_fraction`.
+
+    Two passes over the index, a chunk at a time: count, then (within the limit) retire. A key the index
+    yields twice is harmless: counted twice at worst, and once retired it is no longer live.
+    """
+    gone = live = 0
+    async for states in index.scan():
+        live += sum(1 for state in states.values() if state.live)
+        gone += len(await _unseen_live(states, seen))
+    if gone and gone > job.missing.max_fraction * live:
+        raise LoadLimitExceeded(f"the full refresh lacks {gone} of the destination's {live} live keys, more "
                                 f"than missing.max_fraction={job.missing.max_fraction}: nothing was removed")
-    changes = [planner.plan_missing(key, index[key], job.missing) for key in gone]
-    for start in range(0, len(changes), 1000):  # the same chunking as staged records
-        await writer.apply(changes[start : start + 1000], index)
+    async for states in index.scan():
+        changes = [planner.plan_missing(key, states[key], job.missing) for key in await _unseen_live(states, seen)]
+        await writer.apply(changes, states)
+        await index.save(states)
+
+
+async def _unseen_live(states: IndexChunk, seen: KeySet) -> list[str]:
+    live = [key for key, state in states.items() if state.live]
+    return [key for key, was_seen in zip(live, await seen.contains(live), strict=True) if not was_seen]
 
 
 def _check_fraction(job: LoadJob, counts: dict[str, int]) -> None:

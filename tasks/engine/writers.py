@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.context import ErrorSink
-from prefect_restful_etl.tasks.engine.destination import DestinationIndex
+from prefect_restful_etl.tasks.engine.destination import IndexChunk
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.paths import get_path
 from prefect_restful_etl.tasks.engine.scd import Change, KeyState, Version, Write
@@ -82,14 +82,14 @@ class WriterSettings:
 
 
 class Writer:
-    """Applies one chunk's changes at a time, `concurrency` keys in flight, and keeps `counts` and the index."""
+    """Applies one chunk's changes at a time, `concurrency` keys in flight; keeps `counts` and the chunk's states."""
 
     def __init__(self, client: RestClient, settings: WriterSettings, errors: ErrorSink, counts: dict[str, int]) -> None:
         self._client, self._settings, self._errors, self.counts = client, settings, errors, counts
         self._path = settings.path.rstrip("/")
         self._limit = asyncio.Semaphore(settings.concurrency)
 
-    async def apply(self, changes: Sequence[Change], index: DestinationIndex) -> None:
+    async def apply(self, changes: Sequence[Change], index: IndexChunk) -> None:
         if self._settings.dry_run:
             for change in changes:
                 self._count(change)
@@ -110,7 +110,7 @@ class Writer:
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None  # the first failure, as itself; its siblings were cancelled
 
-    async def _change(self, change: Change, index: DestinationIndex) -> None:
+    async def _change(self, change: Change, index: IndexChunk) -> None:
         """The writes of one key, in order; a refused one stops the rest of that key's writes."""
         new_id, created = None, False
         async with self._limit:
@@ -148,7 +148,7 @@ class Writer:
         await client.request(method, url, json=body, idempotent=True)
         return None
 
-    async def _bulk(self, bulk: BulkWrite, batch: list[Change], index: DestinationIndex) -> None:
+    async def _bulk(self, bulk: BulkWrite, batch: list[Change], index: IndexChunk) -> None:
         body = [self._stamped(change.writes[0].body) for change in batch]
         async with self._limit:
             try:
@@ -176,7 +176,7 @@ class Writer:
         stamp = self._settings.stamp
         return {**(body or {}), **stamp} if stamp else dict(body or {})
 
-    def _landed(self, change: Change, new_id: Any, index: DestinationIndex) -> None:
+    def _landed(self, change: Change, new_id: Any, index: IndexChunk) -> None:
         top = index[change.key].top if change.key in index else 0
         after = change.after
         if after is None:
@@ -200,7 +200,7 @@ class Writer:
                                     f"{threshold.count}; the last: {message}")
 
 
-def _add_live(index: DestinationIndex, key: str, version: Version) -> None:
+def _add_live(index: IndexChunk, key: str, version: Version) -> None:
     """A version created before a later write of its key was refused: both are live now, and the key's
     next change (in a later chunk) mends them, as a rerun would."""
     state = index[key] if key in index else KeyState()

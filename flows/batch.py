@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from typing import Any
 
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
+from pydantic import SecretStr
 
+from prefect_restful_etl.flows.parameters import BatchParameters, parse_parameters
 from prefect_restful_etl.flows.publish import batch_ended, batch_started
 from prefect_restful_etl.flows.resources import close_stage, stage_settings
 from prefect_restful_etl.flows.resources import api_configs, audit_settings, load_api_blocks, open_clients, open_stage
@@ -18,78 +21,81 @@ from prefect_restful_etl.flows.secrecy import open_credentials, redact_stored_pa
 from prefect_restful_etl.tasks import runtime
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.context import BatchContext
-from prefect_restful_etl.tasks.engine.credentials import Credentials, all_secrets
-from prefect_restful_etl.tasks.engine.exceptions import ScreenStop
+from prefect_restful_etl.tasks.engine.credentials import all_secrets
+from prefect_restful_etl.tasks.engine.exceptions import ScreenStop, StageError
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
 from prefect_restful_etl.tasks.engine.quality import batch_quality, screen_dimension
 from prefect_restful_etl.tasks.engine.redaction import redact
 from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
 from prefect_restful_etl.tasks.engine.settings import Settings
+from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 from prefect_restful_etl.tasks.engine.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
 from prefect_restful_etl.tasks.jobs import extract_job, load_job, transform_job
 
 
-async def run_batch(
-    batch_type: BatchType,
-    *,
-    tenant_id: str,
-    credentials: dict[str, Credentials],
-    full_refresh: bool = False,
-    base_urls: dict[str, str] | None = None,
-    dry_run: bool = False,
-    resume_batch_id: str | None = None,
-    sealed_credentials: str | None = None,
-    callback_url: str | None = None,
-    api_blocks: dict[str, str] | None = None,
-) -> BatchReport:
+async def run_batch(batch_type: BatchType, parameters: dict[str, Any]) -> BatchReport:
+    """One batch of `batch_type` from the run's parameters as sent: masked in Prefect, then validated."""
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None, "run_batch runs inside a batch flow"
     flow_run = context.flow_run
     batch_id = str(flow_run.id)
-    await redact_stored_parameters(
-        flow_run.id, context.parameters, credentials, [f"tenant:{tenant_id}", f"batch-type:{batch_type.name}"]
-    )
-    credentials, callback_secret = open_credentials(credentials, sealed_credentials)  # sealed: opened in memory
+    tenant = parameters.get("tenant_id")
+    tags = [f"batch-type:{batch_type.name}", *([f"tenant:{tenant}"] if isinstance(tenant, str) and tenant else [])]
+    await redact_stored_parameters(flow_run.id, context.parameters, tags)  # as Prefect stored them
+    given = parse_parameters(parameters)  # after redaction: a bad parameter is named, its value never shown
+    tenant_id, full_refresh = given.tenant_id, given.full_refresh
+    credentials, callback_secret = open_credentials(given.credentials, given.sealed_credentials)  # opened in memory
     logger = get_run_logger()
-    settings = Settings()
-    settings = await audit_settings(settings)
-    settings = await stage_settings(settings)  # a named EtlStage block replaces the stage settings
-    apis = api_configs(batch_type, base_urls, await load_api_blocks(api_blocks))
-    clients = open_clients(apis, credentials)  # a bad credential or config fails here, before any request
-    audit = await AuditStore.open(settings.audit_database())
-    ctx = BatchContext(
-        tenant_id=tenant_id,
-        batch_id=batch_id,
-        batch_type=batch_type.name,
-        stage=open_stage(settings),
-        audit=audit,
-        clients=clients,
-        full_refresh=full_refresh,
-        secrets=all_secrets(credentials),
-        dry_run=dry_run,
-        # The run's expected start survives a Prefect retry, so a retried type 2 load opens the same versions.
-        effective_at=flow_run.expected_start_time or utcnow(),
-    )
+    settings = await stage_settings(await audit_settings(Settings()))  # named blocks replace the settings
+    apis = api_configs(batch_type, given.base_urls, await load_api_blocks(given.api_blocks))
+    async with contextlib.AsyncExitStack() as opened:  # what opened before a failure is closed again
+        clients = open_clients(apis, credentials)  # a bad credential or config fails here, before any request
+        for client in clients.values():
+            opened.push_async_callback(client.__aexit__, None, None, None)
+        audit = await AuditStore.open(settings.audit_database())
+        opened.push_async_callback(audit.close)
+        stage = open_stage(settings)
+        opened.push_async_callback(close_stage, stage)
+        ctx = BatchContext(
+            tenant_id=tenant_id,
+            batch_id=batch_id,
+            batch_type=batch_type.name,
+            stage=stage,
+            audit=audit,
+            clients=clients,
+            full_refresh=full_refresh,
+            secrets=[*all_secrets(credentials), *_store_secrets(settings, stage)],
+            key_prefix=getattr(stage, "prefix", StageKey.prefix),
+            dry_run=given.dry_run,
+            # The run's expected start survives a Prefect retry, so a retried type 2 load opens the same versions.
+            effective_at=flow_run.expected_start_time or utcnow(),
+        )
+        await audit.merge(
+            EtlBatch(batch_id=batch_id, tenant_id=tenant_id, batch_type=batch_type.name, full_refresh=full_refresh)
+        )
+        opened.pop_all()  # from here on the batch's own ending closes them (_close)
+    return await _run(ctx, batch_type, given, settings, callback_secret, logger)
+
+
+async def _run(
+    ctx: BatchContext, batch_type: BatchType, given: BatchParameters, settings: Settings,
+    callback_secret: SecretStr | None, logger: Any,
+) -> BatchReport:
+    """The jobs in order, then the audit rows, watermarks and the report; whatever happens, the batch's ending."""
+    tenant_id, batch_id, audit = ctx.tenant_id, ctx.batch_id, ctx.audit
     started = time.monotonic()
-    await audit.merge(
-        EtlBatch(batch_id=batch_id, tenant_id=tenant_id, batch_type=batch_type.name, full_refresh=full_refresh)
-    )
     runtime.register(ctx)
     reports: list[JobReport] = []
     try:
-        await batch_started(ctx, len(batch_type.jobs), settings.progress_every, callback_url=callback_url,
+        await batch_started(ctx, len(batch_type.jobs), settings.progress_every, callback_url=given.callback_url,
                             callback_secret=callback_secret)
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
         await audit.sync_screens(screen_dimension(batch_type))
-        reused = await prepare(ctx, batch_type, resume_batch_id)  # the jobs a resumed batch need not run
+        reused = await prepare(ctx, batch_type, given.resume_batch_id)  # the jobs a resumed batch need not run
         for job in batch_type.jobs:
             reports.append(reused[job.name] if job.name in reused else await _run_job(job, batch_type, batch_id))
         await _advance_watermarks(ctx, batch_type, reports)
         report = await _finish(ctx, batch_type, reports, started, "COMPLETED", None, settings)
-        if not settings.keep_stage:
-            await ctx.stage.drop_batch(tenant_id, batch_id)
-            await drop_resumed(ctx)
-        return report
     except asyncio.CancelledError:
         await asyncio.shield(_finish(ctx, batch_type, reports, started, "CANCELLED", "cancelled", settings))
         raise
@@ -98,9 +104,22 @@ async def run_batch(
         status = "STOPPED" if isinstance(ex, ScreenStop) else "FAILED"  # a screen's verdict, not a crash
         await asyncio.shield(_finish(ctx, batch_type, reports, started, status, message, settings))
         raise
+    else:
+        if not settings.keep_stage:
+            await _drop_stage(ctx, logger)
+        return report
     finally:
         runtime.unregister(batch_id)
         await asyncio.shield(_close(ctx))
+
+
+async def _drop_stage(ctx: BatchContext, logger: Any) -> None:
+    """Tidy a completed batch's stage; a stage hiccup now changes nothing the batch did (its TTL tidies)."""
+    try:
+        await ctx.stage.drop_batch(ctx.tenant_id, ctx.batch_id)
+        await drop_resumed(ctx)
+    except StageError as ex:
+        logger.warning("batch completed; its stage is left to expire: %s", redact(str(ex), ctx.secrets))
 
 
 async def _run_job(job: ExtractJob | TransformJob | LoadJob, batch_type: BatchType, batch_id: str) -> JobReport:
@@ -169,6 +188,14 @@ async def _finish(
     )
     await batch_ended(ctx, report)  # artifacts, callback, the finished event; never raises
     return report
+
+
+def _store_secrets(settings: Settings, stage: Stage) -> list[str]:
+    """The audit database's and the stage's passwords: masked in messages like credentials."""
+    from sqlalchemy.engine import make_url
+
+    passwords = [make_url(settings.audit_database()).password, getattr(stage, "password", None)]
+    return [str(password) for password in passwords if password]
 
 
 def _where(settings: Settings) -> str:

@@ -27,18 +27,12 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         callback_url: str | None = None,
         api_blocks: dict[str, str] | None = None,
     ) -> BatchReport:
-        return await run_batch(
-            batch_type,
-            tenant_id=tenant_id,
-            credentials=credentials or {},
-            full_refresh=full_refresh,
-            base_urls=base_urls,
-            dry_run=dry_run,
-            resume_batch_id=resume_batch_id,
-            sealed_credentials=sealed_credentials,
-            callback_url=callback_url,
-            api_blocks=api_blocks,
-        )
+        # Prefect's own validation is off (see flows/parameters.py): the batch masks, then validates
+        return await run_batch(batch_type, {
+            "tenant_id": tenant_id, "credentials": credentials, "full_refresh": full_refresh, "base_urls": base_urls,
+            "dry_run": dry_run, "resume_batch_id": resume_batch_id, "sealed_credentials": sealed_credentials,
+            "callback_url": callback_url, "api_blocks": api_blocks,
+        })
 
     batch.__doc__ = f"""{batch_type.description or batch_type.name}
 
@@ -61,6 +55,8 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         "flow_run_name": "{tenant_id}",
         "description": batch_type.description or None,
         "persist_result": False,
+        # validated by the batch after its stored parameters are masked: Prefect would log them as sent
+        "validate_parameters": False,
         # a cancelled or killed run may never reach run_batch's own ending: these mark its audit rows
         "on_cancellation": [mark_cancelled],
         "on_crashed": [mark_crashed],

@@ -3,6 +3,7 @@ opens sealed credentials in memory and sets the callback's signing secret apart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -17,25 +18,35 @@ from prefect_restful_etl.tasks.engine.redaction import MASK
 CALLBACK = "callback"  # the credentials entry whose token signs the batch report posted to `callback_url`
 
 
-def masked_credentials(credentials: dict[str, Credentials]) -> dict[str, dict[str, Any]]:
-    """The same shape with every secret replaced by a mask; usernames and client ids stay readable."""
-    masked: dict[str, dict[str, Any]] = {}
+def masked_credentials(credentials: Mapping[str, Any]) -> dict[str, Any]:
+    """The same shape with every secret replaced by a mask; usernames and client ids stay readable.
+
+    Takes the credentials as sent, valid or not: a misspelt field or a value of the wrong type is masked
+    too, since it is still somebody's secret.
+    """
+    masked: dict[str, Any] = {}
     for api, creds in credentials.items():
-        values = creds.model_dump(exclude_none=True)
-        masked[api] = {name: MASK if name in _SECRET_FIELDS else value for name, value in values.items()}
+        values = creds.model_dump(exclude_none=True) if isinstance(creds, Credentials) else creds
+        if not isinstance(values, Mapping):
+            masked[api] = MASK
+            continue
+        masked[api] = {
+            name: value if name in _READABLE_FIELDS and isinstance(value, str) else MASK
+            for name, value in values.items()
+            if value is not None
+        }
     return masked
 
 
-_SECRET_FIELDS = {name for name, f in Credentials.model_fields.items() if "SecretStr" in str(f.annotation)}
+_READABLE_FIELDS = {name for name, f in Credentials.model_fields.items() if "SecretStr" not in str(f.annotation)}
 
 
-async def redact_stored_parameters(
-    flow_run_id: UUID, parameters: dict[str, Any], credentials: dict[str, Credentials], tags: list[str]
-) -> None:
+async def redact_stored_parameters(flow_run_id: UUID, parameters: dict[str, Any], tags: list[str]) -> None:
     """A run created through the REST API or the UI holds its parameters in clear until this runs."""
     stored = {name: value for name, value in parameters.items() if name != "credentials"}
     stored = _jsonable(stored)
-    stored["credentials"] = masked_credentials(credentials)
+    credentials = parameters.get("credentials") or {}
+    stored["credentials"] = masked_credentials(credentials) if isinstance(credentials, Mapping) else MASK
     async with get_client() as client:
         current = await client.read_flow_run(flow_run_id)
         await client.update_flow_run(flow_run_id, parameters=stored, tags=sorted({*current.tags, *tags}))

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,17 @@ class Served:
     def start_run(self, parameters: dict[str, Any]) -> str:
         deployment = self.deployment_id()
         assert deployment is not None
-        response = self.api.post(f"/deployments/{deployment}/create_flow_run", json={"parameters": parameters})
+        response = self._post(f"/deployments/{deployment}/create_flow_run", json={"parameters": parameters})
         return str(response.raise_for_status().json()["id"])
+
+    def _post(self, path: str, json: dict[str, Any], attempts: int = 10) -> httpx.Response:
+        """As Prefect's own client does: a 503 (the server's SQLite busy on a loaded machine) is tried again."""
+        for _ in range(attempts - 1):
+            response = self.api.post(path, json=json)
+            if response.status_code != 503:
+                return response
+            time.sleep(0.5)
+        return self.api.post(path, json=json)
 
     def state(self, flow_run_id: str) -> str:
         return str(self.api.get(f"/flow_runs/{flow_run_id}").raise_for_status().json()["state"]["type"])
@@ -84,7 +94,7 @@ class Served:
     def cancel(self, flow_run_id: str) -> None:
         """What the UI's Cancel and `prefect flow-run cancel` do: propose Cancelling; the runner does the rest."""
         state = {"type": "CANCELLING", "name": "Cancelling", "message": "cancelled by the test"}
-        self.api.post(f"/flow_runs/{flow_run_id}/set_state", json={"state": state}).raise_for_status()
+        self._post(f"/flow_runs/{flow_run_id}/set_state", json={"state": state}).raise_for_status()
 
     def flow_run_process(self) -> int:
         """The PID of the process the runner started for the flow run: its only child (Linux /proc)."""

@@ -208,6 +208,7 @@ async def test_a_stage_outage_fails_the_load_between_chunks_and_a_resume_converg
 ) -> None:
     big_apis.reset()
     monkeypatch.setenv("RESTFUL_ETL_STAGE_URL", private_redis_server.url)
+    monkeypatch.setenv("RESTFUL_ETL_STAGE_PREFIX", "etl-outage")
     # write 990 waits out a 429 for four seconds: time to stop Redis while chunk one is being written
     stall_writes(big_apis, after=989, seconds=4, times=1)
     batch = asyncio.create_task(crm_to_accounting(**parameters(big_apis, "outage"), return_state=True))
@@ -225,6 +226,8 @@ async def test_a_stage_outage_fails_the_load_between_chunks_and_a_resume_converg
     assert "StageUnavailable" in message and "stage index_put of" in message and ".index" in message
     assert f"127.0.0.1:{private_redis_server.port}" in message
     assert private_redis_server.password and private_redis_server.password not in message
+    assert private_redis_server.password not in (row.message or "")
+    assert (jobs[0].stage_key or "").startswith(f"etl-outage:outage:{failed_id}:")  # as the stage names it
     held = destination_keys(big_apis)
     assert sum(held.values()) == len(held) == 1000  # chunk one whole; nothing of a chunk never read
 

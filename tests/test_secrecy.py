@@ -55,3 +55,18 @@ def test_masks_keep_the_shape_and_the_readable_fields() -> None:
     masked = masked_credentials({"erp": Credentials(username="etl", password=SecretStr("pw")),
                                  "callback": Credentials(token=SecretStr("s"))})
     assert masked == {"erp": {"username": "etl", "password": MASK}, "callback": {"token": MASK}}
+
+
+@pytest.mark.parametrize(
+    "sent,masked",
+    [
+        ({"crm": {"tokn": "s3cret"}}, {"crm": {"tokn": MASK}}),
+        ({"crm": {"token": ["s3cret"]}}, {"crm": {"token": MASK}}),
+        ({"crm": "s3cret"}, {"crm": MASK}),
+        ({"erp": {"username": "etl", "password": "s3cret", "client_id": 7}},
+         {"erp": {"username": "etl", "password": MASK, "client_id": MASK}}),
+    ],
+    ids=["misspelt-field", "wrong-type", "not-a-mapping", "readable-fields-only-as-text"],
+)
+def test_credentials_as_sent_are_masked_even_when_invalid(sent: dict, masked: dict) -> None:
+    assert masked_credentials(sent) == masked

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
@@ -18,6 +21,7 @@ from pydantic import SecretStr
 from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.stage import MemoryStage
 
 pytestmark = pytest.mark.integration
@@ -57,9 +61,11 @@ def credentials(apis: DemoApis) -> dict[str, Any]:
 
 
 async def test_a_batch_leaves_no_secret_anywhere(prefect_harness: Path, prefect_home: Path, etl_home: Path,
-                                                 demo_apis: DemoApis, caplog: pytest.LogCaptureFixture) -> None:
+                                                 demo_apis: DemoApis, caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     demo_apis.reset()
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("RESTFUL_ETL_KEEP_STAGE", "true")  # so that the staged records are there to search
     report = await crm_to_accounting(
         tenant_id="vault", credentials=credentials(demo_apis), full_refresh=True,
         base_urls={"crm": demo_apis.crm_url, "accounting": demo_apis.accounting_url},
@@ -74,7 +80,9 @@ async def test_a_batch_leaves_no_secret_anywhere(prefect_harness: Path, prefect_
     assert files_holding(etl_home, secrets) == []  # the audit database, its WAL
     assert files_holding(prefect_harness.parent, secrets) == []  # Prefect's database, its WAL
     assert files_holding(prefect_home, secrets) == []  # persisted task results
-    assert not any(s in repr(MemoryStage._store) for s in secrets)
+    staged = repr(MemoryStage._store) + repr(MemoryStage._indexes)
+    assert f"restful-etl:vault:{report.batch_id}:" in staged  # the batch's records and indexes are there
+    assert not any(s in staged for s in secrets)
     async with get_client() as client:
         flow_run = await client.read_flow_run(report.batch_id)
     assert flow_run.parameters["credentials"]["crm"]["token"] == "**********"
@@ -120,3 +128,47 @@ async def test_a_run_created_with_clear_parameters_is_redacted_on_receipt(
     assert {"tenant:rest", "batch-type:crm-to-accounting"} <= set(after.tags)
     assert rows_holding(prefect_harness, secrets_of(demo_apis)) == []
     assert rows_holding(etl_home / "audit.db", secrets_of(demo_apis)) == []
+
+
+@pytest.mark.parametrize(
+    "credentials,field",
+    [
+        ({"crm": {"tokn": "{crm}"}, "accounting": {"api_key": "{accounting}"}}, "credentials.crm.tokn"),
+        ({"crm": {"token": ["{crm}"]}, "accounting": {"api_key": "{accounting}"}}, "credentials.crm.token"),
+        ({"crm": {"token": "{crm}"}, "accounting": "{accounting}"}, "credentials.accounting"),
+    ],
+    ids=["misspelt-field", "wrong-type", "not-an-object"],
+)
+async def test_malformed_credentials_fail_naming_the_field_and_leave_no_secret(
+    prefect_harness: Path, etl_home: Path, demo_apis: DemoApis, caplog: pytest.LogCaptureFixture,
+    credentials: dict[str, Any], field: str,
+) -> None:
+    """Prefect's own parameter validation would log every parameter as sent and keep them stored in clear."""
+    caplog.set_level(logging.DEBUG)
+    sent = json.loads(json.dumps(credentials).replace("{crm}", demo_apis.crm_token)
+                      .replace("{accounting}", demo_apis.accounting_api_key))
+    demo_apis.reset()
+    async with get_client() as client:
+        flow_run = await client.create_flow_run(crm_to_accounting, parameters={"tenant_id": "typo", "credentials": sent})
+        with pytest.raises(ConfigError, match=rf"^{re.escape(field)}: "):
+            await run_flow_async(crm_to_accounting, flow_run=flow_run, parameters={"tenant_id": "typo",
+                                                                                   "credentials": sent})
+        after = await client.read_flow_run(flow_run.id)
+    secrets = secrets_of(demo_apis)
+    assert after.state is not None and after.state.is_failed()
+    assert requests_served(demo_apis) == [], "a bad configuration fails before any request"
+    logs = await flow_run_logs(str(flow_run.id))
+    assert not any(s in log.message for log in logs for s in secrets)
+    assert not any(s in caplog.text for s in secrets)
+    assert rows_holding(prefect_harness, secrets) == []
+    assert not any(s in json.dumps(after.parameters) for s in secrets)
+
+
+def requests_served(apis: DemoApis) -> list[str]:
+    """The demo APIs' request counters since their reset, but for their control endpoints."""
+    served = []
+    with httpx.Client() as client:
+        for base in (apis.crm_url, apis.accounting_url):
+            stats = client.get(f"{base}/_control/stats").raise_for_status().json()
+            served += [path for path in stats.get("requests", stats) if "_control" not in path]
+    return served

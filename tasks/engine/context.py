@@ -35,6 +35,7 @@ class BatchContext:
     progress: Callable[[JobReport], Awaitable[None]] | None = field(default=None, repr=False)
     dry_run: bool = False  # loads compute and report their changes but write nothing
     effective_at: datetime = field(default_factory=utcnow)  # when type 2 versions written by this batch begin
+    key_prefix: str = "restful-etl"  # the stage's, so that audit rows name keys as the stage holds them
 
     async def report_progress(self, report: JobReport) -> None:
         """Runners call this after each page or chunk; the Prefect layer turns it into events (see `progress`)."""
@@ -48,7 +49,7 @@ class BatchContext:
             raise ConfigError("api", f"{api!r} has no client in this batch") from None
 
     def stage_key(self, job_slug: str) -> StageKey:
-        return self.resumed_keys.get(job_slug) or StageKey(self.tenant_id, self.batch_id, job_slug)
+        return self.resumed_keys.get(job_slug) or StageKey(self.tenant_id, self.batch_id, job_slug, self.key_prefix)
 
 
 class ErrorSink:

@@ -100,6 +100,7 @@ class Stage(Protocol):
 class MemoryStage:
     """Records in this process's memory: the default, for one-process runs (a Prefect flow run)."""
 
+    prefix: ClassVar[str] = "restful-etl"  # StageKey's default: every key of this process's memory stage has it
     _store: ClassVar[dict[str, list[dict[str, Any]]]] = {}
     _indexes: ClassVar[dict[str, dict[str, str]]] = {}
 

@@ -97,6 +97,16 @@ class RedisStage:
         stage._owns_client = True
         return stage
 
+    @property
+    def prefix(self) -> str:
+        """The first part of every key this stage writes, whatever prefix a `StageKey` was given."""
+        return self._prefix
+
+    @property
+    def password(self) -> str:
+        """The server's password, for masking in messages (empty without one)."""
+        return self._password
+
     async def aclose(self) -> None:
         """Close the client if this stage opened it (`from_url`); a client passed in stays its owner's."""
         if self._owns_client:

@@ -149,10 +149,10 @@ async def test_malformed_credentials_fail_naming_the_field_and_leave_no_secret(
                       .replace("{accounting}", demo_apis.accounting_api_key))
     demo_apis.reset()
     async with get_client() as client:
-        flow_run = await client.create_flow_run(crm_to_accounting, parameters={"tenant_id": "typo", "credentials": sent})
+        parameters = {"tenant_id": "typo", "credentials": sent}
+        flow_run = await client.create_flow_run(crm_to_accounting, parameters=parameters)
         with pytest.raises(ConfigError, match=rf"^{re.escape(field)}: "):
-            await run_flow_async(crm_to_accounting, flow_run=flow_run, parameters={"tenant_id": "typo",
-                                                                                   "credentials": sent})
+            await run_flow_async(crm_to_accounting, flow_run=flow_run, parameters=parameters)
         after = await client.read_flow_run(flow_run.id)
     secrets = secrets_of(demo_apis)
     assert after.state is not None and after.state.is_failed()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -125,6 +127,24 @@ async def test_writes_set_the_ttl_on_the_key_and_the_batch_hash(
     else:
         await stage.clear(key)
     assert 5 < await client.ttl(f"restful-etl:acme:{batch}::jobs") <= TTL
+
+
+async def test_records_that_expired_are_an_error_not_an_empty_read(client: aioredis.Redis, batch: str) -> None:
+    """The batch's hash outlives a job's list when later jobs refresh it: a read must not pass for empty."""
+    stage = RedisStage(client, ttl=TTL)
+    key = StageKey("acme", batch, "extract")
+    await stage.append(key, records(3))
+    await stage.append(key, records(2))
+    await client.expire(str(key), 1)
+    deadline = time.monotonic() + 10
+    while await client.exists(str(key)):  # Redis expires it within its own second or so
+        assert time.monotonic() < deadline, "the list did not expire"
+        await asyncio.sleep(0.1)
+
+    with pytest.raises(StageError, match="holds 0 of the 5 records staged: the rest expired"):
+        [chunk async for chunk in stage.read(key)]
+    await stage.clear(key)  # a job that clears its output has staged nothing, and reads as such
+    assert [chunk async for chunk in stage.read(key)] == []
 
 
 async def test_no_ttl_means_no_expiry(client: aioredis.Redis, batch: str) -> None:

@@ -128,7 +128,7 @@ class RedisStage:
                     pipe.rpush(name, *payload[start : start + self._write_chunk])
                 if payload:
                     self._expire(pipe, name)
-                self._mark_job(pipe, key)
+                self._mark_job(pipe, key, added=len(payload))
                 await pipe.execute()
 
     async def read(self, key: StageKey, chunk_size: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:
@@ -138,9 +138,11 @@ class RedisStage:
         name = self._name(key)
         with self._errors("read", name):
             async with self._client.pipeline(transaction=False) as pipe:
-                marked, length = await pipe.hexists(self._jobs_key(key), key.job).llen(name).execute()
-        if not marked and not length:
+                staged, length = await pipe.hget(self._jobs_key(key), key.job).llen(name).execute()
+        if staged is None and not length:
             raise StageError(f"nothing is staged under {name} (never written, expired or dropped)")
+        if staged is not None and int(staged) > length:  # the list's TTL ran out before the batch's hash's
+            raise StageError(f"{name} holds {length} of the {int(staged)} records staged: the rest expired")
         start = 0
         while True:
             with self._errors("read", name):
@@ -163,7 +165,7 @@ class RedisStage:
         with self._errors("clear", name):
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.delete(name)
-                self._mark_job(pipe, key)
+                self._mark_job(pipe, key, cleared=True)
                 await pipe.execute()
 
     async def drop_batch(self, tenant_id: str, batch_id: str) -> int:
@@ -237,9 +239,15 @@ class RedisStage:
     def _jobs_key(self, key: StageKey) -> str:
         return f"{self._prefix}:{key.tenant_id}:{key.batch_id}:{_JOBS_SUFFIX}"
 
-    def _mark_job(self, pipe: aioredis.client.Pipeline, key: StageKey) -> None:
+    def _mark_job(
+        self, pipe: aioredis.client.Pipeline, key: StageKey, *, added: int = 0, cleared: bool = False
+    ) -> None:
+        """The batch's hash counts what each job staged, so a read can tell records that expired from none."""
         jobs_key = self._jobs_key(key)
-        pipe.hset(jobs_key, key.job, 1)
+        if cleared:
+            pipe.hset(jobs_key, key.job, 0)
+        else:
+            pipe.hincrby(jobs_key, key.job, added)
         self._expire(pipe, jobs_key)
 
     def _expire(self, pipe: aioredis.client.Pipeline, name: str) -> None:

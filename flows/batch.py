@@ -15,11 +15,17 @@ from pydantic import SecretStr
 from prefect_restful_etl.flows.parameters import BatchParameters, parse_parameters
 from prefect_restful_etl.flows.publish import batch_ended, batch_started
 from prefect_restful_etl.flows.resources import close_stage, stage_settings
-from prefect_restful_etl.flows.resources import api_configs, audit_settings, load_api_blocks, open_clients, open_stage
+from prefect_restful_etl.flows.resources import (
+    api_configs,
+    audit_settings,
+    load_api_blocks,
+    open_audit,
+    open_clients,
+    open_stage,
+)
 from prefect_restful_etl.flows.restart import drop_resumed, prepare
 from prefect_restful_etl.flows.secrecy import open_credentials, redact_stored_parameters
 from prefect_restful_etl.tasks import runtime
-from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import all_secrets
 from prefect_restful_etl.tasks.engine.exceptions import ScreenStop, StageError
@@ -52,7 +58,7 @@ async def run_batch(batch_type: BatchType, parameters: dict[str, Any]) -> BatchR
         clients = open_clients(apis, credentials)  # a bad credential or config fails here, before any request
         for client in clients.values():
             opened.push_async_callback(client.__aexit__, None, None, None)
-        audit = await AuditStore.open(settings.audit_database())
+        audit = await open_audit(settings)
         opened.push_async_callback(audit.close)
         stage = open_stage(settings)
         opened.push_async_callback(close_stage, stage)

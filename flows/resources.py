@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from prefect_restful_etl.blocks.api import RestApi
 from prefect_restful_etl.blocks.audit import AuditDatabase
 from prefect_restful_etl.blocks.stage import EtlStage
 from prefect_restful_etl.tasks.engine.api import ApiConfig
+from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
@@ -43,6 +46,18 @@ async def close_stage(stage: Stage) -> None:
         await aclose()
 
 
+async def open_audit(settings: Settings) -> AuditStore:
+    """The audit database the settings name; a URL SQLAlchemy cannot read is named, never shown."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        return await AuditStore.open(settings.audit_database())
+    except (ArgumentError, NoSuchModuleError) as ex:
+        problem = type(ex).__name__
+    where = "RESTFUL_ETL_AUDIT_BLOCK" if settings.audit_block else "RESTFUL_ETL_AUDIT_URL"
+    raise ConfigError(where, f"is not a database URL SQLAlchemy can open ({problem})")
+
+
 async def audit_settings(settings: Settings) -> Settings:
     """The settings with a named `AuditDatabase` block's URL in place of `RESTFUL_ETL_AUDIT_URL`."""
     if not settings.audit_block:
@@ -77,10 +92,15 @@ def api_configs(
         if unknown:
             raise ConfigError(parameter, f"names no API of {batch_type.name}: {sorted(unknown)}")
     apis = {name: blocks.get(name, api) for name, api in batch_type.apis.items()}
-    return {
-        name: api.model_validate({**api.model_dump(), "base_url": base_urls[name]}) if name in base_urls else api
-        for name, api in apis.items()
-    }
+    return {name: _with_base_url(api, base_urls[name], name) if name in base_urls else api for name, api in apis.items()}
+
+
+def _with_base_url(api: ApiConfig, base_url: str, name: str) -> ApiConfig:
+    try:
+        return api.model_validate({**api.model_dump(), "base_url": base_url})
+    except ValidationError as ex:
+        message = ex.errors(include_input=False, include_url=False)[0]["msg"]
+    raise ConfigError(f"base_urls.{name}", message)
 
 
 def open_clients(apis: dict[str, ApiConfig], credentials: dict[str, Credentials]) -> dict[str, RestClient]:

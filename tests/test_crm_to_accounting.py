@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,22 +120,32 @@ async def test_a_record_the_destination_refuses_is_an_error_event(prefect_harnes
 
 
 @pytest.mark.parametrize(
-    "change,field",
+    "change,env,field",
     [
-        ({"base_urls": {"erp": "http://127.0.0.1:1"}}, "base_urls"),
-        ({"credentials": {"crm": Credentials(api_key=SecretStr("x"))}}, "credentials.crm.token"),
-        ({"credentials": {}}, "credentials.crm.token"),
+        ({"base_urls": {"erp": "http://127.0.0.1:1"}}, {}, "base_urls"),
+        ({"base_urls": {"crm": "not a url"}}, {}, "base_urls.crm"),
+        ({"credentials": {"crm": Credentials(api_key=SecretStr("x"))}}, {}, "credentials.crm.token"),
+        ({"credentials": {}}, {}, "credentials.crm.token"),
+        ({"tenant_id": ""}, {}, "tenant_id"),
+        ({"full_refresh": "sometimes"}, {}, "full_refresh"),
+        ({}, {"RESTFUL_ETL_AUDIT_URL": "postgresql//etl:pw@nowhere"}, "RESTFUL_ETL_AUDIT_URL"),
     ],
-    ids=["unknown-api", "wrong-secret-kind", "no-credentials"],
+    ids=["unknown-api", "bad-base-url", "wrong-secret-kind", "no-credentials", "empty-tenant", "not-a-bool",
+         "bad-audit-url"],
 )
 async def test_a_bad_configuration_fails_before_any_request(prefect_harness: Path, etl_home: Path,
-                                                            fresh_apis: DemoApis, change: dict, field: str) -> None:
-    with httpx.Client(base_url=fresh_apis.crm_url) as crm:
-        crm.post("/_control/reset-stats").raise_for_status()
-        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+                                                            fresh_apis: DemoApis, change: dict, env: dict,
+                                                            field: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    urls = (fresh_apis.crm_url, fresh_apis.accounting_url)
+    with httpx.Client() as api:
+        for url in urls:
+            api.post(f"{url}/_control/reset-stats").raise_for_status()
+        with pytest.raises(ConfigError, match=rf"^{re.escape(field)}: "):
             await crm_to_accounting(**(parameters(fresh_apis, "oops") | change))
-        stats = crm.get("/_control/stats").raise_for_status().json()
-    assert not any(path.startswith("/customers") or "customers" in path for path in _paths(stats))
+        served = [_paths(api.get(f"{url}/_control/stats").raise_for_status().json()) for url in urls]
+    assert served == [[], []], "no API was asked anything"
 
 
 def _paths(stats: dict[str, Any]) -> list[str]:

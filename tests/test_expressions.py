@@ -182,6 +182,51 @@ def test_a_bad_record_is_a_record_error(source: str, record: dict[str, Any]) -> 
     assert repr(source) in str(caught.value)
 
 
+LONG = "x" * 600_000
+
+
+@pytest.mark.parametrize(
+    "source,record,reason",
+    [
+        ("(9 ** 100) ** 100", {}, "more than 10000 bits"),
+        ("(((9 ** 100) ** 100) ** 100) ** 10", {}, "more than 10000 bits"),
+        ("((((9 ** 100) ** 100) ** 100) ** 100) ** 100", {}, "more than 10000 bits"),
+        ("n * n", {"n": 2 ** 6000}, "more than 10000 bits"),
+        ("'a' * 10000 * 10000", {}, "more than 1000000"),
+        ("10000 * (100 * 'ab')", {}, "more than 1000000"),
+        ("[tags] * 10000", {"tags": ["x" * 200]}, "more than 1000000"),
+        ("s + s", {"s": LONG}, "more than 1000000"),
+        ("tags + tags", {"tags": [LONG]}, "more than 1000000"),
+        ("str([s, s])", {"s": LONG}, "more than 1000000"),
+        ("round(1, -10 ** 8)", {}, "digits from -20 to 20"),
+        ("round(1, -21)", {}, "digits from -20 to 20"),
+        ("round(price, 21)", {"price": 1.5}, "digits from -20 to 20"),
+        ("round(price, 1.5)", {"price": 1.5}, "whole number of digits"),
+    ],
+    ids=lambda v: v[:40] if isinstance(v, str) else None,
+)
+def test_a_result_too_large_is_refused_for_that_record(source: str, record: dict[str, Any], reason: str) -> None:
+    fn = compile_expression(source)
+    with pytest.raises(RecordError, match=reason):
+        fn(record)
+
+
+@pytest.mark.parametrize(
+    "source,record,expected",
+    [
+        ("(2 ** 100) ** 99", {}, 2 ** 9900),
+        ("len('ab' * 10000 * 50)", {}, 1_000_000),
+        ("len(s + 'y')", {"s": "x" * 999_999}, 1_000_000),
+        ("round(1234.5678, -2)", {}, 1200.0),
+        ("round(1.23456, 20)", {}, 1.23456),
+        ("'ab' * -3", {}, ""),
+    ],
+    ids=lambda v: v[:40] if isinstance(v, str) else None,
+)
+def test_results_within_the_bounds_are_computed(source: str, record: dict[str, Any], expected: Any) -> None:
+    assert compile_expression(source)(record) == expected
+
+
 def test_compiled_once_not_parsed_per_record(monkeypatch: pytest.MonkeyPatch) -> None:
     fn = compile_expression("price * quantity if status == 'active' else 0")
 

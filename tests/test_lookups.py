@@ -185,6 +185,20 @@ async def test_lookup_step_rejects(options: dict[str, Any], record: dict[str, An
     assert caught.value.value == record["country"]
 
 
+async def test_lookup_step_target_through_a_non_object_rejects_the_record() -> None:
+    step = Lookup.model_validate({**STEP, "target": "country.id"})
+    with pytest.raises(RecordError, match="country is str, not an object") as caught:
+        await step.apply({"country": "DE"}, FakeDimension(COUNTRIES).lookup())
+    assert (caught.value.column, caught.value.value) == ("country.id", "DE")
+
+
+async def test_an_inferred_member_whose_key_path_meets_a_placeholder_value_rejects_the_record() -> None:
+    source = ApiLookup(FakeDimension([]).fetch_one, FakeDimension([]).create, key_field="code.iso", value_field="id")
+    step = Lookup.model_validate({**STEP, "on_miss": "infer", "placeholder": {"code": "unknown"}})
+    with pytest.raises(RecordError, match="cannot set code.iso"):
+        await step.apply({"country": "IT"}, source)
+
+
 @pytest.mark.parametrize(
     "source,infer,expectation",
     [

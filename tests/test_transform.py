@@ -115,6 +115,18 @@ async def test_no_quality_flag_field_unless_configured(tmp_path: Path) -> None:
     assert "quality" not in record
 
 
+async def test_a_value_in_the_way_of_a_dotted_path_is_an_error_event_not_a_failed_job(tmp_path: Path) -> None:
+    job = transform(steps=[{"op": "default", "values": {"address.city": "unknown"}}], screens=[], quality_flag=None)
+    records = [{"id": 1, "address": "Main St"}, {"id": 2, "address": {"city": "Oslo"}}, {"id": 3}]
+    async with batch_context(tmp_path, {}) as ctx:
+        report = await run(ctx, job, records)
+        out = await staged(ctx, job)
+        events = await ctx.audit.error_events(ctx.batch_id)
+    assert out == [{"id": 2, "address": {"city": "Oslo"}}, {"id": 3, "address": {"city": "unknown"}}]
+    assert shown(events) == [("transform", "1", "address.city", "Main St", 5, "reject")]
+    assert report.counts == {"read": 3, "transformed": 2, "rejected": 1}
+
+
 async def test_a_stop_screen_writes_its_events_stages_nothing_and_raises(tmp_path: Path) -> None:
     stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
             "severity": 10, "action": "stop"}
@@ -260,8 +272,10 @@ async def test_an_api_that_is_down_fails_the_job(tmp_path: Path) -> None:
         ({"screens": [{"name": "x", "check": "exists", "column": "c", "lookup": "regions"}]},
          "screens.0.lookup: 'regions'"),
         ({"lookups": {"countries": {"type": "csv"}}}, "does not match any of the expected tags"),
+        ({"quality_flag": "meta.quality"}, "quality_flag"),
     ],
-    ids=["unknown-lookup", "duplicate-screen", "infer-needs-api", "unknown-screen-lookup", "unknown-lookup-type"],
+    ids=["unknown-lookup", "duplicate-screen", "infer-needs-api", "unknown-screen-lookup", "unknown-lookup-type",
+         "dotted-quality-flag"],
 )
 def test_a_bad_transform_configuration_names_the_field(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):

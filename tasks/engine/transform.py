@@ -60,7 +60,8 @@ class TransformJob(JobBase):
     )
     screens: list[Screen] = Field(default_factory=list, description="Quality screens, run in this order.")
     quality_flag: str | None = Field(
-        default=None, description='A field that tells each staged record\'s screen outcome: "passed" or "flagged".'
+        default=None, pattern=r"^[^.]+$",  # top level: writing it can never meet a record's own values on the way
+        description='A top-level field that tells each staged record\'s screen outcome: "passed" or "flagged".',
     )
     lookup_concurrency: int = Field(default=8, ge=1, description="Records looked up at once (API lookups).")
     natural_key: list[str] | None = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -197,6 +198,30 @@ async def test_an_inferred_member_whose_key_path_meets_a_placeholder_value_rejec
     step = Lookup.model_validate({**STEP, "on_miss": "infer", "placeholder": {"code": "unknown"}})
     with pytest.raises(RecordError, match="cannot set code.iso"):
         await step.apply({"country": "IT"}, source)
+
+
+async def staged_records() -> AsyncIterator[list[dict[str, Any]]]:
+    yield [{"code": "DE", "name": {"en": "Germany"}, "tags": ["eu"]}]
+
+
+@pytest.mark.parametrize(
+    "source,options",
+    [
+        (StaticLookup({"DE": {"en": "Germany"}}), {}),
+        (StagedLookup(staged_records, "code", None), {}),
+        (StagedLookup(staged_records, "code", "tags"), {}),
+        (StaticLookup({}), {"on_miss": "default", "default": {"en": "Unknown"}}),
+    ],
+    ids=["static-object", "staged-whole-record", "staged-list", "default-object"],
+)
+async def test_records_never_share_a_looked_up_object(source: LookupSource, options: dict[str, Any]) -> None:
+    step = Lookup.model_validate({**STEP, **options})
+    first = await step.apply({"country": "DE"}, source)
+    pristine = copy.deepcopy(first["country_id"])
+    first["country_id"].clear()  # a later step editing inside the first record's value (a rename of country_id.en)
+    second = await step.apply({"country": "DE"}, source)
+    assert second["country_id"] == pristine
+    assert second["country_id"] is not first["country_id"]
 
 
 @pytest.mark.parametrize(

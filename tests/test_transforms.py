@@ -128,6 +128,23 @@ def test_split(options: dict[str, Any], record: dict[str, Any], expected: list[d
     assert run({**SPLIT, **options}, record) == expected
 
 
+@pytest.mark.parametrize(
+    "step,field",
+    [
+        ({"op": "constant", "values": {"meta": {"source": "crm"}}}, "meta"),
+        ({"op": "default", "values": {"tags": ["new"]}}, "tags"),
+        ({"op": "map", "field": "s", "values": {"A": {"code": 1}}}, "s"),
+    ],
+    ids=case_id,
+)
+def test_records_never_share_a_configured_object(step: dict[str, Any], field: str) -> None:
+    steps = parse_steps([step])
+    [first] = apply_steps(steps, {"s": "A"})
+    first[field].clear()  # a later step editing inside the value
+    [second] = apply_steps(steps, {"s": "A"})
+    assert second[field]
+
+
 def test_split_children_do_not_share_the_item() -> None:
     item = {"sku": "a"}
     children = run(SPLIT, {"id": 1, "lines": [item]})

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError
-from prefect_restful_etl.tasks.engine.paths import get_path, set_path
+from prefect_restful_etl.tasks.engine.paths import get_path, own_copy, set_path
 
 Record = dict[str, Any]
 
@@ -177,7 +177,7 @@ class Lookup(BaseModel):
             value = await source.get(key)
             if value is None:
                 value = await self._miss(key, source)
-        set_path(record, self.target or self.field, value)
+        set_path(record, self.target or self.field, own_copy(value))  # the cached value stays the cache's
         return record
 
     async def _miss(self, key: Any, source: LookupSource) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from prefect_restful_etl.tasks.engine.exceptions import RecordError
@@ -44,6 +45,12 @@ def set_path(obj: dict[str, Any], path: str, value: Any) -> None:
                               column=path, value=child)  # fmt: skip
         obj = child
     obj[leaf] = value
+
+
+def own_copy(value: Any) -> Any:
+    """`value` ready to write into one record: an object or a list is copied (deeply), so that a later step
+    editing inside one record never changes another record, a lookup's cache or the configuration."""
+    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
 
 
 def pop_path(obj: dict[str, Any], path: str, default: Any = None) -> Any:

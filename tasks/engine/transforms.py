@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError
 from prefect_restful_etl.tasks.engine.expressions import compile_expression, parse_date, parse_datetime
 from prefect_restful_etl.tasks.engine.lookups import Lookup, LookupSource, resolve_source
-from prefect_restful_etl.tasks.engine.paths import get_path, pop_path, set_path
+from prefect_restful_etl.tasks.engine.paths import get_path, own_copy, pop_path, set_path
 
 Record = dict[str, Any]
 _ABSENT = object()
@@ -85,7 +85,7 @@ class Default(_Step):
     def apply(self, record: Record) -> Record:
         for name, value in self.values.items():
             if get_path(record, name) is None:
-                set_path(record, name, value)
+                set_path(record, name, own_copy(value))
         return record
 
 
@@ -97,7 +97,7 @@ class Constant(_Step):
 
     def apply(self, record: Record) -> Record:
         for name, value in self.values.items():
-            set_path(record, name, value)
+            set_path(record, name, own_copy(value))
         return record
 
 
@@ -183,7 +183,7 @@ class MapValues(_Step):
             if self.on_miss == "reject":
                 raise RecordError(f"{self.field}: {value!r} is not in the map", column=self.field, value=value)
             mapped = self.default if self.on_miss == "default" else value
-        set_path(record, self.target or self.field, mapped)
+        set_path(record, self.target or self.field, own_copy(mapped))
         return record
 
 

@@ -252,8 +252,9 @@ def test_does_not_change_the_record() -> None:
         ("01.03.2024", ("%d/%m/%Y", "%d.%m.%Y"), "2024-03-01"),
         (date(2024, 3, 1), (), "2024-03-01"),
         (0, (), "1970-01-01"),
+        ("2024-03-01T23:30:00-05:00", (), "2024-03-01"),
     ],
-    ids=["iso", "iso-datetime", "second-format", "date-object", "epoch"],
+    ids=["iso", "iso-datetime", "second-format", "date-object", "epoch", "date-as-written-in-its-zone"],
 )
 def test_parse_date(value: Any, formats: tuple[str, ...], expected: str) -> None:
     assert parse_date(value, formats) == expected
@@ -263,10 +264,38 @@ def test_parse_date(value: Any, formats: tuple[str, ...], expected: str) -> None
     "value,formats,expected",
     [
         ("2024-03-01T10:00:00Z", (), "2024-03-01T10:00:00+00:00"),
-        ("01/03/2024 10:00", ("%d/%m/%Y %H:%M",), "2024-03-01T10:00:00"),
+        ("01/03/2024 10:00", ("%d/%m/%Y %H:%M",), "2024-03-01T10:00:00+00:00"),
+        ("01/03/2024 10:00 +0200", ("%d/%m/%Y %H:%M %z",), "2024-03-01T10:00:00+02:00"),
         (86400, (), "1970-01-02T00:00:00+00:00"),
+        ("2024-03-01", (), "2024-03-01T00:00:00+00:00"),
+        ("2024-03-01T10:00:00", (), "2024-03-01T10:00:00+00:00"),
+        ("2024-03-01T10:00:00-05:00", (), "2024-03-01T10:00:00-05:00"),
+        (date(2024, 3, 1), (), "2024-03-01T00:00:00+00:00"),
     ],
-    ids=["iso-zulu", "strptime", "epoch"],
+    ids=["iso-zulu", "strptime-naive-is-utc", "strptime-with-zone", "epoch", "date-only-is-utc-midnight",
+         "naive-is-utc", "offset-kept", "date-object"],
 )
 def test_parse_datetime(value: Any, formats: tuple[str, ...], expected: str) -> None:
     assert parse_datetime(value, formats) == expected
+
+
+@pytest.mark.parametrize(
+    "parse,value",
+    [
+        (parse_date, "2024-03-01garbage"),
+        (parse_date, "2024-03-01 and more"),
+        (parse_date, "2024-03-01T25:00"),
+        (parse_date, True),
+        (parse_date, float("nan")),
+        (parse_date, ["2024-03-01"]),
+        (parse_datetime, "2024-03-01garbage"),
+        (parse_datetime, "2024-03-01T10:00:00Zjunk"),
+        (parse_datetime, False),
+        (parse_datetime, float("inf")),
+        (parse_datetime, {"at": "2024-03-01"}),
+    ],
+    ids=lambda v: v.__name__ if callable(v) else repr(v),
+)
+def test_parse_refuses_what_is_not_wholly_a_date(parse: Any, value: Any) -> None:
+    with pytest.raises((ValueError, OverflowError)):
+        parse(value)

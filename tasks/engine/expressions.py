@@ -173,35 +173,68 @@ _NODES = frozenset({
 
 
 def parse_date(value: Any, formats: list[str] | tuple[str, ...] = ()) -> str:
-    """An ISO date (`2024-03-01`) from a date, a datetime, epoch seconds, `formats` (strptime) or ISO text."""
+    """An ISO date (`2024-03-01`) from a date, a datetime, epoch seconds (UTC), `formats` (strptime) or ISO text.
+
+    The whole text must parse: `2024-03-01garbage` is refused. An ISO datetime gives its date as written,
+    in its own zone (`2024-03-01T23:30:00-05:00` is 1 March).
+    """
     if isinstance(value, datetime):
         return value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _is_epoch(value):
         return datetime.fromtimestamp(value, UTC).date().isoformat()
-    text = str(value).strip()
+    text = _text(value, "date")
     for fmt in formats:
         try:
             return datetime.strptime(text, fmt).date().isoformat()
         except ValueError:
             continue
-    return date.fromisoformat(text[:10]).isoformat()
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        return _iso_datetime(text).date().isoformat()
 
 
 def parse_datetime(value: Any, formats: list[str] | tuple[str, ...] = ()) -> str:
-    """An ISO datetime from a datetime, epoch seconds (UTC), `formats` (strptime) or ISO text (`Z` allowed)."""
+    """An ISO datetime with a zone from a datetime, epoch seconds, `formats` (strptime) or ISO text (`Z` allowed).
+
+    A value without a zone (`2024-03-01T10:00:00`, `2024-03-01`, a format without `%z`) is taken as UTC,
+    as epoch seconds are, so every datetime the language makes compares with every other; a value with
+    an offset keeps it.
+    """
     if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _aware(value).isoformat()
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC).isoformat()
+    if _is_epoch(value):
         return datetime.fromtimestamp(value, UTC).isoformat()
-    text = str(value).strip()
+    text = _text(value, "datetime")
     for fmt in formats:
         try:
-            return datetime.strptime(text, fmt).isoformat()
+            return _aware(datetime.strptime(text, fmt)).isoformat()
         except ValueError:
             continue
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).isoformat()
+    return _aware(_iso_datetime(text)).isoformat()
+
+
+def _is_epoch(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(value: Any, kind: str) -> str:
+    # str(True) or str({...}) would only fail later with a muddled message; say what is wrong
+    if not isinstance(value, str):
+        raise ValueError(f"{type(value).__name__} {value!r} is not a {kind}")
+    return value.strip()
+
+
+def _iso_datetime(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _as_date(value: Any) -> date:

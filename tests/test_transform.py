@@ -254,6 +254,20 @@ async def test_a_credential_never_reaches_an_error_event(tmp_path: Path) -> None
     assert TOKEN not in event.message
 
 
+async def test_a_credential_in_a_stopping_record_reaches_neither_the_stop_nor_the_natural_key(tmp_path: Path) -> None:
+    stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
+            "severity": 10, "action": "stop"}
+    records = [{"id": f"key-{TOKEN}", "email": "a@example.com", "country": f"X{TOKEN}", "ltv": "1", "phone": "1"}]
+    async with batch_context(tmp_path, {"dest": (DEST, Credentials(token=SecretStr(TOKEN)))}) as ctx:
+        with pytest.raises(ScreenStop) as caught:
+            await run(ctx, transform(screens=[stop]), records)
+        [event] = await ctx.audit.error_events(ctx.batch_id)
+    assert "'no unknown country' stopped the batch: country 'X**********' has no match" in str(caught.value)
+    assert TOKEN not in str(caught.value) and TOKEN not in repr(caught.value.args)
+    assert (event.natural_key, event.value) == ("key-**********", "X**********")
+    assert TOKEN not in event.message
+
+
 async def test_an_api_that_is_down_fails_the_job(tmp_path: Path) -> None:
     async with batch_context(tmp_path, {"dest": (DEST, Credentials(token=SecretStr("t")))}) as ctx:
         with respx.mock(base_url="http://127.0.0.1:9") as router:

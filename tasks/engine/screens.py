@@ -351,11 +351,15 @@ class ScreenResult:
         """Whether the record goes on to the next job (passed or flagged)."""
         return self.fate in (Fate.PASSED, Fate.FLAGGED)
 
-    def raise_for_stop(self) -> None:
-        """Raise ScreenStop for a `stop` failure: call it after writing the failures as error events."""
+    def raise_for_stop(self, scrub: Callable[[str], str] = lambda text: text) -> None:
+        """Raise ScreenStop for a `stop` failure: call it after writing the failures as error events.
+
+        The message quotes the failing value and goes on to Prefect's state and logs: pass the batch's
+        `scrub` (`ErrorSink.scrub`) so that a credential in a record never gets there.
+        """
         if self.fate is Fate.STOP:
             first = next(f for f in self.failures if f.action == "stop")
-            raise ScreenStop(first.screen, first.message)
+            raise ScreenStop(first.screen, scrub(first.message))
 
 
 @dataclass

@@ -200,7 +200,7 @@ class _TransformRun:
         result = await self.screener.screen(record)
         for failure in result.failures:
             await self.errors.add(natural_key=key, **failure.as_error_event())
-        result.raise_for_stop()
+        result.raise_for_stop(self.errors.scrub)
         if result.kept and self.flag:
             set_path(record, self.flag, result.fate.value)
         return result.kept

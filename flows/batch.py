@@ -96,6 +96,8 @@ async def run_batch(
     except BaseException as ex:
         message = redact(f"{type(ex).__name__}: {ex}", ctx.secrets)
         status = "STOPPED" if isinstance(ex, ScreenStop) else "FAILED"  # a screen's verdict, not a crash
+        if isinstance(ex, ScreenStop) and ex.report is not None:
+            reports.append(ex.report)  # the stopped job's screen figures belong in the batch's row too
         await asyncio.shield(_finish(ctx, batch_type, reports, started, status, message, settings))
         raise
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,11 @@ async def test_a_stop_screen_writes_its_events_stages_nothing_and_raises(tmp_pat
                              ("no unknown country", "3", "country", "ZZ", 10, "stop")]
     assert left == 0
     assert (report.quality["stopped"], report.quality["max_severity"]) == (1, 10)
+    # the stop carries the job's figures to the batch's audit row, even through a pickle (Prefect's results)
+    assert caught.value.report is report
+    assert report.counts == {"read": 6, "transformed": 0, "rejected": 1}  # what it had staged is gone
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (str(copy), copy.screen, copy.report) == (str(caught.value), caught.value.screen, report)
 
 
 class ChunkingStage(MemoryStage):

@@ -134,7 +134,10 @@ async def run_transform(
         with contextlib.suppress(StageError):  # the failure, not a stage hiccup in tidying up, is the outcome
             if isinstance(ex, ScreenStop):
                 await ctx.stage.clear(target)  # nothing half-screened waits in the stage for a load
+                report.counts = run.counts(read, 0)  # so nothing counts as transformed (handed on) either
             await run.screener.drop()
+        if isinstance(ex, ScreenStop):
+            ex.report = report  # the batch's audit row keeps the figures of what was screened before the stop
         raise
     await errors.flush()
     with contextlib.suppress(StageError):  # the records are staged: leftover claims only wait for their TTL

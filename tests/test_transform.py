@@ -128,30 +128,6 @@ async def test_a_value_in_the_way_of_a_dotted_path_is_an_error_event_not_a_faile
     assert report.counts == {"read": 3, "transformed": 2, "rejected": 1}
 
 
-async def test_a_stop_screen_writes_its_events_stages_nothing_and_raises(tmp_path: Path) -> None:
-    stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
-            "severity": 10, "action": "stop"}
-    async with batch_context(tmp_path, {}) as ctx:
-        job = transform(screens=[SCREENS[0], stop])
-        report = JobReport(job=job.name, kind="transform", job_id="job-1")
-        source = await stage(ctx, SOURCE, CUSTOMERS)
-        with pytest.raises(ScreenStop, match="'no unknown country' stopped the batch: country 'ZZ'") as caught:
-            await run_transform(job, ctx, report, ErrorSink(ctx, job.name, "job-1"), source=source, key_fields=["id"])
-        events = await ctx.audit.error_events(ctx.batch_id)
-        left = await ctx.stage.count(ctx.stage_key(job.slug))
-
-    assert caught.value.screen == "no unknown country"
-    assert shown(events) == [("email present", "2", "email", None, 8, "reject"),
-                             ("no unknown country", "3", "country", "ZZ", 10, "stop")]
-    assert left == 0
-    assert (report.quality["stopped"], report.quality["max_severity"]) == (1, 10)
-    # the stop carries the job's figures to the batch's audit row, even through a pickle (Prefect's results)
-    assert caught.value.report is report
-    assert report.counts == {"read": 6, "transformed": 0, "rejected": 1}  # what it had staged is gone
-    copy = pickle.loads(pickle.dumps(caught.value))
-    assert (str(copy), copy.screen, copy.report) == (str(caught.value), caught.value.screen, report)
-
-
 class ChunkingStage(MemoryStage):
     """A memory stage that reads in chunks of two and logs reads and writes, to see that records stream."""
 
@@ -166,6 +142,33 @@ class ChunkingStage(MemoryStage):
     async def append(self, key: StageKey, records: list[dict[str, Any]]) -> None:
         self.log.append(f"append {len(records)}")
         await super().append(key, records)
+
+
+async def test_a_stop_screen_writes_its_events_stages_nothing_and_raises(tmp_path: Path) -> None:
+    stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
+            "severity": 10, "action": "stop"}
+    async with batch_context(tmp_path, {}) as ctx:
+        ctx.stage = spy = ChunkingStage()  # chunks of two: customer 1 is staged before customer 3 stops the batch
+        job = transform(screens=[SCREENS[0], stop])
+        report = JobReport(job=job.name, kind="transform", job_id="job-1")
+        source = await stage(ctx, SOURCE, CUSTOMERS)
+        spy.log.clear()
+        with pytest.raises(ScreenStop, match="'no unknown country' stopped the batch: country 'ZZ'") as caught:
+            await run_transform(job, ctx, report, ErrorSink(ctx, job.name, "job-1"), source=source, key_fields=["id"])
+        events = await ctx.audit.error_events(ctx.batch_id)
+        left = await ctx.stage.count(ctx.stage_key(job.slug))
+
+    assert spy.log == ["read 2", "append 1", "read 2"]  # the first chunk was staged: the stop took it back
+    assert caught.value.screen == "no unknown country"
+    assert shown(events) == [("email present", "2", "email", None, 8, "reject"),
+                             ("no unknown country", "3", "country", "ZZ", 10, "stop")]
+    assert left == 0
+    assert (report.quality["stopped"], report.quality["max_severity"]) == (1, 10)
+    # the stop carries the job's figures to the batch's audit row, even through a pickle (Prefect's results)
+    assert caught.value.report is report
+    assert report.counts == {"read": 4, "transformed": 0, "rejected": 1}  # what it had staged is gone
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (str(copy), copy.screen, copy.report) == (str(caught.value), caught.value.screen, report)
 
 
 async def test_records_stream_chunk_by_chunk(tmp_path: Path) -> None:

@@ -27,11 +27,12 @@ COUNTRIES = [{"code": "DE", "id": 49}, {"code": "FR", "id": 33}]
 class FakeDimension:
     """A destination API's dimension: counts calls, like a respx route would."""
 
-    def __init__(self, rows: list[dict[str, Any]], creatable: bool = True) -> None:
+    def __init__(self, rows: list[dict[str, Any]], creatable: bool = True, answers: bool = True) -> None:
         self.rows = {row["code"]: row for row in rows}
         self.fetches: list[Any] = []
         self.created: list[dict[str, Any]] = []
         self.creatable = creatable
+        self.answers = answers  # False: a creation returns no body, as a 201 or 204 without content does
 
     async def fetch_one(self, key: Any) -> dict[str, Any] | None:
         self.fetches.append(key)
@@ -45,7 +46,7 @@ class FakeDimension:
             return None
         row = {**record, "id": 1000 + len(self.created)}
         self.rows[record["code"]] = row
-        return row
+        return row if self.answers else None
 
     def lookup(self) -> ApiLookup:
         return ApiLookup(self.fetch_one, self.create, key_field="code", value_field="id")
@@ -130,6 +131,33 @@ async def test_api_lookup_creates_an_inferred_member_once() -> None:
     assert dim.created == [{"name": "Unknown", "code": "IT"}]
     assert await source.get("IT") == 1001
     assert dim.fetches == ["IT"]
+
+
+@pytest.mark.parametrize(
+    "creatable,expected",
+    [(True, 1001), (False, None)],
+    ids=["created-then-found", "never-found"],
+)
+async def test_api_lookup_creates_a_member_at_most_once_when_the_creation_answers_no_value(
+    creatable: bool, expected: int | None
+) -> None:
+    dim = FakeDimension(COUNTRIES, creatable=creatable, answers=False)
+    source = dim.lookup()
+    values = [await source.create_member("IT", {"name": "Unknown"}) for _ in range(3)]
+    assert values == [expected] * 3
+    assert dim.created == [{"name": "Unknown", "code": "IT"}]  # posted once, however many records follow
+    assert dim.fetches == ["IT"]  # and asked once for what the creation did not say
+    assert await source.get("IT") == expected
+
+
+async def test_lookup_step_rejects_later_records_rather_than_creating_a_member_again() -> None:
+    dim = FakeDimension(COUNTRIES, creatable=False)
+    source = dim.lookup()
+    step = Lookup.model_validate({**STEP, "on_miss": "infer", "placeholder": {"name": "Unknown"}})
+    for _ in range(3):
+        with pytest.raises(RecordError, match="returned no value"):
+            await step.apply({"country": "IT"}, source)
+    assert len(dim.created) == 1
 
 
 def test_sources_satisfy_the_protocols() -> None:

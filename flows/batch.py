@@ -23,7 +23,7 @@ from prefect_restful_etl.tasks.engine.exceptions import ScreenStop
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
 from prefect_restful_etl.tasks.engine.quality import batch_quality, screen_dimension
 from prefect_restful_etl.tasks.engine.redaction import redact
-from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
+from prefect_restful_etl.tasks.engine.report import REPORT_ONLY_COUNTS, BatchReport, JobReport
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
 from prefect_restful_etl.tasks.jobs import extract_job, load_job, transform_job
@@ -140,9 +140,9 @@ def _totals(reports: list[JobReport]) -> dict[str, int]:
     totals: Counter[str] = Counter()
     for report in reports:
         for name, value in report.counts.items():
-            if name in COUNT_FIELDS:
+            if name in COUNT_FIELDS or name in REPORT_ONLY_COUNTS:
                 totals[name] += value
-    return {name: totals[name] for name in COUNT_FIELDS}
+    return {name: totals[name] for name in (*COUNT_FIELDS, *REPORT_ONLY_COUNTS)}
 
 
 async def _finish(
@@ -155,7 +155,8 @@ async def _finish(
     settings: Settings,
 ) -> BatchReport:
     totals, quality = _totals(reports), batch_quality(reports)
-    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals, **quality)
+    columns = {name: totals[name] for name in COUNT_FIELDS}
+    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **columns, **quality)
     report = BatchReport(
         batch_id=ctx.batch_id,
         tenant_id=ctx.tenant_id,

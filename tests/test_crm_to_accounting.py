@@ -71,6 +71,7 @@ async def test_full_sync_then_rerun_then_incremental_change(prefect_harness: Pat
     source = crm_customers(fresh_apis)
     assert first.status == "COMPLETED"
     assert first.counts["extracted"] == len(source) and first.counts["inserted"] == len(source)
+    assert first.counts["filtered"] == first.jobs[1].counts["filtered"] == 0  # a report-only count, no column
     destination = accounting_customers(fresh_apis)
     assert {k: {f: v[f] for f in expected(source[0])} for k, v in destination.items()} == {
         str(c["id"]): expected(c) for c in source

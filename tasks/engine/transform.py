@@ -213,7 +213,8 @@ class _TransformRun:
         await self.errors.add(natural_key=key, **failure.as_error_event())
 
     def counts(self, read: int, transformed: int) -> dict[str, int]:
-        return {"read": read, "transformed": transformed, "rejected": self.screener.summary.rejected}
+        return {"read": read, "transformed": transformed, "rejected": self.screener.summary.rejected,
+                "filtered": self.pipeline.filtered}  # fmt: skip
 
     def quality(self) -> dict[str, Any]:
         return self.screener.summary.as_dict()

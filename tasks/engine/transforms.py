@@ -426,13 +426,14 @@ class Pipeline:
 
     `Pipeline(job.steps, lookups={"countries": StagedLookup(...), "customers": ApiLookup(...)})`
     checks every lookup's source before the first record (a ConfigError names a missing one).
-    Synchronous steps run without awaiting anything.
+    Synchronous steps run without awaiting anything. `filtered` counts the records filter steps dropped.
     """
 
     def __init__(
         self, steps: Sequence[TransformStep | Mapping[str, Any]], lookups: Mapping[str, LookupSource] | None = None
     ) -> None:
         self.steps = parse_steps(steps)
+        self.filtered = 0  # records (or child records) that filter steps dropped, for the job's report
         self._stages: list[tuple[list[_Step], Lookup | None, LookupSource | None]] = []
         plain: list[_Step] = []
         for step in self.steps:
@@ -449,7 +450,9 @@ class Pipeline:
         records = [dict(record)]
         for plain, lookup, source in self._stages:
             for step in plain:
-                records = step.run(records)
+                before, records = len(records), step.run(records)
+                if isinstance(step, Filter):
+                    self.filtered += before - len(records)
             if lookup is not None and source is not None:
                 records = [await lookup.apply(r, source) for r in records]
         return records

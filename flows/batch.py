@@ -80,7 +80,7 @@ async def run_batch(
         await batch_started(ctx, len(batch_type.jobs), settings.progress_every, callback_url=callback_url,
                             callback_secret=callback_secret)
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
-        await audit.sync_screens(screen_dimension(batch_type))
+        await audit.sync_screens(batch_type.name, screen_dimension(batch_type))
         reused = await prepare(ctx, batch_type, resume_batch_id)  # the jobs a resumed batch need not run
         for job in batch_type.jobs:
             reports.append(reused[job.name] if job.name in reused else await _run_job(job, batch_type, batch_id))

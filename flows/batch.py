@@ -32,7 +32,7 @@ from prefect_restful_etl.tasks.engine.exceptions import ScreenStop, StageError
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
 from prefect_restful_etl.tasks.engine.quality import batch_quality, screen_dimension
 from prefect_restful_etl.tasks.engine.redaction import redact
-from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
+from prefect_restful_etl.tasks.engine.report import REPORT_ONLY_COUNTS, BatchReport, JobReport
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 from prefect_restful_etl.tasks.engine.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
@@ -96,7 +96,7 @@ async def _run(
         await batch_started(ctx, len(batch_type.jobs), settings.progress_every, callback_url=given.callback_url,
                             callback_secret=callback_secret)
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
-        await audit.sync_screens(screen_dimension(batch_type))
+        await audit.sync_screens(batch_type.name, screen_dimension(batch_type))
         reused = await prepare(ctx, batch_type, given.resume_batch_id)  # the jobs a resumed batch need not run
         for job in batch_type.jobs:
             reports.append(reused[job.name] if job.name in reused else await _run_job(job, batch_type, batch_id))
@@ -108,6 +108,8 @@ async def _run(
     except BaseException as ex:
         message = redact(f"{type(ex).__name__}: {ex}", ctx.secrets)
         status = "STOPPED" if isinstance(ex, ScreenStop) else "FAILED"  # a screen's verdict, not a crash
+        if isinstance(ex, ScreenStop) and ex.report is not None:
+            reports.append(ex.report)  # the stopped job's screen figures belong in the batch's row too
         await asyncio.shield(_finish(ctx, batch_type, reports, started, status, message, settings))
         raise
     else:
@@ -163,9 +165,9 @@ def _totals(reports: list[JobReport]) -> dict[str, int]:
     totals: Counter[str] = Counter()
     for report in reports:
         for name, value in report.counts.items():
-            if name in COUNT_FIELDS:
+            if name in COUNT_FIELDS or name in REPORT_ONLY_COUNTS:
                 totals[name] += value
-    return {name: totals[name] for name in COUNT_FIELDS}
+    return {name: totals[name] for name in (*COUNT_FIELDS, *REPORT_ONLY_COUNTS)}
 
 
 async def _finish(
@@ -178,7 +180,8 @@ async def _finish(
     settings: Settings,
 ) -> BatchReport:
     totals, quality = _totals(reports), batch_quality(reports)
-    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals, **quality)
+    columns = {name: totals[name] for name in COUNT_FIELDS}
+    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **columns, **quality)
     report = BatchReport(
         batch_id=ctx.batch_id,
         tenant_id=ctx.tenant_id,

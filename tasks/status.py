@@ -27,6 +27,7 @@ from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifa
 from prefect.events import emit_event
 
 from prefect_restful_etl.tasks.engine.context import BatchContext
+from prefect_restful_etl.tasks.engine.jobrun import job_ending
 from prefect_restful_etl.tasks.engine.redaction import redact
 from prefect_restful_etl.tasks.engine.report import JobReport
 
@@ -154,7 +155,7 @@ async def job_status(ctx: BatchContext, report: JobReport) -> AsyncIterator[None
         status = "CANCELLED"
         raise
     except BaseException as ex:
-        status, message = "FAILED", redact(f"{type(ex).__name__}: {ex}", ctx.secrets)[:500]
+        status, message = job_ending(ex), redact(f"{type(ex).__name__}: {ex}", ctx.secrets)[:500]
         raise
     finally:
         emit(job_event(ctx, JOB_FINISHED, report, status, message))

@@ -12,17 +12,21 @@ from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
 
 def report(quality: dict[str, float] | None = None) -> BatchReport:
     jobs = [JobReport(job="Extract", kind="extract", job_id="1", counts={"extracted": 10, "skipped": 1}, seconds=0.5),
-            JobReport(job="Load", kind="load", job_id="2", counts={"read": 9, "inserted": 9}, seconds=1.0)]
+            JobReport(job="Shape", kind="transform", job_id="3", counts={"read": 10, "transformed": 8, "rejected": 1,
+                                                                          "filtered": 1}, seconds=0.2),
+            JobReport(job="Load", kind="load", job_id="2", counts={"read": 8, "inserted": 8}, seconds=1.0)]
     return BatchReport(batch_id="b", tenant_id="acme", batch_type="crm-to-accounting", status="COMPLETED",
-                       full_refresh=False, jobs=jobs, counts={"extracted": 10, "inserted": 9, "rejected": 1},
+                       full_refresh=False, jobs=jobs,
+                       counts={"extracted": 10, "transformed": 8, "filtered": 1, "inserted": 8, "rejected": 1},
                        quality=quality or {}, seconds=2.0, audit_database="sqlite://")
 
 
 def test_the_audit_summary_has_a_row_per_job_and_one_for_the_batch() -> None:
     rows = audit_summary(report())
-    assert [r["job"] for r in rows] == ["Extract", "Load", "batch"]
+    assert [r["job"] for r in rows] == ["Extract", "Shape", "Load", "batch"]
     assert rows[0]["extracted"] == 10 and rows[0]["inserted"] == ""  # a count the job does not keep is blank
-    assert rows[-1] | {"seconds": 0} == rows[-1] | {"seconds": 0, "status": "COMPLETED", "inserted": 9, "rejected": 1}
+    assert (rows[1]["filtered"], rows[-1]["filtered"]) == (1, 1)  # records a filter step dropped
+    assert rows[-1] | {"seconds": 0} == rows[-1] | {"seconds": 0, "status": "COMPLETED", "inserted": 8, "rejected": 1}
 
 
 async def test_the_quality_report_groups_error_events_by_screen_worst_first(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ async def test_full_sync_then_rerun_then_incremental_change(prefect_harness: Pat
     source = crm_customers(fresh_apis)
     assert first.status == "COMPLETED"
     assert first.counts["extracted"] == len(source) and first.counts["inserted"] == len(source)
+    assert first.counts["filtered"] == first.jobs[1].counts["filtered"] == 0  # a report-only count, no column
     destination = accounting_customers(fresh_apis)
     assert {k: {f: v[f] for f in expected(source[0])} for k, v in destination.items()} == {
         str(c["id"]): expected(c) for c in source
@@ -251,6 +252,7 @@ def strict_flow() -> Any:
 async def test_a_stop_screen_stops_the_batch_before_anything_is_loaded(prefect_harness: Path, etl_home: Path,
                                                                        fresh_apis: DemoApis) -> None:
     dirty = add_dirty_customers(fresh_apis)
+    source = crm_customers(fresh_apis)
     state = await strict_flow()(**parameters(fresh_apis, "halt"), full_refresh=True, return_state=True)
 
     assert state.is_failed()
@@ -266,7 +268,14 @@ async def test_a_stop_screen_stops_the_batch_before_anything_is_loaded(prefect_h
     finally:
         await audit.close()
     assert batch.status == "STOPPED" and STOP_SCREEN["name"] in (batch.message or "")
-    assert [(j.kind, j.status) for j in jobs] == [("extract", "COMPLETED"), ("transform", "FAILED")]
+    assert [(j.kind, j.status) for j in jobs] == [("extract", "COMPLETED"), ("transform", "STOPPED")]
+    # the figures of what was screened before the stop: every record but the last dirty one, which came after
+    screened = len(source) - 1
+    assert (batch.extracted, batch.screened, batch.passed, batch.flagged, batch.rejected) == (
+        len(source), screened, screened - 3, 0, 2)
+    assert (batch.transformed, jobs[1].transformed, jobs[1].rejected) == (0, 0, 2)  # nothing handed on to a load
+    assert batch.max_severity == 10
+    assert batch.quality_score == round(100 * (1 - (8 + 6 + 10) / (10 * screened)), 2)
     # written before the stop: the rejects met on the way, then both failures of the record that stopped it
     assert [(e.screen, e.natural_key, e.action) for e in events] == [
         ("email present", dirty[0], "reject"), ("email format", dirty[1], "reject"),

@@ -182,6 +182,51 @@ def test_a_bad_record_is_a_record_error(source: str, record: dict[str, Any]) -> 
     assert repr(source) in str(caught.value)
 
 
+LONG = "x" * 600_000
+
+
+@pytest.mark.parametrize(
+    "source,record,reason",
+    [
+        ("(9 ** 100) ** 100", {}, "more than 10000 bits"),
+        ("(((9 ** 100) ** 100) ** 100) ** 10", {}, "more than 10000 bits"),
+        ("((((9 ** 100) ** 100) ** 100) ** 100) ** 100", {}, "more than 10000 bits"),
+        ("n * n", {"n": 2 ** 6000}, "more than 10000 bits"),
+        ("'a' * 10000 * 10000", {}, "more than 1000000"),
+        ("10000 * (100 * 'ab')", {}, "more than 1000000"),
+        ("[tags] * 10000", {"tags": ["x" * 200]}, "more than 1000000"),
+        ("s + s", {"s": LONG}, "more than 1000000"),
+        ("tags + tags", {"tags": [LONG]}, "more than 1000000"),
+        ("str([s, s])", {"s": LONG}, "more than 1000000"),
+        ("round(1, -10 ** 8)", {}, "digits from -20 to 20"),
+        ("round(1, -21)", {}, "digits from -20 to 20"),
+        ("round(price, 21)", {"price": 1.5}, "digits from -20 to 20"),
+        ("round(price, 1.5)", {"price": 1.5}, "whole number of digits"),
+    ],
+    ids=lambda v: v[:40] if isinstance(v, str) else None,
+)
+def test_a_result_too_large_is_refused_for_that_record(source: str, record: dict[str, Any], reason: str) -> None:
+    fn = compile_expression(source)
+    with pytest.raises(RecordError, match=reason):
+        fn(record)
+
+
+@pytest.mark.parametrize(
+    "source,record,expected",
+    [
+        ("(2 ** 100) ** 99", {}, 2 ** 9900),
+        ("len('ab' * 10000 * 50)", {}, 1_000_000),
+        ("len(s + 'y')", {"s": "x" * 999_999}, 1_000_000),
+        ("round(1234.5678, -2)", {}, 1200.0),
+        ("round(1.23456, 20)", {}, 1.23456),
+        ("'ab' * -3", {}, ""),
+    ],
+    ids=lambda v: v[:40] if isinstance(v, str) else None,
+)
+def test_results_within_the_bounds_are_computed(source: str, record: dict[str, Any], expected: Any) -> None:
+    assert compile_expression(source)(record) == expected
+
+
 def test_compiled_once_not_parsed_per_record(monkeypatch: pytest.MonkeyPatch) -> None:
     fn = compile_expression("price * quantity if status == 'active' else 0")
 
@@ -207,8 +252,9 @@ def test_does_not_change_the_record() -> None:
         ("01.03.2024", ("%d/%m/%Y", "%d.%m.%Y"), "2024-03-01"),
         (date(2024, 3, 1), (), "2024-03-01"),
         (0, (), "1970-01-01"),
+        ("2024-03-01T23:30:00-05:00", (), "2024-03-01"),
     ],
-    ids=["iso", "iso-datetime", "second-format", "date-object", "epoch"],
+    ids=["iso", "iso-datetime", "second-format", "date-object", "epoch", "date-as-written-in-its-zone"],
 )
 def test_parse_date(value: Any, formats: tuple[str, ...], expected: str) -> None:
     assert parse_date(value, formats) == expected
@@ -218,10 +264,38 @@ def test_parse_date(value: Any, formats: tuple[str, ...], expected: str) -> None
     "value,formats,expected",
     [
         ("2024-03-01T10:00:00Z", (), "2024-03-01T10:00:00+00:00"),
-        ("01/03/2024 10:00", ("%d/%m/%Y %H:%M",), "2024-03-01T10:00:00"),
+        ("01/03/2024 10:00", ("%d/%m/%Y %H:%M",), "2024-03-01T10:00:00+00:00"),
+        ("01/03/2024 10:00 +0200", ("%d/%m/%Y %H:%M %z",), "2024-03-01T10:00:00+02:00"),
         (86400, (), "1970-01-02T00:00:00+00:00"),
+        ("2024-03-01", (), "2024-03-01T00:00:00+00:00"),
+        ("2024-03-01T10:00:00", (), "2024-03-01T10:00:00+00:00"),
+        ("2024-03-01T10:00:00-05:00", (), "2024-03-01T10:00:00-05:00"),
+        (date(2024, 3, 1), (), "2024-03-01T00:00:00+00:00"),
     ],
-    ids=["iso-zulu", "strptime", "epoch"],
+    ids=["iso-zulu", "strptime-naive-is-utc", "strptime-with-zone", "epoch", "date-only-is-utc-midnight",
+         "naive-is-utc", "offset-kept", "date-object"],
 )
 def test_parse_datetime(value: Any, formats: tuple[str, ...], expected: str) -> None:
     assert parse_datetime(value, formats) == expected
+
+
+@pytest.mark.parametrize(
+    "parse,value",
+    [
+        (parse_date, "2024-03-01garbage"),
+        (parse_date, "2024-03-01 and more"),
+        (parse_date, "2024-03-01T25:00"),
+        (parse_date, True),
+        (parse_date, float("nan")),
+        (parse_date, ["2024-03-01"]),
+        (parse_datetime, "2024-03-01garbage"),
+        (parse_datetime, "2024-03-01T10:00:00Zjunk"),
+        (parse_datetime, False),
+        (parse_datetime, float("inf")),
+        (parse_datetime, {"at": "2024-03-01"}),
+    ],
+    ids=lambda v: v.__name__ if callable(v) else repr(v),
+)
+def test_parse_refuses_what_is_not_wholly_a_date(parse: Any, value: Any) -> None:
+    with pytest.raises((ValueError, OverflowError)):
+        parse(value)

@@ -64,6 +64,54 @@ async def test_an_api_source_fetches_one_key_by_filter(tmp_path: Path, body: dic
     assert dict(route.calls[0].request.url.params) == {"active": "1", "ext": "42"}
 
 
+def ignoring_the_filter(request: httpx.Request) -> httpx.Response:
+    """Every customer, two a page, whatever `external_id` asks for."""
+    everyone = [{"id": f"AC-{n}", "external_id": str(n)} for n in (40, 41, 42, 43, 44)]
+    page = int(request.url.params.get("page", "1"))
+    return httpx.Response(200, json={"data": everyone[(page - 1) * 2: page * 2]})
+
+
+@pytest.mark.parametrize(
+    "key,expected,pages",
+    [("42", "AC-42", 2), ("40", "AC-40", 1), ("99", None, 3)],  # page 3 is short: the last
+    ids=["match-on-page-two", "match-on-page-one", "miss-after-every-page"],
+)
+async def test_an_api_source_that_ignores_the_filter_is_read_page_by_page(
+    tmp_path: Path, key: str, expected: str | None, pages: int
+) -> None:
+    paged = {"path": "/customers", "records_path": "data", "paginator": {"type": "page_number", "page_size": 2}}
+    config = _CONFIG.validate_python(api_lookup(endpoint=paged))
+    async with batch_context(tmp_path, {"dest": (DEST, None)}) as ctx:
+        with respx.mock(base_url=BASE) as router:
+            route = router.get("/customers").mock(side_effect=ignoring_the_filter)
+            assert await open_lookup_sources({"c": config}, ctx)["c"].get(key) == expected
+    assert [call.request.url.params.get("page", "1") for call in route.calls] == [str(n) for n in range(1, pages + 1)]
+    assert {call.request.url.params["external_id"] for call in route.calls} == {key}
+
+
+@pytest.mark.parametrize("status", [201, 204])
+async def test_an_api_source_creates_a_member_once_when_the_creation_has_no_body(tmp_path: Path, status: int) -> None:
+    made: list[bytes] = []
+
+    def listing(request: httpx.Request) -> httpx.Response:
+        found = [{"id": "AC-5", "external_id": "5"}] if made else []
+        return httpx.Response(200, json={"data": found})
+
+    def create(request: httpx.Request) -> httpx.Response:
+        made.append(request.content)
+        return httpx.Response(status)  # created, and nothing said about it
+
+    async with batch_context(tmp_path, {"dest": (DEST, None)}) as ctx:
+        source: Any = open_lookup_sources({"c": _CONFIG.validate_python(api_lookup(create=True))}, ctx)["c"]
+        with respx.mock(base_url=BASE) as router:
+            router.get("/customers").mock(side_effect=listing)
+            post = router.post("/customers").mock(side_effect=create)
+            assert await source.get("5") is None
+            assert [await source.create_member("5", {"name": "?"}) for _ in range(3)] == ["AC-5"] * 3
+            assert await source.get("5") == "AC-5"
+    assert post.call_count == 1
+
+
 async def test_an_api_source_raises_on_a_refusal_other_than_not_found(tmp_path: Path) -> None:
     config = _CONFIG.validate_python(api_lookup())
     async with batch_context(tmp_path, {"dest": (DEST, None)}) as ctx:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -26,11 +27,12 @@ COUNTRIES = [{"code": "DE", "id": 49}, {"code": "FR", "id": 33}]
 class FakeDimension:
     """A destination API's dimension: counts calls, like a respx route would."""
 
-    def __init__(self, rows: list[dict[str, Any]], creatable: bool = True) -> None:
+    def __init__(self, rows: list[dict[str, Any]], creatable: bool = True, answers: bool = True) -> None:
         self.rows = {row["code"]: row for row in rows}
         self.fetches: list[Any] = []
         self.created: list[dict[str, Any]] = []
         self.creatable = creatable
+        self.answers = answers  # False: a creation returns no body, as a 201 or 204 without content does
 
     async def fetch_one(self, key: Any) -> dict[str, Any] | None:
         self.fetches.append(key)
@@ -44,7 +46,7 @@ class FakeDimension:
             return None
         row = {**record, "id": 1000 + len(self.created)}
         self.rows[record["code"]] = row
-        return row
+        return row if self.answers else None
 
     def lookup(self) -> ApiLookup:
         return ApiLookup(self.fetch_one, self.create, key_field="code", value_field="id")
@@ -131,6 +133,33 @@ async def test_api_lookup_creates_an_inferred_member_once() -> None:
     assert dim.fetches == ["IT"]
 
 
+@pytest.mark.parametrize(
+    "creatable,expected",
+    [(True, 1001), (False, None)],
+    ids=["created-then-found", "never-found"],
+)
+async def test_api_lookup_creates_a_member_at_most_once_when_the_creation_answers_no_value(
+    creatable: bool, expected: int | None
+) -> None:
+    dim = FakeDimension(COUNTRIES, creatable=creatable, answers=False)
+    source = dim.lookup()
+    values = [await source.create_member("IT", {"name": "Unknown"}) for _ in range(3)]
+    assert values == [expected] * 3
+    assert dim.created == [{"name": "Unknown", "code": "IT"}]  # posted once, however many records follow
+    assert dim.fetches == ["IT"]  # and asked once for what the creation did not say
+    assert await source.get("IT") == expected
+
+
+async def test_lookup_step_rejects_later_records_rather_than_creating_a_member_again() -> None:
+    dim = FakeDimension(COUNTRIES, creatable=False)
+    source = dim.lookup()
+    step = Lookup.model_validate({**STEP, "on_miss": "infer", "placeholder": {"name": "Unknown"}})
+    for _ in range(3):
+        with pytest.raises(RecordError, match="returned no value"):
+            await step.apply({"country": "IT"}, source)
+    assert len(dim.created) == 1
+
+
 def test_sources_satisfy_the_protocols() -> None:
     dim = FakeDimension([])
     assert isinstance(StaticLookup({}), LookupSource)
@@ -183,6 +212,44 @@ async def test_lookup_step_rejects(options: dict[str, Any], record: dict[str, An
         await step.apply(record, source)
     assert caught.value.column == "country"
     assert caught.value.value == record["country"]
+
+
+async def test_lookup_step_target_through_a_non_object_rejects_the_record() -> None:
+    step = Lookup.model_validate({**STEP, "target": "country.id"})
+    with pytest.raises(RecordError, match="country is str, not an object") as caught:
+        await step.apply({"country": "DE"}, FakeDimension(COUNTRIES).lookup())
+    assert (caught.value.column, caught.value.value) == ("country.id", "DE")
+
+
+async def test_an_inferred_member_whose_key_path_meets_a_placeholder_value_rejects_the_record() -> None:
+    source = ApiLookup(FakeDimension([]).fetch_one, FakeDimension([]).create, key_field="code.iso", value_field="id")
+    step = Lookup.model_validate({**STEP, "on_miss": "infer", "placeholder": {"code": "unknown"}})
+    with pytest.raises(RecordError, match="cannot set code.iso"):
+        await step.apply({"country": "IT"}, source)
+
+
+async def staged_records() -> AsyncIterator[list[dict[str, Any]]]:
+    yield [{"code": "DE", "name": {"en": "Germany"}, "tags": ["eu"]}]
+
+
+@pytest.mark.parametrize(
+    "source,options",
+    [
+        (StaticLookup({"DE": {"en": "Germany"}}), {}),
+        (StagedLookup(staged_records, "code", None), {}),
+        (StagedLookup(staged_records, "code", "tags"), {}),
+        (StaticLookup({}), {"on_miss": "default", "default": {"en": "Unknown"}}),
+    ],
+    ids=["static-object", "staged-whole-record", "staged-list", "default-object"],
+)
+async def test_records_never_share_a_looked_up_object(source: LookupSource, options: dict[str, Any]) -> None:
+    step = Lookup.model_validate({**STEP, **options})
+    first = await step.apply({"country": "DE"}, source)
+    pristine = copy.deepcopy(first["country_id"])
+    first["country_id"].clear()  # a later step editing inside the first record's value (a rename of country_id.en)
+    second = await step.apply({"country": "DE"}, source)
+    assert second["country_id"] == pristine
+    assert second["country_id"] is not first["country_id"]
 
 
 @pytest.mark.parametrize(

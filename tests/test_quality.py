@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sqlmodel import col, select
+
 from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
+from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.jobtypes import TransformJob
 from prefect_restful_etl.tasks.engine.quality import batch_quality, screen_dimension
 from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.screens import parse_screens
+from prefect_restful_etl.tasks.engine.tables import EtlScreen
 
 
 def test_screen_dimension_lists_every_screen_in_processing_order() -> None:
@@ -23,6 +30,37 @@ def test_screen_dimension_lists_every_screen_in_processing_order() -> None:
         (6, "phone present", "column", 2, "pass"),
     ]
     assert {(r.batch_type, r.job) for r in rows} == {("crm-to-accounting", "Shape accounting customers")}
+
+
+async def test_syncing_the_screen_dimension_drops_the_screens_a_configuration_no_longer_has(tmp_path: Path) -> None:
+    elsewhere = EtlScreen(batch_type="other", job="j", name="kept", type="column", severity=1, action="pass",
+                          processing_order=1)
+    extract, transform, load = CRM_TO_ACCOUNTING.jobs
+    assert isinstance(transform, TransformJob)
+    screens = [s for s in transform.screens if s.name != "email format"]
+    screens += parse_screens([{"name": "name present", "check": "not_null", "column": "name", "severity": 3}])
+    changed = CRM_TO_ACCOUNTING.model_copy(update={"jobs": [extract, transform.model_copy(update={"screens": screens}),
+                                                             load]})  # fmt: skip
+    audit = await AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
+    try:
+        await audit.sync_screens("other", [elsewhere])
+        await audit.sync_screens(CRM_TO_ACCOUNTING.name, screen_dimension(CRM_TO_ACCOUNTING))
+        await audit.sync_screens(CRM_TO_ACCOUNTING.name, screen_dimension(changed))
+        async with audit.session() as session:
+            rows = (await session.exec(select(EtlScreen).order_by(col(EtlScreen.batch_type),
+                                                                  col(EtlScreen.processing_order)))).all()
+    finally:
+        await audit.close()
+    assert [(r.batch_type, r.processing_order, r.name) for r in rows] == [
+        ("crm-to-accounting", 0, "transform"),
+        ("crm-to-accounting", 1, "email present"),
+        ("crm-to-accounting", 2, "lifetime value not negative"),
+        ("crm-to-accounting", 3, "known country"),
+        ("crm-to-accounting", 4, "one row per customer"),
+        ("crm-to-accounting", 5, "phone present"),
+        ("crm-to-accounting", 6, "name present"),
+        ("other", 1, "kept"),  # another batch type's dimension is its own
+    ]
 
 
 def report(kind: str, quality: dict[str, Any]) -> JobReport:

@@ -15,6 +15,7 @@ from prefect_restful_etl.tasks import status
 from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import ScreenStop
 from prefect_restful_etl.tasks.engine.report import JobReport
 
 SECRET = "tok-never-in-an-event"
@@ -122,10 +123,14 @@ async def test_job_status_emits_started_and_finished_and_never_a_secret(
     with pytest.raises(RuntimeError):
         async with status.job_status(ctx, job()):
             raise RuntimeError(f"the API said no to {SECRET}")
+    with pytest.raises(ScreenStop):
+        async with status.job_status(ctx, job()):
+            raise ScreenStop("no negative amounts", "amount -1 is below 0")
     names = [(e["event"], e["payload"]["status"]) for e in emitted]
     assert names == [(status.JOB_STARTED, "RUNNING"), (status.JOB_FINISHED, "COMPLETED"),
-                     (status.JOB_STARTED, "RUNNING"), (status.JOB_FINISHED, "FAILED")]
-    assert "RuntimeError" in emitted[-1]["payload"]["message"]
+                     (status.JOB_STARTED, "RUNNING"), (status.JOB_FINISHED, "FAILED"),
+                     (status.JOB_STARTED, "RUNNING"), (status.JOB_FINISHED, "STOPPED")]
+    assert "RuntimeError" in emitted[-3]["payload"]["message"]
     assert SECRET not in repr(emitted) and SECRET not in repr(progress_calls)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,26 @@ async def test_screens_reject_flag_and_report_every_failure(tmp_path: Path) -> N
     ]
     assert all((e.job, e.job_id, e.tenant_id) == ("Shape customers", "job-1", "t1") for e in events)
     assert "cannot cast ltv to decimal" in events[2].message
-    assert report.counts == {"read": 6, "transformed": 2, "rejected": 4}
+    assert report.counts == {"read": 6, "transformed": 2, "rejected": 4, "filtered": 0}
     assert {k: report.quality[k] for k in ("screened", "passed", "flagged", "rejected", "max_severity")} == {
         "screened": 6, "passed": 1, "flagged": 1, "rejected": 4, "max_severity": 9
     }
     assert report.quality["quality_score"] == round(100 * (1 - (8 + 6 + 5 + 2 + 9) / 60), 2)
     assert report.quality["failures_by_screen"]["transform"] == 1
+
+
+async def test_records_a_filter_step_drops_are_counted_as_filtered(tmp_path: Path) -> None:
+    orders = [{"id": 1, "lines": [{"qty": 2}, {"qty": 0}, {"qty": 0}], "test": False},
+              {"id": 2, "lines": [{"qty": 1}], "test": True}, {"id": 3, "lines": [], "test": False}]
+    job = transform(steps=[{"op": "filter", "expression": "not test"},  # order 2 goes
+                           {"op": "split", "field": "lines", "parent_keys": {"id": "order_id"}},  # order 3: no lines
+                           {"op": "filter", "expression": "qty > 0"}],  # two of order 1's lines go
+                    screens=[], quality_flag=None)
+    async with batch_context(tmp_path, {}) as ctx:
+        report = await run(ctx, job, orders)
+        out = await staged(ctx, job)
+    assert out == [{"qty": 2, "order_id": 1}]
+    assert report.counts == {"read": 3, "transformed": 1, "rejected": 0, "filtered": 3}
 
 
 async def test_no_quality_flag_field_unless_configured(tmp_path: Path) -> None:
@@ -115,23 +130,16 @@ async def test_no_quality_flag_field_unless_configured(tmp_path: Path) -> None:
     assert "quality" not in record
 
 
-async def test_a_stop_screen_writes_its_events_stages_nothing_and_raises(tmp_path: Path) -> None:
-    stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
-            "severity": 10, "action": "stop"}
+async def test_a_value_in_the_way_of_a_dotted_path_is_an_error_event_not_a_failed_job(tmp_path: Path) -> None:
+    job = transform(steps=[{"op": "default", "values": {"address.city": "unknown"}}], screens=[], quality_flag=None)
+    records = [{"id": 1, "address": "Main St"}, {"id": 2, "address": {"city": "Oslo"}}, {"id": 3}]
     async with batch_context(tmp_path, {}) as ctx:
-        job = transform(screens=[SCREENS[0], stop])
-        report = JobReport(job=job.name, kind="transform", job_id="job-1")
-        source = await stage(ctx, SOURCE, CUSTOMERS)
-        with pytest.raises(ScreenStop, match="'no unknown country' stopped the batch: country 'ZZ'") as caught:
-            await run_transform(job, ctx, report, ErrorSink(ctx, job.name, "job-1"), source=source, key_fields=["id"])
+        report = await run(ctx, job, records)
+        out = await staged(ctx, job)
         events = await ctx.audit.error_events(ctx.batch_id)
-        left = await ctx.stage.count(ctx.stage_key(job.slug))
-
-    assert caught.value.screen == "no unknown country"
-    assert shown(events) == [("email present", "2", "email", None, 8, "reject"),
-                             ("no unknown country", "3", "country", "ZZ", 10, "stop")]
-    assert left == 0
-    assert (report.quality["stopped"], report.quality["max_severity"]) == (1, 10)
+    assert out == [{"id": 2, "address": {"city": "Oslo"}}, {"id": 3, "address": {"city": "unknown"}}]
+    assert shown(events) == [("transform", "1", "address.city", "Main St", 5, "reject")]
+    assert report.counts == {"read": 3, "transformed": 2, "rejected": 1, "filtered": 0}
 
 
 class ChunkingStage(MemoryStage):
@@ -148,6 +156,33 @@ class ChunkingStage(MemoryStage):
     async def append(self, key: StageKey, records: list[dict[str, Any]]) -> None:
         self.log.append(f"append {len(records)}")
         await super().append(key, records)
+
+
+async def test_a_stop_screen_writes_its_events_stages_nothing_and_raises(tmp_path: Path) -> None:
+    stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
+            "severity": 10, "action": "stop"}
+    async with batch_context(tmp_path, {}) as ctx:
+        ctx.stage = spy = ChunkingStage()  # chunks of two: customer 1 is staged before customer 3 stops the batch
+        job = transform(screens=[SCREENS[0], stop])
+        report = JobReport(job=job.name, kind="transform", job_id="job-1")
+        source = await stage(ctx, SOURCE, CUSTOMERS)
+        spy.log.clear()
+        with pytest.raises(ScreenStop, match="'no unknown country' stopped the batch: country 'ZZ'") as caught:
+            await run_transform(job, ctx, report, ErrorSink(ctx, job.name, "job-1"), source=source, key_fields=["id"])
+        events = await ctx.audit.error_events(ctx.batch_id)
+        left = await ctx.stage.count(ctx.stage_key(job.slug))
+
+    assert spy.log == ["read 2", "append 1", "read 2"]  # the first chunk was staged: the stop took it back
+    assert caught.value.screen == "no unknown country"
+    assert shown(events) == [("email present", "2", "email", None, 8, "reject"),
+                             ("no unknown country", "3", "country", "ZZ", 10, "stop")]
+    assert left == 0
+    assert (report.quality["stopped"], report.quality["max_severity"]) == (1, 10)
+    # the stop carries the job's figures to the batch's audit row, even through a pickle (Prefect's results)
+    assert caught.value.report is report
+    assert report.counts == {"read": 4, "transformed": 0, "rejected": 1, "filtered": 0}  # what it had staged is gone
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (str(copy), copy.screen, copy.report) == (str(caught.value), caught.value.screen, report)
 
 
 async def test_records_stream_chunk_by_chunk(tmp_path: Path) -> None:
@@ -228,7 +263,7 @@ async def test_an_api_lookup_fetches_each_key_once_and_infers_members(tmp_path: 
     [event] = events  # the destination refused C9's inferred member: that bill is rejected, the others go on
     assert (event.screen, event.natural_key, event.column, event.value) == ("transform", "13", "external_id", "C9")
     assert "refused an inferred member" in event.message and "422" in event.message
-    assert report.counts == {"read": 4, "transformed": 3, "rejected": 1}
+    assert report.counts == {"read": 4, "transformed": 3, "rejected": 1, "filtered": 0}
 
 
 async def test_a_credential_never_reaches_an_error_event(tmp_path: Path) -> None:
@@ -239,6 +274,20 @@ async def test_a_credential_never_reaches_an_error_event(tmp_path: Path) -> None
         events = await ctx.audit.error_events(ctx.batch_id)
     [event] = events
     assert (event.screen, event.value) == ("known country", "**********")
+    assert TOKEN not in event.message
+
+
+async def test_a_credential_in_a_stopping_record_reaches_neither_the_stop_nor_the_natural_key(tmp_path: Path) -> None:
+    stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
+            "severity": 10, "action": "stop"}
+    records = [{"id": f"key-{TOKEN}", "email": "a@example.com", "country": f"X{TOKEN}", "ltv": "1", "phone": "1"}]
+    async with batch_context(tmp_path, {"dest": (DEST, Credentials(token=SecretStr(TOKEN)))}) as ctx:
+        with pytest.raises(ScreenStop) as caught:
+            await run(ctx, transform(screens=[stop]), records)
+        [event] = await ctx.audit.error_events(ctx.batch_id)
+    assert "'no unknown country' stopped the batch: country 'X**********' has no match" in str(caught.value)
+    assert TOKEN not in str(caught.value) and TOKEN not in repr(caught.value.args)
+    assert (event.natural_key, event.value) == ("key-**********", "X**********")
     assert TOKEN not in event.message
 
 
@@ -260,8 +309,10 @@ async def test_an_api_that_is_down_fails_the_job(tmp_path: Path) -> None:
         ({"screens": [{"name": "x", "check": "exists", "column": "c", "lookup": "regions"}]},
          "screens.0.lookup: 'regions'"),
         ({"lookups": {"countries": {"type": "csv"}}}, "does not match any of the expected tags"),
+        ({"quality_flag": "meta.quality"}, "quality_flag"),
     ],
-    ids=["unknown-lookup", "duplicate-screen", "infer-needs-api", "unknown-screen-lookup", "unknown-lookup-type"],
+    ids=["unknown-lookup", "duplicate-screen", "infer-needs-api", "unknown-screen-lookup", "unknown-lookup-type",
+         "dotted-quality-flag"],
 )
 def test_a_bad_transform_configuration_names_the_field(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
@@ -325,6 +376,6 @@ async def test_unique_screen_keys_rest_on_a_redis_stage_a_chunk_at_a_time(tmp_pa
             report = await run(ctx, job, records)
             left = [name async for name in client.scan_iter(match=f"*{job.slug}.*")]
 
-    assert report.counts == {"read": 2500, "transformed": 1998, "rejected": 502}
+    assert report.counts == {"read": 2500, "transformed": 1998, "rejected": 502, "filtered": 0}
     assert redis_stage.log == ["get unique-3", "put unique-3"] * 2 + ["get unique-3"]  # the last chunk claims none
     assert left == [], "the claimed keys go when the transform ends"

@@ -40,6 +40,7 @@ def run(step: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
         ({"op": "default", "values": {"s": "new"}}, {"s": None}, [{"s": "new"}]),
         ({"op": "default", "values": {"s": "new"}}, {"s": "old"}, [{"s": "old"}]),
         ({"op": "default", "values": {"x.y": 0}}, {}, [{"x": {"y": 0}}]),
+        ({"op": "default", "values": {"x.y": 0}}, {"x": None}, [{"x": {"y": 0}}]),
         ({"op": "constant", "values": {"src": "crm"}}, {"src": "x"}, [{"src": "crm"}]),
         ({"op": "cast", "fields": {"n": "int"}}, {"n": "42"}, [{"n": 42}]),
         ({"op": "cast", "fields": {"n": "int"}}, {"n": 3.0}, [{"n": 3}]),
@@ -56,6 +57,16 @@ def run(step: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         ({"op": "cast", "fields": {"t": "datetime"}}, {"t": "2024-03-01T10:00Z"}, [{"t": "2024-03-01T10:00:00+00:00"}]),
         ({"op": "cast", "fields": {"t": "datetime"}}, {"t": 0}, [{"t": "1970-01-01T00:00:00+00:00"}]),
+        ({"op": "cast", "fields": {"t": "datetime"}}, {"t": "2024-03-01"}, [{"t": "2024-03-01T00:00:00+00:00"}]),
+        ({"op": "cast", "fields": {"t": "datetime"}}, {"t": "2024-03-01 10:00"}, [{"t": "2024-03-01T10:00:00+00:00"}]),
+        ({"op": "cast", "fields": {"t": "datetime"}, "formats": ["%d/%m/%Y %H:%M"]}, {"t": "01/03/2024 10:00"},
+         [{"t": "2024-03-01T10:00:00+00:00"}]),
+        ({"op": "cast", "fields": {"t": "datetime"}}, {"t": "2024-03-01T10:00+02:00"},
+         [{"t": "2024-03-01T10:00:00+02:00"}]),
+        ({"op": "cast", "fields": {"n": "float"}}, {"n": "-1e308"}, [{"n": -1e308}]),
+        ({"op": "cast", "fields": {"n": "float"}}, {"n": 3}, [{"n": 3.0}]),
+        ({"op": "cast", "fields": {"n": "int"}}, {"n": " -7 "}, [{"n": -7}]),
+        ({"op": "cast", "fields": {"n": "decimal"}}, {"n": "1e3"}, [{"n": "1E+3"}]),
         ({"op": "cast", "fields": {"n": "int"}}, {"n": None}, [{"n": None}]),
         ({"op": "cast", "fields": {"a.n": "int"}}, {"a": {"n": "1"}}, [{"a": {"n": 1}}]),
         ({"op": "map", "field": "s", "values": {"A": "active"}}, {"s": "A"}, [{"s": "active"}]),
@@ -127,6 +138,23 @@ def test_split(options: dict[str, Any], record: dict[str, Any], expected: list[d
     assert run({**SPLIT, **options}, record) == expected
 
 
+@pytest.mark.parametrize(
+    "step,field",
+    [
+        ({"op": "constant", "values": {"meta": {"source": "crm"}}}, "meta"),
+        ({"op": "default", "values": {"tags": ["new"]}}, "tags"),
+        ({"op": "map", "field": "s", "values": {"A": {"code": 1}}}, "s"),
+    ],
+    ids=case_id,
+)
+def test_records_never_share_a_configured_object(step: dict[str, Any], field: str) -> None:
+    steps = parse_steps([step])
+    [first] = apply_steps(steps, {"s": "A"})
+    first[field].clear()  # a later step editing inside the value
+    [second] = apply_steps(steps, {"s": "A"})
+    assert second[field]
+
+
 def test_split_children_do_not_share_the_item() -> None:
     item = {"sku": "a"}
     children = run(SPLIT, {"id": 1, "lines": [item]})
@@ -143,6 +171,21 @@ def test_split_children_do_not_share_the_item() -> None:
         ({"op": "cast", "fields": {"n": "float"}}, {"n": "1,5"}, "n"),
         ({"op": "cast", "fields": {"n": "decimal"}}, {"n": "12 EUR"}, "n"),
         ({"op": "cast", "fields": {"n": "decimal"}}, {"n": "NaN"}, "n"),
+        ({"op": "cast", "fields": {"n": "decimal"}}, {"n": True}, "n"),
+        ({"op": "cast", "fields": {"n": "float"}}, {"n": "nan"}, "n"),
+        ({"op": "cast", "fields": {"n": "float"}}, {"n": "inf"}, "n"),
+        ({"op": "cast", "fields": {"n": "float"}}, {"n": "-Infinity"}, "n"),
+        ({"op": "cast", "fields": {"n": "float"}}, {"n": "1e999"}, "n"),
+        ({"op": "cast", "fields": {"n": "float"}}, {"n": True}, "n"),
+        ({"op": "cast", "fields": {"n": "int"}}, {"n": True}, "n"),
+        ({"op": "cast", "fields": {"n": "int"}}, {"n": False}, "n"),
+        ({"op": "cast", "fields": {"n": "int"}}, {"n": float("inf")}, "n"),
+        ({"op": "cast", "fields": {"n": "str"}}, {"n": {"a": 1}}, "n"),
+        ({"op": "cast", "fields": {"n": "str"}}, {"n": ["a"]}, "n"),
+        ({"op": "cast", "fields": {"d": "date"}}, {"d": "2024-03-01garbage"}, "d"),
+        ({"op": "cast", "fields": {"d": "date"}}, {"d": True}, "d"),
+        ({"op": "cast", "fields": {"t": "datetime"}}, {"t": "2024-03-01garbage"}, "t"),
+        ({"op": "cast", "fields": {"t": "datetime"}}, {"t": float("nan")}, "t"),
         ({"op": "cast", "fields": {"b": "bool"}}, {"b": "maybe"}, "b"),
         ({"op": "cast", "fields": {"d": "date"}}, {"d": "31/02/2024"}, "d"),
         ({"op": "cast", "fields": {"d": "date"}, "formats": ["%d/%m/%Y"]}, {"d": "2024/03/01"}, "d"),
@@ -157,6 +200,13 @@ def test_split_children_do_not_share_the_item() -> None:
         ({"op": "split", "field": "lines"}, {"lines": "not a list"}, "lines"),
         ({"op": "filter", "expression": "amount > 10"}, {"amount": None}, None),
         ({"op": "compute", "fields": {"t": "p * q"}}, {"p": None, "q": 1}, "t"),
+        ({"op": "compute", "fields": {"a.b": "1"}}, {"a": [1]}, "a.b"),
+        ({"op": "default", "values": {"address.city": "?"}}, {"address": "Main St"}, "address.city"),
+        ({"op": "default", "values": {"a.b.c": 0}}, {"a": {"b": 5}}, "a.b.c"),
+        ({"op": "constant", "values": {"a.b": 1}}, {"a": 5}, "a.b"),
+        ({"op": "rename", "fields": {"x": "a.b"}}, {"x": 1, "a": "text"}, "a.b"),
+        ({"op": "map", "field": "s", "values": {"A": 1}, "target": "s.code"}, {"s": "A"}, "s.code"),
+        ({"op": "template", "target": "a.b", "template": "x"}, {"a": True}, "a.b"),
     ],
     ids=case_id,
 )

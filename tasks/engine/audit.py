@@ -128,22 +128,21 @@ class AuditStore:
                 await session.delete(row)
                 await session.commit()
 
-    async def sync_screens(self, rows: Iterable[EtlScreen]) -> None:
-        """Upsert the screen dimension rows of a batch type."""
+    async def sync_screens(self, batch_type: str, rows: Iterable[EtlScreen]) -> None:
+        """Make the screen dimension of `batch_type` the given rows: upsert them by job and screen name, and
+        delete the rows of screens (or jobs) the configuration no longer has, whose processing orders
+        would otherwise collide with the new ones. Error events keep their screen's name and severity."""
+        wanted = {(row.job, row.name): row for row in rows}
         async with self.session() as session:
-            for row in rows:
-                existing = (
-                    await session.exec(
-                        select(EtlScreen).where(
-                            EtlScreen.batch_type == row.batch_type, EtlScreen.job == row.job, EtlScreen.name == row.name
-                        )
-                    )
-                ).first()
-                if existing is None:
-                    session.add(row)
-                else:
-                    for name in ("type", "category", "severity", "action", "processing_order"):
-                        setattr(existing, name, getattr(row, name))
+            existing = (await session.exec(select(EtlScreen).where(EtlScreen.batch_type == batch_type))).all()
+            for current in existing:
+                row = wanted.pop((current.job, current.name), None)
+                if row is None:
+                    await session.delete(current)
+                    continue
+                for name in ("type", "category", "severity", "action", "processing_order"):
+                    setattr(current, name, getattr(row, name))
+            session.add_all(wanted.values())
             await session.commit()
 
 

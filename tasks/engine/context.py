@@ -80,10 +80,10 @@ class ErrorSink:
                 screen=screen,
                 severity=severity,
                 action=action,
-                natural_key=natural_key,
+                natural_key=None if natural_key is None else self.scrub(natural_key),  # a key may hold a secret
                 column=column,
                 value=self._safe(value),
-                message=self._scrub(message),
+                message=self.scrub(message),
             )
         )
         self.count += 1
@@ -94,7 +94,8 @@ class ErrorSink:
         pending, self._pending = self._pending, []
         await self._ctx.audit.add_error_events(pending)
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
+        """`text` with every secret of the batch masked: for what reaches error events or a raised error."""
         for secret in self._ctx.secrets:
             if secret and secret in text:
                 text = text.replace(secret, "**********")
@@ -103,4 +104,4 @@ class ErrorSink:
     def _safe(self, value: Any) -> str | None:
         if value is None:
             return None
-        return self._scrub(str(value))[:_MAX_VALUE_CHARS]
+        return self.scrub(str(value))[:_MAX_VALUE_CHARS]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect_restful_etl.tasks.engine.report import JobReport
+
 
 class EtlError(Exception):
     """Root of every error restful-etl raises."""
@@ -64,11 +69,19 @@ class StageUnavailable(StageError):
 
 
 class ScreenStop(EtlError):
-    """A quality screen whose action is `stop` failed: the batch stops before anything is loaded."""
+    """A quality screen whose action is `stop` failed: the batch stops before anything is loaded.
 
-    def __init__(self, screen: str, message: str) -> None:
-        self.screen = screen
+    `report` is the stopped transform job's report as it stood (counts and screen summary), so that the
+    batch's audit row keeps the quality figures of the records screened before the stop.
+    """
+
+    def __init__(self, screen: str, message: str, report: JobReport | None = None) -> None:
+        self.screen, self.detail, self.report = screen, message, report
         super().__init__(f"screen {screen!r} stopped the batch: {message}")
+
+    def __reduce__(self) -> tuple[type[ScreenStop], tuple[str, str, JobReport | None]]:
+        # Prefect may pickle a failed task's exception: rebuild it from its parts, not from the formatted text
+        return type(self), (self.screen, self.detail, self.report)
 
 
 class RecordError(EtlError):

@@ -7,6 +7,14 @@ Python's own parser reads the text; only whitelisted node types compile, so noth
 - calls to the functions in `FUNCTIONS` only, with positional arguments
 A missing field reads as `None`. Anything else is a `ConfigError` naming the expression; a failure while
 evaluating one record (`None + 1`) is a `RecordError`, so only that record goes to the error table.
+
+Results are bounded, so that no record (or configuration) can make a batch hang or run out of memory:
+whole numbers up to `_MAX_INT_BITS` bits, text and lists up to `_MAX_SIZE` characters or items,
+`round` to at most `_MAX_ROUND_DIGITS` digits either side of the point; an operation that would pass a
+bound is refused before it runs, as a `RecordError`. Regular expressions (`matches`) are Python's, which
+backtrack: a pattern with nested repeats such as `(a+)+$` can take exponential time on a long non-matching
+value, and Python cannot interrupt it. Write patterns without nested quantifiers, and do not match
+against patterns taken from the records themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ Compiled = Callable[[Record], Any]
 _MAX_SOURCE = 2_000  # a config line, not a program; also bounds the parser's recursion
 _MAX_POWER = 100
 _MAX_REPEAT = 10_000
+_MAX_INT_BITS = 10_000  # about 3,000 digits: far beyond any amount, far short of a slow number
+_MAX_SIZE = 1_000_000  # characters of text, or items of a list (counting what they hold)
+_MAX_ROUND_DIGITS = 20
 
 
 def compile_expression(source: str) -> Compiled:
@@ -79,16 +90,50 @@ def _item(value: Any, key: Any) -> Any:
     raise TypeError(f"cannot index {type(value).__name__} with {key!r}")
 
 
+def _size(value: Any) -> int:
+    """How much a value holds: characters of text, items of a list or object plus their own size."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return len(value) + sum(_size(item) for item in value)
+    if isinstance(value, dict):
+        return len(value) + sum(_size(item) for item in value.values())
+    return 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _refuse_size(size: int, what: str) -> None:
+    if size > _MAX_SIZE:
+        raise ValueError(f"{what} would hold {size} characters or items, more than {_MAX_SIZE}")
+
+
+def _add(a: Any, b: Any) -> Any:
+    # Each operand is bounded, but a long chain of `+` (or compute fields building on each other) is not
+    if isinstance(a, (str, list, tuple)) and isinstance(b, (str, list, tuple)):
+        _refuse_size(_size(a) + _size(b), "joining these")
+    return a + b
+
+
 def _mul(a: Any, b: Any) -> Any:
+    if _is_int(a) and _is_int(b) and a.bit_length() + b.bit_length() > _MAX_INT_BITS:
+        raise ValueError(f"the product would have more than {_MAX_INT_BITS} bits")
     for seq, n in ((a, b), (b, a)):
-        if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and n > _MAX_REPEAT:
-            raise ValueError(f"repeating a sequence {n} times is not allowed")
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and n > 0:
+            if n > _MAX_REPEAT:
+                raise ValueError(f"repeating a sequence {n} times is not allowed")
+            _refuse_size(_size(seq) * n, "the repetition")  # the product, not each factor, is what is built
     return a * b
 
 
 def _pow(a: Any, b: Any) -> Any:
     if isinstance(b, (int, float)) and abs(b) > _MAX_POWER:
         raise ValueError(f"exponent {b} is larger than {_MAX_POWER}")
+    # A whole number's power has about bit_length * exponent bits: refuse it before computing it
+    if _is_int(a) and _is_int(b) and b > 0 and a.bit_length() * b > _MAX_INT_BITS:
+        raise ValueError(f"the power would have more than {_MAX_INT_BITS} bits")
     return a**b
 
 
@@ -107,7 +152,7 @@ def _not_in(a: Any, b: Any) -> bool:
 
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _mul, ast.Div: operator.truediv,
+    ast.Add: _add, ast.Sub: operator.sub, ast.Mult: _mul, ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv, ast.Mod: _mod, ast.Pow: _pow,
 }  # fmt: skip
 _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
@@ -128,35 +173,68 @@ _NODES = frozenset({
 
 
 def parse_date(value: Any, formats: list[str] | tuple[str, ...] = ()) -> str:
-    """An ISO date (`2024-03-01`) from a date, a datetime, epoch seconds, `formats` (strptime) or ISO text."""
+    """An ISO date (`2024-03-01`) from a date, a datetime, epoch seconds (UTC), `formats` (strptime) or ISO text.
+
+    The whole text must parse: `2024-03-01garbage` is refused. An ISO datetime gives its date as written,
+    in its own zone (`2024-03-01T23:30:00-05:00` is 1 March).
+    """
     if isinstance(value, datetime):
         return value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _is_epoch(value):
         return datetime.fromtimestamp(value, UTC).date().isoformat()
-    text = str(value).strip()
+    text = _text(value, "date")
     for fmt in formats:
         try:
             return datetime.strptime(text, fmt).date().isoformat()
         except ValueError:
             continue
-    return date.fromisoformat(text[:10]).isoformat()
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        return _iso_datetime(text).date().isoformat()
 
 
 def parse_datetime(value: Any, formats: list[str] | tuple[str, ...] = ()) -> str:
-    """An ISO datetime from a datetime, epoch seconds (UTC), `formats` (strptime) or ISO text (`Z` allowed)."""
+    """An ISO datetime with a zone from a datetime, epoch seconds, `formats` (strptime) or ISO text (`Z` allowed).
+
+    A value without a zone (`2024-03-01T10:00:00`, `2024-03-01`, a format without `%z`) is taken as UTC,
+    as epoch seconds are, so every datetime the language makes compares with every other; a value with
+    an offset keeps it.
+    """
     if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _aware(value).isoformat()
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC).isoformat()
+    if _is_epoch(value):
         return datetime.fromtimestamp(value, UTC).isoformat()
-    text = str(value).strip()
+    text = _text(value, "datetime")
     for fmt in formats:
         try:
-            return datetime.strptime(text, fmt).isoformat()
+            return _aware(datetime.strptime(text, fmt)).isoformat()
         except ValueError:
             continue
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).isoformat()
+    return _aware(_iso_datetime(text)).isoformat()
+
+
+def _is_epoch(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(value: Any, kind: str) -> str:
+    # str(True) or str({...}) would only fail later with a muddled message; say what is wrong
+    if not isinstance(value, str):
+        raise ValueError(f"{type(value).__name__} {value!r} is not a {kind}")
+    return value.strip()
+
+
+def _iso_datetime(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _as_date(value: Any) -> date:
@@ -186,6 +264,13 @@ def _matches(pattern: str | re.Pattern[str], value: Any) -> bool:
     return re.search(pattern, value if isinstance(value, str) else str(value)) is not None
 
 
+def _round(value: Any, ndigits: Any = None) -> Any:
+    # round(1, -10**8) builds 10**(10**8) first: no sensible rounding needs more than a few digits
+    if ndigits is not None and (not _is_int(ndigits) or abs(ndigits) > _MAX_ROUND_DIGITS):
+        raise ValueError(f"round() takes a whole number of digits from -{_MAX_ROUND_DIGITS} to {_MAX_ROUND_DIGITS}")
+    return round(value) if ndigits is None else round(value, ndigits)
+
+
 def _coalesce(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
@@ -204,7 +289,7 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
     "lower": (_nullsafe(str.lower), 1, 1),
     "upper": (_nullsafe(str.upper), 1, 1),
     "strip": (_nullsafe(str.strip), 1, 1),
-    "round": (_nullsafe(round), 1, 2),
+    "round": (_nullsafe(_round), 1, 2),
     "abs": (_nullsafe(abs), 1, 1),
     "min": (min, 1, None),
     "max": (max, 1, None),
@@ -332,7 +417,13 @@ class _Compiler:
 
     def _Tuple(self, node: ast.Tuple | ast.List | ast.Set) -> Compiled:
         items = [self.compile(e) for e in node.elts]
-        return lambda r: [item(r) for item in items]
+
+        def listing(r: Record) -> list[Any]:
+            values = [item(r) for item in items]
+            _refuse_size(_size(values), "the list")  # `[s, s, s]` of a long text is cheap; writing it out is not
+            return values
+
+        return listing
 
     _List = _Set = _Tuple
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from prefect_restful_etl.tasks.engine.context import BatchContext
+from prefect_restful_etl.tasks.engine.exceptions import ScreenStop
 from prefect_restful_etl.tasks.engine.redaction import redact
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.tables import COUNT_FIELDS, EtlJob, utcnow
@@ -26,10 +27,15 @@ async def audited_job(ctx: BatchContext, name: str, kind: str, job_id: str) -> A
         await asyncio.shield(_finish(ctx, report, started, "cancelled"))
         raise
     except BaseException as ex:
-        report.status = "FAILED"
+        report.status = job_ending(ex)
         await asyncio.shield(_finish(ctx, report, started, redact(f"{type(ex).__name__}: {ex}", ctx.secrets)))
         raise
     await _finish(ctx, report, started, None)
+
+
+def job_ending(ex: BaseException) -> str:
+    """The status of a job that raised `ex`: a stop screen's verdict is not a crash."""
+    return "STOPPED" if isinstance(ex, ScreenStop) else "FAILED"
 
 
 async def _finish(ctx: BatchContext, report: JobReport, started: float, message: str | None) -> None:

@@ -16,12 +16,13 @@ stage and API clients.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.context import BatchContext
-from prefect_restful_etl.tasks.engine.client import RestClient, extract_records
+from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import RecordError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, job_slug
 from prefect_restful_etl.tasks.engine.lookups import ApiLookup, LookupSource, StagedLookup, StaticLookup
@@ -74,9 +75,11 @@ class ApiLookupConfig(_Config):
      "key_field": "external_id", "value_field": "id", "create": true}
     ```
     A key is fetched as `GET <path>?<filter_param>=<key>` (`filter_param` defaults to `key_field`); the
-    first returned record whose `key_field` equals the key (compared as text) is the match, so an API
-    that ignores the filter yields a miss, never a wrong member. With `create`, a lookup step whose
-    `on_miss` is `infer` POSTs an inferred member (key plus its `placeholder` fields) to the same path.
+    first returned record whose `key_field` equals the key (compared as text) is the match, and pages
+    (the endpoint's or the API's paginator) are read until one turns up. So an API that ignores the
+    filter yields neither a wrong member nor a false miss (which would infer a duplicate member), at
+    the price of reading its pages for each new key. With `create`, a lookup step whose `on_miss` is
+    `infer` POSTs an inferred member (key plus its `placeholder` fields) to the same path.
     """
 
     type: Literal["api"] = "api"
@@ -93,19 +96,24 @@ class ApiLookupConfig(_Config):
         return ApiLookup(self._fetcher(client), create, key_field=self.key_field, value_field=self.value_field)
 
     def _fetcher(self, client: RestClient) -> Any:
-        path, param = self.endpoint.path, self.filter_param or self.key_field
+        path, param, endpoint = self.endpoint.path, self.filter_param or self.key_field, self.endpoint
 
         async def fetch_one(key: Any) -> Record | None:
+            pages = client.paginate(path, params={**endpoint.params, param: key}, records_path=endpoint.records_path,
+                                    paginator=endpoint.paginator)  # fmt: skip
             try:
-                response = await client.request("GET", path, params={**self.endpoint.params, param: key})
+                async with aclosing(pages):  # stop reading pages at the match
+                    async for records in pages:
+                        found = next((r for r in records if _same_key(get_path(r, self.key_field), key)), None)
+                        if found is not None:
+                            return found
             except RetriableError:
                 raise  # the API is down, not the key: fail the job so that a retry converges
             except SourceError as ex:
                 if ex.status == 404:
                     return None
                 raise
-            records = extract_records(response, self.endpoint.records_path, f"GET {self.api}:{path}")
-            return next((r for r in records if _same_key(get_path(r, self.key_field), key)), None)
+            return None
 
         return fetch_one
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError
-from prefect_restful_etl.tasks.engine.paths import get_path, set_path
+from prefect_restful_etl.tasks.engine.paths import get_path, own_copy, set_path
 
 Record = dict[str, Any]
 
@@ -95,6 +95,9 @@ class ApiLookup:
     `ApiLookup(fetch_one=find_customer, create=post_customer, key_field="email", value_field="id")`:
     `fetch_one(key)` returns the destination record or `None`; `create(record)` posts an inferred
     member built from the natural key and placeholder fields and returns the created record.
+    A key's member is created at most once per batch: when the creation answers without the new
+    value (no body), the member is fetched once more; if it still cannot be found, later records
+    with that key are rejected rather than posting the member again.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class ApiLookup:
         self._fetch_one, self._create = fetch_one, create
         self.key_field, self.value_field = key_field, value_field
         self._cache: dict[Hashable, Any] = {}
+        self._created: set[Hashable] = set()  # keys this batch created a member for, value known or not
         self._locks: dict[Hashable, asyncio.Lock] = {}
         self.fetched = self.created = 0
 
@@ -131,13 +135,19 @@ class ApiLookup:
             raise RecordError(f"lookup on {self.key_field} cannot create members", column=self.key_field, value=key)
         norm = _norm(key)
         async with self._locks.setdefault(norm, asyncio.Lock()):
-            if self._cache.get(norm) is None:  # another record may have created it meanwhile
+            if self._cache.get(norm) is None and norm not in self._created:  # another record may have made it
                 member = dict(fields)
                 set_path(member, self.key_field, key)
                 created = await self._create(member)
+                self._created.add(norm)
                 self.created += 1
-                self._cache[norm] = None if created is None else get_path(created, self.value_field)
-        return self._cache[norm]
+                value = None if created is None else get_path(created, self.value_field)
+                if value is None:  # created, but the answer does not say its value: ask for the member
+                    self.fetched += 1
+                    found = await self._fetch_one(key)
+                    value = None if found is None else get_path(found, self.value_field)
+                self._cache[norm] = value
+        return self._cache.get(norm)
 
 
 class Lookup(BaseModel):
@@ -177,7 +187,7 @@ class Lookup(BaseModel):
             value = await source.get(key)
             if value is None:
                 value = await self._miss(key, source)
-        set_path(record, self.target or self.field, value)
+        set_path(record, self.target or self.field, own_copy(value))  # the cached value stays the cache's
         return record
 
     async def _miss(self, key: Any, source: LookupSource) -> Any:

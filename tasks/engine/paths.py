@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from prefect_restful_etl.tasks.engine.exceptions import RecordError
 
 _MISSING = object()
 
@@ -26,11 +29,28 @@ def get_path(obj: Any, path: str | None, default: Any = None) -> Any:
 
 
 def set_path(obj: dict[str, Any], path: str, value: Any) -> None:
-    """Set `value` at a dotted `path`, creating the dicts on the way."""
+    """Set `value` at a dotted `path`, creating the objects on the way (a null one is missing, as in JSON).
+
+    A value on the way that is not an object (`{"address": "Main St"}` for `address.city`) is the record's
+    problem, not the batch's: a `RecordError` naming the path.
+    """
     *parents, leaf = path.split(".")
-    for part in parents:
-        obj = obj.setdefault(part, {})
+    for depth, part in enumerate(parents):
+        child = obj.get(part)
+        if child is None:
+            child = obj[part] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(parents[: depth + 1])
+            raise RecordError(f"cannot set {path}: {where} is {type(child).__name__}, not an object",
+                              column=path, value=child)  # fmt: skip
+        obj = child
     obj[leaf] = value
+
+
+def own_copy(value: Any) -> Any:
+    """`value` ready to write into one record: an object or a list is copied (deeply), so that a later step
+    editing inside one record never changes another record, a lookup's cache or the configuration."""
+    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
 
 
 def pop_path(obj: dict[str, Any], path: str, default: Any = None) -> Any:

@@ -15,11 +15,13 @@ declared order, and keeps the batch's `ScreenSummary`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -90,10 +92,27 @@ def _is_iso(parse: Any, value: Any) -> bool:
         return False
 
 
+def _decimal(value: Any) -> Decimal | None:
+    """Numeric text (as the cast step writes decimals: `"10.50"`) as a finite Decimal; anything else None."""
+    if not isinstance(value, str) or value != value.strip():
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 _TYPES: dict[str, Any] = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "number": _is_number,
+    "decimal": lambda v: _decimal(v) is not None or isinstance(v, int) and _is_number(v) or (
+        isinstance(v, float) and math.isfinite(v)),
     "bool": lambda v: isinstance(v, bool),
     "date": lambda v: isinstance(v, str) and len(v) == 10 and _is_iso(date.fromisoformat, v),
     "datetime": lambda v: isinstance(v, str) and _is_iso(datetime.fromisoformat, v),
@@ -105,11 +124,12 @@ _TYPES: dict[str, Any] = {
 class TypeScreen(_ColumnScreen):
     """`{"name": "amount is a number", "check": "type", "column": "amount", "expected": "number"}`
 
-    `date` and `datetime` mean ISO 8601 text, as the cast step writes them.
+    `date` and `datetime` mean ISO 8601 text, as the cast step writes them; `decimal` means a finite
+    number, or text that reads as one (`"10.50"`, as the cast step writes decimals).
     """
 
     check: Literal["type"] = "type"
-    expected: Literal["str", "int", "number", "bool", "date", "datetime", "list", "object"]
+    expected: Literal["str", "int", "number", "decimal", "bool", "date", "datetime", "list", "object"]
 
     def test(self, value: Any) -> str | None:
         return None if _TYPES[self.expected](value) else f"{self.column} is not of type {self.expected}"
@@ -119,6 +139,8 @@ class Pattern(_ColumnScreen):
     """`{"name": "postcode format", "check": "pattern", "column": "postcode", "pattern": "^[0-9]{4}$"}`
 
     Searched as JSON Schema's `pattern` is: anchor it to match the whole value. Numbers are read as text.
+    Python's regular expressions backtrack, and cannot be interrupted: a pattern with nested repeats
+    (`^(a+)+$`) can take exponential time on a long value that almost matches. Avoid nested quantifiers.
     """
 
     check: Literal["pattern"] = "pattern"
@@ -147,21 +169,33 @@ class _Bounded(_ColumnScreen):
             raise ValueError("give min, max or both")
         return self
 
-    def _outside(self, measure: Any, what: str) -> str | None:
+    def _outside(
+        self, measure: Any, what: str, shown: Any = None, bounds: tuple[Any, Any] | None = None
+    ) -> str | None:
+        """Why `measure` is out of bounds (`shown` as the value, `bounds` in place of min and max), or None."""
+        shown = measure if shown is None else shown
+        low, high = bounds or (self.min, self.max)
         try:
-            if self.min is not None and measure < self.min:
-                return f"{what} {measure!r} is below {self.min!r}"
-            if self.max is not None and measure > self.max:
-                return f"{what} {measure!r} is above {self.max!r}"
+            if low is not None and measure < low:
+                return f"{what} {shown!r} is below {self.min!r}"
+            if high is not None and measure > high:
+                return f"{what} {shown!r} is above {self.max!r}"
         except TypeError:
-            return f"{what} {measure!r} cannot be compared with {self.min if self.min is not None else self.max!r}"
+            return f"{what} {shown!r} cannot be compared with {self.min if self.min is not None else self.max!r}"
         return None
+
+
+def _as_written(bound: Any) -> Decimal | None:
+    # The bound as the configuration wrote it: Decimal(0.1) is 0.1000000000000000055..., which "0.1" is below
+    return None if bound is None else Decimal(str(bound))
 
 
 class Range(_Bounded):
     """`{"name": "sane age", "check": "range", "column": "age", "min": 0, "max": 130}`
 
-    Bounds are inclusive; text bounds compare as text, so ISO dates work (`"min": "2000-01-01"`).
+    Bounds are inclusive. With number bounds, numeric text compares as a number, exactly (the cast step
+    writes decimals as text: `"-250.00"` is below 0); other text bounds compare as text, so ISO dates work
+    (`"min": "2000-01-01"`).
     """
 
     check: Literal["range"] = "range"
@@ -169,7 +203,18 @@ class Range(_Bounded):
     def test(self, value: Any) -> str | None:
         if isinstance(value, bool):
             return f"{self.column} is a boolean"
+        if isinstance(value, str) and self._number_bounds():
+            number = _decimal(value)
+            if number is None:
+                return f"{self.column} {value!r} is not a number and cannot be compared with {self._a_bound()!r}"
+            return self._outside(number, self.column, value, (_as_written(self.min), _as_written(self.max)))
         return self._outside(value, self.column)
+
+    def _number_bounds(self) -> bool:
+        return all(_is_number(bound) for bound in (self.min, self.max) if bound is not None)
+
+    def _a_bound(self) -> Any:
+        return self.min if self.min is not None else self.max
 
 
 class Length(_Bounded):
@@ -306,11 +351,15 @@ class ScreenResult:
         """Whether the record goes on to the next job (passed or flagged)."""
         return self.fate in (Fate.PASSED, Fate.FLAGGED)
 
-    def raise_for_stop(self) -> None:
-        """Raise ScreenStop for a `stop` failure: call it after writing the failures as error events."""
+    def raise_for_stop(self, scrub: Callable[[str], str] = lambda text: text) -> None:
+        """Raise ScreenStop for a `stop` failure: call it after writing the failures as error events.
+
+        The message quotes the failing value and goes on to Prefect's state and logs: pass the batch's
+        `scrub` (`ErrorSink.scrub`) so that a credential in a record never gets there.
+        """
         if self.fate is Fate.STOP:
             first = next(f for f in self.failures if f.action == "stop")
-            raise ScreenStop(first.screen, first.message)
+            raise ScreenStop(first.screen, scrub(first.message))
 
 
 @dataclass

@@ -60,7 +60,8 @@ class TransformJob(JobBase):
     )
     screens: list[Screen] = Field(default_factory=list, description="Quality screens, run in this order.")
     quality_flag: str | None = Field(
-        default=None, description='A field that tells each staged record\'s screen outcome: "passed" or "flagged".'
+        default=None, pattern=r"^[^.]+$",  # top level: writing it can never meet a record's own values on the way
+        description='A top-level field that tells each staged record\'s screen outcome: "passed" or "flagged".',
     )
     lookup_concurrency: int = Field(default=8, ge=1, description="Records looked up at once (API lookups).")
     natural_key: list[str] | None = Field(
@@ -133,7 +134,10 @@ async def run_transform(
         with contextlib.suppress(StageError):  # the failure, not a stage hiccup in tidying up, is the outcome
             if isinstance(ex, ScreenStop):
                 await ctx.stage.clear(target)  # nothing half-screened waits in the stage for a load
+                report.counts = run.counts(read, 0)  # so nothing counts as transformed (handed on) either
             await run.screener.drop()
+        if isinstance(ex, ScreenStop):
+            ex.report = report  # the batch's audit row keeps the figures of what was screened before the stop
         raise
     await errors.flush()
     with contextlib.suppress(StageError):  # the records are staged: leftover claims only wait for their TTL
@@ -199,7 +203,7 @@ class _TransformRun:
         result = await self.screener.screen(record)
         for failure in result.failures:
             await self.errors.add(natural_key=key, **failure.as_error_event())
-        result.raise_for_stop()
+        result.raise_for_stop(self.errors.scrub)
         if result.kept and self.flag:
             set_path(record, self.flag, result.fate.value)
         return result.kept
@@ -209,7 +213,8 @@ class _TransformRun:
         await self.errors.add(natural_key=key, **failure.as_error_event())
 
     def counts(self, read: int, transformed: int) -> dict[str, int]:
-        return {"read": read, "transformed": transformed, "rejected": self.screener.summary.rejected}
+        return {"read": read, "transformed": transformed, "rejected": self.screener.summary.rejected,
+                "filtered": self.pipeline.filtered}  # fmt: skip
 
     def quality(self) -> dict[str, Any]:
         return self.screener.summary.as_dict()

@@ -8,6 +8,7 @@ names may be dotted paths (`address.city`). `Pipeline` runs every step, lookups 
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError
 from prefect_restful_etl.tasks.engine.expressions import compile_expression, parse_date, parse_datetime
 from prefect_restful_etl.tasks.engine.lookups import Lookup, LookupSource, resolve_source
-from prefect_restful_etl.tasks.engine.paths import get_path, pop_path, set_path
+from prefect_restful_etl.tasks.engine.paths import get_path, own_copy, pop_path, set_path
 
 Record = dict[str, Any]
 _ABSENT = object()
@@ -85,7 +86,7 @@ class Default(_Step):
     def apply(self, record: Record) -> Record:
         for name, value in self.values.items():
             if get_path(record, name) is None:
-                set_path(record, name, value)
+                set_path(record, name, own_copy(value))
         return record
 
 
@@ -97,7 +98,7 @@ class Constant(_Step):
 
     def apply(self, record: Record) -> Record:
         for name, value in self.values.items():
-            set_path(record, name, value)
+            set_path(record, name, own_copy(value))
         return record
 
 
@@ -109,7 +110,10 @@ class Cast(_Step):
 
     Nulls stay null; decimals, dates and datetimes become ISO text so they survive JSON unchanged.
     `"formats": ["%d/%m/%Y"]` (strptime) are tried for date and datetime fields before ISO 8601;
-    numbers are read as epoch seconds (UTC).
+    numbers are read as epoch seconds (UTC). Casts are strict: the whole value must convert
+    (`2024-03-01garbage` is no date), numbers must be finite (no `nan`, no `1e999`), a boolean is no
+    number, and an object or list is no text. A datetime without a zone is taken as UTC and written
+    with `+00:00`, as epoch seconds are; one with an offset keeps it.
     """
 
     op: Literal["cast"] = "cast"
@@ -142,13 +146,35 @@ def _to_bool(value: Any) -> bool:
     raise ValueError(f"{value!r} is not a boolean")
 
 
+def _no_bool(value: Any) -> None:
+    # bool is an int in Python: int(True) would quietly become 1
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not a number")
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"{type(value).__name__} is not a single value")  # str() would write Python's repr
+    return str(value)
+
+
 def _to_int(value: Any) -> int:
+    _no_bool(value)
     if isinstance(value, float) and not value.is_integer():
         raise ValueError(f"{value!r} is not a whole number")
     return int(value)
 
 
+def _to_float(value: Any) -> float:
+    _no_bool(value)
+    number = float(value)
+    if not math.isfinite(number):  # "nan", "inf" and "1e999" (which overflows to inf) all read as floats
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
 def _to_decimal(value: Any) -> str:
+    _no_bool(value)
     number = Decimal(str(value).strip())
     if not number.is_finite():
         raise ValueError(f"{value!r} is not a finite number")
@@ -156,7 +182,7 @@ def _to_decimal(value: Any) -> str:
 
 
 _CASTS: dict[str, Callable[[Any], Any]] = {
-    "str": str, "int": _to_int, "float": float, "decimal": _to_decimal, "bool": _to_bool,
+    "str": _to_str, "int": _to_int, "float": _to_float, "decimal": _to_decimal, "bool": _to_bool,
 }  # fmt: skip
 
 
@@ -183,7 +209,7 @@ class MapValues(_Step):
             if self.on_miss == "reject":
                 raise RecordError(f"{self.field}: {value!r} is not in the map", column=self.field, value=value)
             mapped = self.default if self.on_miss == "default" else value
-        set_path(record, self.target or self.field, mapped)
+        set_path(record, self.target or self.field, own_copy(mapped))
         return record
 
 
@@ -400,13 +426,14 @@ class Pipeline:
 
     `Pipeline(job.steps, lookups={"countries": StagedLookup(...), "customers": ApiLookup(...)})`
     checks every lookup's source before the first record (a ConfigError names a missing one).
-    Synchronous steps run without awaiting anything.
+    Synchronous steps run without awaiting anything. `filtered` counts the records filter steps dropped.
     """
 
     def __init__(
         self, steps: Sequence[TransformStep | Mapping[str, Any]], lookups: Mapping[str, LookupSource] | None = None
     ) -> None:
         self.steps = parse_steps(steps)
+        self.filtered = 0  # records (or child records) that filter steps dropped, for the job's report
         self._stages: list[tuple[list[_Step], Lookup | None, LookupSource | None]] = []
         plain: list[_Step] = []
         for step in self.steps:
@@ -423,7 +450,9 @@ class Pipeline:
         records = [dict(record)]
         for plain, lookup, source in self._stages:
             for step in plain:
-                records = step.run(records)
+                before, records = len(records), step.run(records)
+                if isinstance(step, Filter):
+                    self.filtered += before - len(records)
             if lookup is not None and source is not None:
                 records = [await lookup.apply(r, source) for r in records]
         return records

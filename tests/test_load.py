@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError
+from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError, LoadLimitExceeded, RetriableError
 from prefect_restful_etl.tasks.engine.load import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage, StageKey
@@ -205,6 +206,34 @@ async def test_type2_a_refused_expiry_is_mended_when_the_key_comes_back(tmp_path
     assert [(r["external_id"], r["version"], r["email"], r["is_current"]) for r in versions] == [
         ("1", 1, "old@co.io", False), ("1", 2, "a@co.io", False), ("1", 3, "b@co.io", True), ("2", 1, "2@co.io", True)]
     assert (report.counts["failed_writes"], len(errors), report.counts["expired"]) == (1, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (("1", "0", "2", "1"), "unchanged"),
+        ((1, 0, 2, 1), "unchanged"),
+        (("TRUE", "false", "2", "1"), "unchanged"),
+        (("maybe", False, 2, 1), "is_current: destination row 'AC-1': 'maybe' is not a current flag"),
+        ((True, False, "two", 1), "version: destination row 'AC-1': 'two' is not a version number"),
+    ],
+    ids=["text-digits", "numbers", "words", "unreadable-flag", "unreadable-version"],
+)
+@respx.mock
+async def test_type2_reads_the_common_encodings_of_flags_and_versions(tmp_path: Path, stage: Stage,
+                                                                      flags: tuple, expected: str) -> None:
+    current, closed, current_version, closed_version = flags
+    dest = FakeDestination(respx.mock, [
+        row(9, valid_from="2025-01-01T00:00:00.000000Z", valid_to="2026-01-01T00:00:00.000000Z",
+            is_current=closed, version=closed_version) | {"external_id": "1"},
+        row(1, valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=current, version=current_version)])
+    if expected != "unchanged":
+        with pytest.raises(DestinationDataError, match=re.escape(expected)):
+            await load(tmp_path, job(scd_type=2), [staged(1), staged(2)], stage=stage)
+        assert dest.writes() == [], "nothing is written when a destination row cannot be read"
+        return
+    report, _ = await load(tmp_path, job(scd_type=2), [staged(1)], stage=stage)
+    assert report.counts["unchanged"] == 1 and dest.writes() == []
 
 
 @pytest.mark.parametrize(

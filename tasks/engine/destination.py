@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.client import RestClient
+from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint
 from prefect_restful_etl.tasks.engine.paths import get_path
 from prefect_restful_etl.tasks.engine.scd import History, KeyState, SoftDelete, Version, natural_key, row_hash
@@ -120,16 +121,21 @@ class DestinationIndex:
         await self.stage.index_drop(self.key)
 
     def version(self, row: dict[str, Any]) -> tuple[Version, bool]:
-        """One destination row as a version of its key, and whether it is live."""
+        """One destination row as a version of its key, and whether it is live; a type 2 row whose current flag
+        or version number cannot be read raises DestinationDataError naming the field and the row."""
         history, soft = self.history, self.soft_delete
+        try:
+            number, live = (history.number(row), history.is_current(row)) if history else (0, True)
+        except DestinationDataError as ex:
+            raise DestinationDataError(ex.field, f"destination row {row.get(self.id_field)!r}: {ex.detail}") from None
         version = Version(
             id=row.get(self.id_field),
             hash=row_hash(row, self.compare),
-            number=history.number(row) if history else 0,
+            number=number,
             valid_from=_text(row.get(history.valid_from)) if history else None,
             deleted=soft is not None and row.get(soft.field) == soft.value,
         )
-        return version, history.is_current(row) if history else True
+        return version, live
 
     async def add(self, rows: list[dict[str, Any]]) -> None:
         """Index one page of destination rows, with what earlier pages held of their keys (type 2 versions

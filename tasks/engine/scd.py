@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError
 from prefect_restful_etl.tasks.engine.paths import get_path
 
 Outcome = Literal["inserted", "updated", "unchanged", "expired", "deleted"]
@@ -49,22 +50,38 @@ class History(BaseModel):
 
     valid_from: str = "valid_from"
     valid_to: str = "valid_to"
-    current: str | None = Field(default="is_current", description="A boolean flag; without one, the current "
-                                "version is the one whose valid_to is `open_end`.")
-    version: str | None = Field(default="version", description="1, 2, 3 ... per key; omit if the API has none.")
+    current: str | None = Field(default="is_current", description="A current flag (true/false, 1/0, \"yes\"/\"no\" "
+                                "...); without one, the current version is the one whose valid_to is `open_end`.")
+    version: str | None = Field(default="version", description="1, 2, 3 ... per key (numbers or numeric text); "
+                                "omit if the API has none.")
     open_end: Any = Field(default=None, description='valid_to of a current version: null or a far date "9999-12-31".')
 
     def fields(self) -> set[str]:
         return {f for f in (self.valid_from, self.valid_to, self.current, self.version) if f}
 
     def is_current(self, row: dict[str, Any]) -> bool:
-        if self.current:
-            return row.get(self.current) is True
-        return row.get(self.valid_to) == self.open_end
+        """The row's current flag, in any common encoding; one that reads as neither raises, since taking it for
+        false would leave the key with no current version and every run would insert another."""
+        if not self.current:
+            return row.get(self.valid_to) == self.open_end
+        value = row.get(self.current)
+        flag = _flag(value)
+        if flag is None:
+            raise DestinationDataError(self.current, f"{_shown(value)} is not a current flag (true/false, 1/0, yes/no)")
+        return flag
 
     def number(self, row: dict[str, Any]) -> int:
-        value = row.get(self.version) if self.version else None
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        """The row's version number, as a number or as numeric text; 0 when the API keeps none."""
+        if not self.version:
+            return 0
+        value = row.get(self.version)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        raise DestinationDataError(self.version, f"{_shown(value)} is not a version number")
 
     def opened(self, at: str, number: int) -> dict[str, Any]:
         """The validity fields of a new current version."""
@@ -245,6 +262,25 @@ class Planner:
         if soft is None or soft.field in record:
             return record
         return {**record, soft.field: soft.restore}
+
+
+_TEXT_FLAGS = {**dict.fromkeys(("1", "true", "t", "yes", "y"), True), **dict.fromkeys(("0", "false", "f", "no", "n"), False)}
+
+
+def _flag(value: Any) -> bool | None:
+    """True, 1, "1", "true", "t", "yes" (any case) and their opposites; None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return {1: True, 0: False}.get(value)
+    if isinstance(value, str):
+        return _TEXT_FLAGS.get(value.strip().lower())
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def later(at: str, start: str | None) -> str:

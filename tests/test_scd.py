@@ -143,11 +143,28 @@ def test_missing_types_0_and_1(missing: object, state: KeyState, outcome: str, o
     assert change.after is None or not ops, "a removed key has no live row afterwards"
 
 
-def test_missing_type2_expires_every_live_version() -> None:
-    state = _state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, T1))
+LATE = "2027-01-01T00:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    "state,ops",
+    [
+        (_state(Version("AC-1", "a", 1, T0)), [("expire", "AC-1", CLOSE(T2))]),
+        # two current versions (a run cut between its writes): the older ends where the newer begins, as when mended
+        (_state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, T1)),
+         [("expire", "AC-1", CLOSE(T1)), ("expire", "AC-2", CLOSE(T2))]),
+        (_state(Version("AC-2", "b", 2, T1), Version("AC-1", "a", 1, T0)),
+         [("expire", "AC-2", CLOSE(T2)), ("expire", "AC-1", CLOSE(T1))]),
+        # the newest begins after the batch's time (clock skew): it ends where it begins, never before
+        (_state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, LATE)),
+         [("expire", "AC-1", CLOSE(LATE)), ("expire", "AC-2", CLOSE(LATE))]),
+    ],
+    ids=["one-current", "two-current", "two-current-newest-first", "clock-skew"],
+)
+def test_missing_type2_expires_every_live_version_without_overlap(state: KeyState, ops: list) -> None:
     change = Planner(2, T2, HISTORY).plan_missing("7", state, Missing(action="expire"))
-    assert (change.outcome, change.expires, change.after) == ("expired", 2, None)
-    assert _ops(change) == [("expire", "AC-1", CLOSE(T2)), ("expire", "AC-2", CLOSE(T2))]
+    assert (change.outcome, change.expires, change.after) == ("expired", len(ops), None)
+    assert _ops(change) == ops
 
 
 @pytest.mark.parametrize(

@@ -242,8 +242,11 @@ class Planner:
         if newest is None or missing.action == "ignore":
             return Change("unchanged", key, (), newest)
         if missing.action == "expire":
-            ends = [later(self.at, v.valid_from) for v in state.live]
-            writes = tuple(Write("expire", self._history().closed(end), v.id) for v, end in zip(state.live, ends))
+            # The newest ends at `at` (never before it began); older current ones, left by an interrupted run,
+            # end where the newest begins, as the type 2 change path mends them: no two intervals overlap.
+            end, mend_at = later(self.at, newest.valid_from), newest.valid_from or self.at
+            ends = [end if v is newest else mend_at for v in state.live]
+            writes = tuple(Write("expire", self._history().closed(at), v.id) for v, at in zip(state.live, ends))
             return Change("expired", key, writes, None)
         if missing.action == "delete":
             return Change("deleted", key, tuple(Write("delete", None, v.id) for v in state.live), None)

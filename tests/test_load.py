@@ -208,6 +208,19 @@ async def test_type2_a_refused_expiry_is_mended_when_the_key_comes_back(tmp_path
     assert (report.counts["failed_writes"], len(errors), report.counts["expired"]) == (1, 1, 2)
 
 
+@respx.mock
+async def test_type2_a_late_batch_reinserts_a_key_after_its_later_expiry(tmp_path: Path, stage: Stage) -> None:
+    """A retried or restarted batch whose time is before a later batch's expiry of the key: no overlap."""
+    later_expiry = "2026-04-01T00:00:00.000000Z"  # after AT, the batch's time
+    dest = FakeDestination(respx.mock, [row(1, valid_from="2026-01-01T00:00:00.000000Z", valid_to=later_expiry,
+                                            is_current=False, version=1)])
+    report, _ = await load(tmp_path, job(scd_type=2), [staged(1, "back@co.io")], stage=stage)
+    versions = sorted(dest.rows.values(), key=lambda r: r["version"])
+    assert [(v["version"], v["valid_from"], v["valid_to"], v["is_current"]) for v in versions] == [
+        (1, "2026-01-01T00:00:00.000000Z", later_expiry, False), (2, later_expiry, None, True)]
+    assert report.counts["inserted"] == 1
+
+
 @pytest.mark.parametrize(
     "flags,expected",
     [

@@ -50,10 +50,13 @@ def test_row_hash_tells_types_apart() -> None:
     assert row_hash({"v": None}, ["v"]) != row_hash({"v": ""}, ["v"])
 
 
-def _state(*versions: Version, top: int | None = None) -> KeyState:
+def _state(*versions: Version, top: int | None = None, closed: tuple[str, ...] = ()) -> KeyState:
+    """Live `versions`, then closed versions (numbered below them) that end at each of `closed`."""
     state = KeyState()
     for v in versions:
         state.add(v, live=True)
+    for valid_to in closed:
+        state.add(Version("AC-0", "gone", 0, T0), live=False, valid_to=valid_to)
     if top is not None:
         state.top = top
     return state
@@ -114,8 +117,14 @@ CLOSE = lambda at: {"valid_to": at, "is_current": False}  # noqa: E731
         (_state(Version("AC-1", "old", 1, "2027-01-01T00:00:00.000000Z")), "updated",
          [("create", None, _opened("2027-01-01T00:00:00.000000Z", 2)),
           ("expire", "AC-1", CLOSE("2027-01-01T00:00:00.000000Z"))], (2, "2027-01-01T00:00:00.000000Z")),
+        # a later batch expired the key; this batch (a late retry) re-inserts it: the new version begins where the
+        # closed one ended, not before it
+        (_state(top=1, closed=(T1, "2026-04-01T00:00:00.000000Z")), "inserted",
+         [("create", None, _opened("2026-04-01T00:00:00.000000Z", 2))], (2, "2026-04-01T00:00:00.000000Z")),
+        (_state(top=1, closed=(T1,)), "inserted", [("create", None, _opened(T2, 2))], (2, T2)),
     ],
-    ids=["new-key", "changed", "same", "no-current-version", "mend-two-current", "mend-and-change", "clock-skew"],
+    ids=["new-key", "changed", "same", "no-current-version", "mend-two-current", "mend-and-change", "clock-skew",
+         "reinserted-after-a-later-expiry", "reinserted-after-an-earlier-expiry"],
 )
 def test_type2(state: KeyState | None, outcome: str, ops: list, after: tuple[int, str]) -> None:
     change = Planner(2, T2, HISTORY).plan("7", RECORD, "new", state)

@@ -80,8 +80,8 @@ class DestinationIndex:
 
     ```
     restful-etl:acme:<batch>:load-accounting-customers.index   (one index of the stage; Redis: a HASH)
-      "7" -> '[2,[["AC-9","3f1c...",2,"2026-03-01T00:00:00.000000Z",false]]]'    top, then each live row's
-                                                                                 id, hash, version, valid_from, deleted
+      "7" -> '[2,[["AC-9","3f1c...",2,"2026-03-01T00:00:00.000000Z",false]],"2026-03-01T00:00:00.000000Z"]'
+             top; each live row's id, hash, version, valid_from, deleted; the latest valid_to of a closed version
     ```
     On a Redis stage the load's process then holds one chunk's states, not the whole destination's.
     """
@@ -120,9 +120,10 @@ class DestinationIndex:
     async def drop(self) -> None:
         await self.stage.index_drop(self.key)
 
-    def version(self, row: dict[str, Any]) -> tuple[Version, bool]:
-        """One destination row as a version of its key, and whether it is live; a type 2 row whose current flag
-        or version number cannot be read raises DestinationDataError naming the field and the row."""
+    def version(self, row: dict[str, Any]) -> tuple[Version, bool, str | None]:
+        """One destination row as a version of its key, whether it is live and (a closed type 2 version) where it
+        ends; a row whose current flag or version number cannot be read raises DestinationDataError naming the
+        field and the row."""
         history, soft = self.history, self.soft_delete
         try:
             number, live = (history.number(row), history.is_current(row)) if history else (0, True)
@@ -135,7 +136,7 @@ class DestinationIndex:
             valid_from=_text(row.get(history.valid_from)) if history else None,
             deleted=soft is not None and row.get(soft.field) == soft.value,
         )
-        return version, live
+        return version, live, None if live or not history else _text(row.get(history.valid_to))
 
     async def add(self, rows: list[dict[str, Any]]) -> None:
         """Index one page of destination rows, with what earlier pages held of their keys (type 2 versions
@@ -191,12 +192,12 @@ class DestinationIndex:
 
 def _encode(state: KeyState) -> str:
     rows = [[v.id, v.hash, v.number, v.valid_from, v.deleted] for v in state.live]
-    return orjson.dumps([state.top, rows]).decode()
+    return orjson.dumps([state.top, rows, state.ended]).decode()
 
 
 def _decode(text: str) -> KeyState:
-    top, rows = orjson.loads(text)
-    return KeyState([Version(*row) for row in rows], top)
+    top, rows, ended = orjson.loads(text)
+    return KeyState([Version(*row) for row in rows], top, ended)
 
 
 def _text(value: Any) -> str | None:

@@ -149,18 +149,22 @@ class Version:
 
 @dataclass(slots=True)
 class KeyState:
-    """What the destination holds for one natural key: its live rows and the highest version number seen.
+    """What the destination holds for one natural key: its live rows, the highest version number seen and
+    (type 2) where its last closed version ends.
 
     A key has one live row, except after a type 2 run that failed between its two writes (then two).
     """
 
     live: list[Version] = field(default_factory=list)
     top: int = 0
+    ended: str | None = None  # the latest valid_to of a closed version: no new version may begin before it
 
-    def add(self, version: Version, live: bool) -> None:
+    def add(self, version: Version, live: bool, valid_to: str | None = None) -> None:
         self.top = max(self.top, version.number)
         if live:
             self.live.append(version)
+        elif valid_to is not None:
+            self.ended = valid_to if self.ended is None else later(self.ended, valid_to)
 
     def newest(self) -> Version | None:
         return max(self.live, key=lambda v: (v.number, _moment(v.valid_from)), default=None)
@@ -228,7 +232,9 @@ class Planner:
         mends = tuple(Write("expire", history.closed(mend_at), v.id) for v in state.stale())
         if newest is not None and newest.hash == new_hash:
             return Change("unchanged", key, mends, newest)
-        start = later(self.at, newest.valid_from if newest else None)
+        # Never before the current version began (clock skew), nor before a closed one ended (a late batch
+        # re-inserting a key that a later batch expired): validity intervals never overlap.
+        start = later(later(self.at, newest.valid_from if newest else None), state.ended)
         number = state.top + 1
         create = Write("create", {**record, **history.opened(start, number)})
         after = Version(None, new_hash, number, start)

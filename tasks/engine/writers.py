@@ -177,13 +177,13 @@ class Writer:
         return {**(body or {}), **stamp} if stamp else dict(body or {})
 
     def _landed(self, change: Change, new_id: Any, index: IndexChunk) -> None:
-        top = index[change.key].top if change.key in index else 0
+        before = index[change.key] if change.key in index else KeyState()
         after = change.after
         if after is None:
-            index.set(change.key, KeyState([], top))
+            index.set(change.key, KeyState([], before.top, before.ended))
         else:
             live = after if after.id is not None or new_id is None else replace(after, id=new_id)
-            index.set(change.key, KeyState([live], max(top, live.number)))
+            index.set(change.key, KeyState([live], max(before.top, live.number), before.ended))
         self._count(change)
 
     def _count(self, change: Change) -> None:
@@ -204,7 +204,7 @@ def _add_live(index: IndexChunk, key: str, version: Version) -> None:
     """A version created before a later write of its key was refused: both are live now, and the key's
     next change (in a later chunk) mends them, as a rerun would."""
     state = index[key] if key in index else KeyState()
-    index.set(key, KeyState([*state.live, version], max(state.top, version.number)))
+    index.set(key, KeyState([*state.live, version], max(state.top, version.number), state.ended))
 
 
 def _upsertable(change: Change) -> bool:

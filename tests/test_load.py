@@ -196,29 +196,43 @@ async def test_type2_inserts_the_new_version_then_expires_the_old(tmp_path: Path
 
 
 @respx.mock
-async def test_type2_a_refused_expiry_is_mended_when_the_key_comes_back(tmp_path: Path, stage: Stage) -> None:
+async def test_type2_a_refused_expiry_is_mended_by_the_next_run(tmp_path: Path, stage: Stage) -> None:
     old = row(1, "old@co.io", valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=True, version=1)
     dest = FakeDestination(respx.mock, [old])
     dest.refuse_once = {"AC-1"}
-    report, errors = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2), staged(1, "b@co.io")],
-                                chunk=2, stage=stage)
+    report, errors = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2)], stage=stage)
+    assert (report.counts["failed_writes"], len(errors), report.counts["expired"]) == (1, 1, 0)
+    assert sum(r["is_current"] for r in dest.rows.values() if r["external_id"] == "1") == 2
+    again, _ = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2)], stage=stage)
     versions = sorted(dest.rows.values(), key=lambda r: (r["external_id"], r["version"]))
-    assert [(r["external_id"], r["version"], r["email"], r["is_current"]) for r in versions] == [
-        ("1", 1, "old@co.io", False), ("1", 2, "a@co.io", False), ("1", 3, "b@co.io", True), ("2", 1, "2@co.io", True)]
-    assert (report.counts["failed_writes"], len(errors), report.counts["expired"]) == (1, 1, 2)
+    assert [(r["external_id"], r["version"], r["email"], r["is_current"], r["valid_to"]) for r in versions] == [
+        ("1", 1, "old@co.io", False, AT_TEXT), ("1", 2, "a@co.io", True, None), ("2", 1, "2@co.io", True, None)]
+    assert counts(again, "unchanged", "expired", "failed_writes") == (2, 1, 0)
 
 
+TYPE2_ROW = {"valid_from": "2026-01-01T00:00:00.000000Z", "valid_to": None, "is_current": True, "version": 1}
+
+
+@pytest.mark.parametrize(
+    "scd_type,writes",
+    [(1, [("POST", "2"), ("PUT", "AC-1")]), (2, [("PATCH", "AC-1"), ("POST", "1"), ("POST", "2")])],
+    ids=["type1", "type2"],
+)
 @respx.mock
-async def test_type2_a_late_batch_reinserts_a_key_after_its_later_expiry(tmp_path: Path, stage: Stage) -> None:
-    """A retried or restarted batch whose time is before a later batch's expiry of the key: no overlap."""
-    later_expiry = "2026-04-01T00:00:00.000000Z"  # after AT, the batch's time
-    dest = FakeDestination(respx.mock, [row(1, valid_from="2026-01-01T00:00:00.000000Z", valid_to=later_expiry,
-                                            is_current=False, version=1)])
-    report, _ = await load(tmp_path, job(scd_type=2), [staged(1, "back@co.io")], stage=stage)
-    versions = sorted(dest.rows.values(), key=lambda r: r["version"])
-    assert [(v["version"], v["valid_from"], v["valid_to"], v["is_current"]) for v in versions] == [
-        (1, "2026-01-01T00:00:00.000000Z", later_expiry, False), (2, later_expiry, None, True)]
-    assert report.counts["inserted"] == 1
+async def test_a_key_in_two_chunks_is_written_once_with_its_last_record(tmp_path: Path, stage: Stage, scd_type: int,
+                                                                        writes: list) -> None:
+    dest = FakeDestination(respx.mock, [row(1, "old@co.io", **(TYPE2_ROW if scd_type == 2 else {}))])
+    records = [staged(1, "a@co.io"), staged(2), staged(1, "b@co.io")]  # chunks of two: key 1 in both
+    report, _ = await load(tmp_path, job(scd_type=scd_type), records, chunk=2, stage=stage)
+    assert sorted(dest.writes()) == writes
+    assert counts(report, "read", "inserted", "updated", "unchanged", "duplicates") == (3, 1, 1, 0, 1)
+    ones = sorted((r for r in dest.rows.values() if r["external_id"] == "1"), key=lambda r: r.get("version", 0))
+    assert [r["email"] for r in ones] == (["b@co.io"] if scd_type == 1 else ["old@co.io", "b@co.io"])
+    if scd_type == 2:
+        assert [(r["valid_from"], r["valid_to"]) for r in ones] == [(TYPE2_ROW["valid_from"], AT_TEXT), (AT_TEXT, None)]
+    again, _ = await load(tmp_path, job(scd_type=scd_type), records, chunk=2, stage=stage)
+    assert len(dest.writes()) == len(writes), "a rerun writes nothing"
+    assert counts(again, "unchanged", "duplicates") == (2, 1)
 
 
 @pytest.mark.parametrize(
@@ -430,7 +444,7 @@ async def test_a_key_twice_in_the_stage_is_written_once(tmp_path: Path, stage: S
     dest = FakeDestination(respx.mock)
     report, _ = await load(tmp_path, job(), [staged(1, "old@co.io"), staged(1, "new@co.io")], stage=stage)
     assert dest.writes() == [("POST", "1")] and [r["email"] for r in dest.rows.values()] == ["new@co.io"]
-    assert report.counts["inserted"] == 1
+    assert counts(report, "read", "inserted", "unchanged", "duplicates") == (2, 1, 0, 1)
 
 
 @respx.mock

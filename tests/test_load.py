@@ -301,6 +301,38 @@ async def test_a_full_refresh_that_would_remove_too_much_removes_nothing(tmp_pat
     assert dest.writes() == []
 
 
+@respx.mock
+async def test_max_fraction_counts_the_destination_before_this_runs_inserts(tmp_path: Path, stage: Stage) -> None:
+    """An extract whose keys all changed form ("7" -> "007") inserts them all: that must not hide that every key
+    the destination held is missing."""
+    dest = FakeDestination(respx.mock, [row(n) for n in range(1, 5)])
+    reformed = [staged(n) | {"external_id": f"00{n}"} for n in range(1, 5)]
+    with pytest.raises(LoadLimitExceeded, match="4 of the destination's 4 live keys"):
+        await load(tmp_path, job(missing="delete"), reformed, full_refresh=True, stage=stage)
+    assert not [w for w in dest.writes() if w[0] == "DELETE"]
+
+
+@pytest.mark.parametrize(
+    "staged_keys,deleted",
+    [((1, 2), []), ((1, 2, 3), []), ((1,), ["AC-2"]), ((), None)],
+    ids=["every-live-key", "a-soft-deleted-key-comes-back", "half-the-live-keys", "none-of-them"],
+)
+@respx.mock
+async def test_max_fraction_leaves_soft_deleted_keys_out(tmp_path: Path, stage: Stage, staged_keys: tuple,
+                                                         deleted: list | None) -> None:
+    """Two live keys and three soft-deleted: a refresh holding the two lacks nothing."""
+    soft = {"action": "soft_delete", "soft_delete": {"field": "status", "value": "gone"}}
+    dest = FakeDestination(respx.mock, [row(1), row(2)] + [row(n, status="gone") for n in (3, 4, 5)])
+    records = [staged(n) for n in staged_keys]
+    if deleted is None:
+        with pytest.raises(LoadLimitExceeded, match="2 of the destination's 2 live keys"):
+            await load(tmp_path, job(missing=soft), records, full_refresh=True, stage=stage)
+        return
+    report, _ = await load(tmp_path, job(missing=soft), records, full_refresh=True, stage=stage)
+    assert [target for method, target in dest.writes() if method == "PATCH"] == deleted
+    assert report.counts["deleted"] == len(deleted)
+
+
 @pytest.mark.parametrize(
     "lookup,n_staged,full_refresh,expected_gets",
     [

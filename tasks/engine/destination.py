@@ -100,6 +100,7 @@ class DestinationIndex:
         self.stage, self.key = stage, key
         self.key_fields, self.id_field, self.compare = key_fields, id_field, compare
         self.history, self.soft_delete = history, soft_delete
+        self.pulled_keys = 0  # keys the destination held when pulled (KeyState.present), before any write
 
     async def fetch(self, keys: Iterable[str]) -> IndexChunk:
         """The states of `keys` (one `index_get`); keys the destination does not hold are absent."""
@@ -143,10 +144,12 @@ class DestinationIndex:
         of one key may span pages): one `index_get` and one `index_put`."""
         keyed = [(natural_key(row, self.key_fields), row) for row in rows]
         chunk = await self.fetch({key for key, _ in keyed})
+        before = sum(state.present for state in chunk.values())
         for key, row in keyed:
             state = chunk.get(key) or KeyState()
             state.add(*self.version(row))
             chunk.set(key, state)
+        self.pulled_keys += sum(state.present for state in chunk.values()) - before  # a key's rows may span pages
         await self.save(chunk)
 
     async def pull(self, client: RestClient, endpoint: Endpoint) -> None:

@@ -158,27 +158,30 @@ async def _forget(stage: Stage, own: StageKey) -> None:
 async def _retire_missing(
     job: LoadJob, index: DestinationIndex, seen: LastOccurrences, planner: Planner, writer: Writer
 ) -> None:
-    """Expire, soft-delete or delete the live keys the full refresh did not hold, within `max_fraction`.
+    """Expire, soft-delete or delete the keys the destination held that the full refresh did not, within
+    `max_fraction` of the keys it held when pulled: neither keys this run inserted (an extract whose keys all
+    changed form) nor soft-deleted ones count, in the share or its total.
 
     Two passes over the index, a chunk at a time: count, then (within the limit) retire. A key the index
-    yields twice is harmless: counted twice at worst, and once retired it is no longer live.
+    yields twice is harmless: counted twice at worst, and once retired it is no longer present.
     """
-    gone = live = 0
+    gone, held = 0, index.pulled_keys
     async for states in index.scan():
-        live += sum(1 for state in states.values() if state.live)
-        gone += len(await _unseen_live(states, seen))
-    if gone and gone > job.missing.max_fraction * live:
-        raise LoadLimitExceeded(f"the full refresh lacks {gone} of the destination's {live} live keys, more "
+        gone += len(await _unseen_present(states, seen))
+    if gone and gone > job.missing.max_fraction * held:
+        raise LoadLimitExceeded(f"the full refresh lacks {gone} of the destination's {held} live keys, more "
                                 f"than missing.max_fraction={job.missing.max_fraction}: nothing was removed")
     async for states in index.scan():
-        changes = [planner.plan_missing(key, states[key], job.missing) for key in await _unseen_live(states, seen)]
+        changes = [planner.plan_missing(key, states[key], job.missing) for key in await _unseen_present(states, seen)]
         await writer.apply(changes, states)
         await index.save(states)
 
 
-async def _unseen_live(states: IndexChunk, seen: LastOccurrences) -> list[str]:
-    live = [key for key, state in states.items() if state.live]
-    return [key for key, was_seen in zip(live, await seen.contains(live), strict=True) if not was_seen]
+async def _unseen_present(states: IndexChunk, seen: LastOccurrences) -> list[str]:
+    """The chunk's keys the destination holds (not soft-deleted) and the stage does not: each was pulled, since
+    every key this run wrote is staged."""
+    present = [key for key, state in states.items() if state.present]
+    return [key for key, was_seen in zip(present, await seen.contains(present), strict=True) if not was_seen]
 
 
 def _check_fraction(job: LoadJob, counts: dict[str, int]) -> None:

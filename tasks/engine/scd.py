@@ -169,6 +169,12 @@ class KeyState:
     def newest(self) -> Version | None:
         return max(self.live, key=lambda v: (v.number, _moment(v.valid_from)), default=None)
 
+    @property
+    def present(self) -> bool:
+        """Whether the destination holds the key: a live row, the newest not soft-deleted."""
+        newest = self.newest()
+        return newest is not None and not newest.deleted
+
     def stale(self) -> list[Version]:
         """Live rows other than the newest: left behind by an interrupted type 2 write."""
         newest = self.newest()

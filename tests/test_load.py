@@ -202,6 +202,7 @@ async def test_type2_a_refused_expiry_is_mended_by_the_next_run(tmp_path: Path, 
     dest.refuse_once = {"AC-1"}
     report, errors = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2)], stage=stage)
     assert (report.counts["failed_writes"], len(errors), report.counts["expired"]) == (1, 1, 0)
+    assert counts(report, "inserted", "updated") == (1, 1), "key 1's new version landed: it counts"
     assert sum(r["is_current"] for r in dest.rows.values() if r["external_id"] == "1") == 2
     again, _ = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2)], stage=stage)
     versions = sorted(dest.rows.values(), key=lambda r: (r["external_id"], r["version"]))
@@ -415,6 +416,17 @@ async def test_error_threshold(tmp_path: Path, threshold: dict | None, refused: 
     report, errors = await load(tmp_path, job(error_threshold=threshold), records)
     assert (report.counts["failed_writes"], len(errors)) == (refused, refused)
     assert all("422" in e.message and "email: is not valid" in e.message and KEY not in e.message for e in errors)
+
+
+@respx.mock
+async def test_too_many_refused_writes_stop_a_full_refresh_before_it_removes_keys(tmp_path: Path,
+                                                                                   stage: Stage) -> None:
+    dest = FakeDestination(respx.mock, [row(9)])
+    dest.refuse = {"1", "2"}
+    with pytest.raises(LoadLimitExceeded, match="threshold.fraction"):
+        await load(tmp_path, job(missing={"action": "delete", "max_fraction": 1}, error_threshold={"fraction": 0.25}),
+                   [staged(n) for n in range(1, 5)], full_refresh=True, stage=stage)
+    assert ("DELETE", "AC-9") not in dest.writes() and "AC-9" in dest.rows
 
 
 @respx.mock

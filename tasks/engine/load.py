@@ -127,10 +127,10 @@ async def run_load(
             await writer.apply(changes, states)
             await index.save(states)
             await ctx.report_progress(report)
+        _check_fraction(job, counts)  # before any key is removed: a load refused this often removes none
         if acts_on_missing:
             index = index or await _open_index(job, ctx, own, list(job.compare or ()), mode)
             await _retire_missing(job, index, last, planner, writer)
-        _check_fraction(job, counts)
     finally:
         await errors.flush()
         with contextlib.suppress(StageError):  # what the load did, not a stage hiccup in tidying up, is its outcome

@@ -112,18 +112,21 @@ class Writer:
 
     async def _change(self, change: Change, index: IndexChunk) -> None:
         """The writes of one key, in order; a refused one stops the rest of that key's writes."""
-        new_id, created = None, False
+        new_id, landed = None, []
         async with self._limit:
             try:
                 for write in change.writes:
                     written = await self._send(write)
+                    landed.append(write)
                     if write.op == "create":
-                        new_id, created = written, True
+                        new_id = written
             except RetriableError:
+                self._count_landed(change, landed)
                 raise  # the API is down, not the record: fail the job so that a rerun converges
             except SourceError as ex:
-                if created and change.after is not None:
+                if change.after is not None and any(w.op == "create" for w in landed):
                     _add_live(index, change.key, replace(change.after, id=new_id))
+                self._count_landed(change, landed)
                 await self._refused(change.key, str(ex))
                 return
         self._landed(change, new_id, index)
@@ -190,6 +193,13 @@ class Writer:
         if change.outcome != "expired":
             self.counts[change.outcome] += 1
         self.counts["expired"] += change.expires
+
+    def _count_landed(self, change: Change, landed: list[Write]) -> None:
+        """The writes of a key that landed before one failed: a created version counts as the key's outcome
+        (type 2: the new version is there, only an expiry is missing, which the next run mends)."""
+        if any(w.op == "create" for w in landed) and change.outcome != "expired":
+            self.counts[change.outcome] += 1
+        self.counts["expired"] += sum(w.op == "expire" for w in landed)
 
     async def _refused(self, key: str, message: str) -> None:
         self.counts["failed_writes"] += 1

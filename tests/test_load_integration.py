@@ -259,7 +259,8 @@ BULK = {"bulk": {"path": "/customers/bulk", "batch_size": 7}, "concurrency": 2}
         (BULK, {"path": "/customers/bulk", "method": "POST", "status": 503, "fail_nth": 3}, False),
         (BULK, {"path": "/customers/bulk", "method": "POST", "status": 503, "fail_nth": 3, "times": 4}, True),
     ],
-    ids=["type2-create-5xx", "type2-create-dropped", "type2-expire-5xx", "bulk-5xx-once", "bulk-5xx-outlasting-the-retry"],
+    ids=["type2-create-5xx", "type2-create-dropped", "type2-expire-5xx", "bulk-5xx-once",
+         "bulk-5xx-outlasting-the-retry"],
 )
 async def test_a_write_that_landed_unanswered_converges_without_duplicates(
     accounting: Accounting, changes: dict, fault: dict, fails: bool

@@ -17,7 +17,8 @@ from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint
 from prefect_restful_etl.tasks.engine.paths import get_path
-from prefect_restful_etl.tasks.engine.scd import History, KeyState, SoftDelete, Version, natural_key, row_hash
+from prefect_restful_etl.tasks.engine.history import History
+from prefect_restful_etl.tasks.engine.scd import KeyState, SoftDelete, Version, natural_key, row_hash
 from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 
 LookupMode = Literal["pull", "by_key"]

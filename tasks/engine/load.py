@@ -18,7 +18,8 @@ from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, Stage
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.occurrences import LastOccurrences
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.scd import History, Missing, Planner, format_moment, row_hash
+from prefect_restful_etl.tasks.engine.history import History
+from prefect_restful_etl.tasks.engine.scd import Missing, Planner, format_moment, row_hash
 from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 from prefect_restful_etl.tasks.engine.tables import utcnow
 from prefect_restful_etl.tasks.engine.writers import AuditColumns, BulkWrite, ErrorThreshold, Writer, WriterSettings

@@ -27,7 +27,8 @@ from prefect_restful_etl.tasks.engine.settings import Settings  # noqa: E402
 from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent  # noqa: E402
 
 console = Console()
-_COLUMNS = ("extracted", "transformed", "filtered", "rejected", "inserted", "updated", "unchanged", "failed_writes")
+_COLUMNS = ("extracted", "transformed", "filtered", "rejected", "inserted", "updated", "unchanged", "duplicates",
+            "failed_writes")
 _QUALITY = ("flagged", "quality_score", "max_severity")
 
 

@@ -55,7 +55,8 @@ def next_link(request: Request, **params: Any) -> dict[str, str]:
 
 
 class FaultSpec(BaseModel):
-    """`POST /_control/faults`: the matching requests to fail, and how (before they reach any handler)."""
+    """`POST /_control/faults`: the matching requests to fail, and how: before they reach any handler, or with
+    `after` once the handler has run, so that a write lands and its answer is lost (a 5xx, or no response)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -66,6 +67,7 @@ class FaultSpec(BaseModel):
     fail_nth: int = Field(default=1, ge=1, description="The first failure is the Nth matching request from now.")
     retry_after: str | int | None = Field(default=None, description="`Retry-After`: seconds or an HTTP date.")
     drop: bool = Field(default=False, description="Close the connection without any response.")
+    after: bool = Field(default=False, description="Run the request's handler first (a write lands), then fail.")
 
 
 @dataclass
@@ -120,6 +122,8 @@ class ControlMiddleware:
         method = scope["method"]
         self.control.requests[f"{method} {self._template(scope)}"] += 1
         fault = self.control.take_fault(method, scope["path"])
+        if fault is not None and fault.after:
+            await self.app(scope, receive, _discard)  # the handler runs and its write lands; its answer is lost
         if fault is not None and fault.drop:
             self.control.statuses["dropped"] += 1
             await drop_connection(receive)
@@ -144,6 +148,10 @@ class ControlMiddleware:
             await send(message)
 
         return counting_send
+
+
+async def _discard(message: Message) -> None:
+    """A `send` that loses the handler's answer."""
 
 
 async def drop_connection(receive: Receive) -> None:

@@ -20,7 +20,7 @@ from prefect_restful_etl.tasks.status import artifact_key
 
 FIRST_ERRORS = 50
 _SUMMARY_COUNTS = ("extracted", "transformed", "filtered", "rejected", "inserted", "updated", "expired", "unchanged",
-                   "failed_writes")
+                   "duplicates", "failed_writes")
 _ERROR_COLUMNS = ("job", "screen", "severity", "action", "natural_key", "column", "value", "message")
 
 

@@ -587,6 +587,22 @@ def test_accounting_fail_nth_write(accounting: httpx.Client) -> None:
     assert stats["statuses"] == {"201": 4, "500": 1, "200": 5}
 
 
+@pytest.mark.parametrize("drop", [False, True], ids=["answer-503", "drop-connection"])
+def test_accounting_fault_after_the_write_lands(accounting: httpx.Client, drop: bool) -> None:
+    """`after`: the handler runs (the write lands), then its answer is lost, as when a proxy times out."""
+    ok(accounting.post("/_control/faults", json={"method": "POST", "status": 503, "after": True, "drop": drop}))
+    if drop:
+        with pytest.raises(httpx.RemoteProtocolError):
+            accounting.post("/customers", json={"name": "A", "email": "a@x.io"})
+    else:
+        lost = accounting.post("/customers", json={"name": "A", "email": "a@x.io"})
+        assert (lost.status_code, lost.json()) == (503, {"detail": "injected fault: 503"})
+    assert [c["name"] for c in ok(accounting.get("/_control/dump")).json()["customers"]] == ["A"]
+    stats = ok(accounting.get("/_control/stats")).json()
+    assert (stats["writes"], stats["statuses"]) == ({"POST": 1}, {"dropped" if drop else "503": 1})
+    assert ok(accounting.post("/customers", json={"name": "B", "email": "b@x.io"})).status_code == 201
+
+
 def test_accounting_429_with_retry_after(accounting: httpx.Client) -> None:
     ok(accounting.post("/_control/faults", json={"path": "/customers/bulk", "status": 429, "retry_after": "1"}))
     refused = accounting.post("/customers/bulk", json=[{"external_id": "1", "name": "A", "email": "a@x.io"}])

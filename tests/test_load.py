@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError
+from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError, LoadLimitExceeded, RetriableError
 from prefect_restful_etl.tasks.engine.load import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage, StageKey
@@ -195,16 +196,72 @@ async def test_type2_inserts_the_new_version_then_expires_the_old(tmp_path: Path
 
 
 @respx.mock
-async def test_type2_a_refused_expiry_is_mended_when_the_key_comes_back(tmp_path: Path, stage: Stage) -> None:
+async def test_type2_a_refused_expiry_is_mended_by_the_next_run(tmp_path: Path, stage: Stage) -> None:
     old = row(1, "old@co.io", valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=True, version=1)
     dest = FakeDestination(respx.mock, [old])
     dest.refuse_once = {"AC-1"}
-    report, errors = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2), staged(1, "b@co.io")],
-                                chunk=2, stage=stage)
+    report, errors = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2)], stage=stage)
+    assert (report.counts["failed_writes"], len(errors), report.counts["expired"]) == (1, 1, 0)
+    assert counts(report, "inserted", "updated") == (1, 1), "key 1's new version landed: it counts"
+    assert sum(r["is_current"] for r in dest.rows.values() if r["external_id"] == "1") == 2
+    again, _ = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2)], stage=stage)
     versions = sorted(dest.rows.values(), key=lambda r: (r["external_id"], r["version"]))
-    assert [(r["external_id"], r["version"], r["email"], r["is_current"]) for r in versions] == [
-        ("1", 1, "old@co.io", False), ("1", 2, "a@co.io", False), ("1", 3, "b@co.io", True), ("2", 1, "2@co.io", True)]
-    assert (report.counts["failed_writes"], len(errors), report.counts["expired"]) == (1, 1, 2)
+    assert [(r["external_id"], r["version"], r["email"], r["is_current"], r["valid_to"]) for r in versions] == [
+        ("1", 1, "old@co.io", False, AT_TEXT), ("1", 2, "a@co.io", True, None), ("2", 1, "2@co.io", True, None)]
+    assert counts(again, "unchanged", "expired", "failed_writes") == (2, 1, 0)
+
+
+TYPE2_ROW = {"valid_from": "2026-01-01T00:00:00.000000Z", "valid_to": None, "is_current": True, "version": 1}
+
+
+@pytest.mark.parametrize(
+    "scd_type,writes",
+    [(1, [("POST", "2"), ("PUT", "AC-1")]), (2, [("PATCH", "AC-1"), ("POST", "1"), ("POST", "2")])],
+    ids=["type1", "type2"],
+)
+@respx.mock
+async def test_a_key_in_two_chunks_is_written_once_with_its_last_record(tmp_path: Path, stage: Stage, scd_type: int,
+                                                                        writes: list) -> None:
+    dest = FakeDestination(respx.mock, [row(1, "old@co.io", **(TYPE2_ROW if scd_type == 2 else {}))])
+    records = [staged(1, "a@co.io"), staged(2), staged(1, "b@co.io")]  # chunks of two: key 1 in both
+    report, _ = await load(tmp_path, job(scd_type=scd_type), records, chunk=2, stage=stage)
+    assert sorted(dest.writes()) == writes
+    assert counts(report, "read", "inserted", "updated", "unchanged", "duplicates") == (3, 1, 1, 0, 1)
+    ones = sorted((r for r in dest.rows.values() if r["external_id"] == "1"), key=lambda r: r.get("version", 0))
+    assert [r["email"] for r in ones] == (["b@co.io"] if scd_type == 1 else ["old@co.io", "b@co.io"])
+    if scd_type == 2:
+        assert [(r["valid_from"], r["valid_to"]) for r in ones] == [(TYPE2_ROW["valid_from"], AT_TEXT), (AT_TEXT, None)]
+    again, _ = await load(tmp_path, job(scd_type=scd_type), records, chunk=2, stage=stage)
+    assert len(dest.writes()) == len(writes), "a rerun writes nothing"
+    assert counts(again, "unchanged", "duplicates") == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (("1", "0", "2", "1"), "unchanged"),
+        ((1, 0, 2, 1), "unchanged"),
+        (("TRUE", "false", "2", "1"), "unchanged"),
+        (("maybe", False, 2, 1), "is_current: destination row 'AC-1': 'maybe' is not a current flag"),
+        ((True, False, "two", 1), "version: destination row 'AC-1': 'two' is not a version number"),
+    ],
+    ids=["text-digits", "numbers", "words", "unreadable-flag", "unreadable-version"],
+)
+@respx.mock
+async def test_type2_reads_the_common_encodings_of_flags_and_versions(tmp_path: Path, stage: Stage,
+                                                                      flags: tuple, expected: str) -> None:
+    current, closed, current_version, closed_version = flags
+    dest = FakeDestination(respx.mock, [
+        row(9, valid_from="2025-01-01T00:00:00.000000Z", valid_to="2026-01-01T00:00:00.000000Z",
+            is_current=closed, version=closed_version) | {"external_id": "1"},
+        row(1, valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=current, version=current_version)])
+    if expected != "unchanged":
+        with pytest.raises(DestinationDataError, match=re.escape(expected)):
+            await load(tmp_path, job(scd_type=2), [staged(1), staged(2)], stage=stage)
+        assert dest.writes() == [], "nothing is written when a destination row cannot be read"
+        return
+    report, _ = await load(tmp_path, job(scd_type=2), [staged(1)], stage=stage)
+    assert report.counts["unchanged"] == 1 and dest.writes() == []
 
 
 @pytest.mark.parametrize(
@@ -243,6 +300,38 @@ async def test_a_full_refresh_that_would_remove_too_much_removes_nothing(tmp_pat
     with pytest.raises(LoadLimitExceeded, match="3 of the destination's 4 live keys"):
         await load(tmp_path, job(missing="delete"), [staged(1)], full_refresh=True, stage=stage)
     assert dest.writes() == []
+
+
+@respx.mock
+async def test_max_fraction_counts_the_destination_before_this_runs_inserts(tmp_path: Path, stage: Stage) -> None:
+    """An extract whose keys all changed form ("7" -> "007") inserts them all: that must not hide that every key
+    the destination held is missing."""
+    dest = FakeDestination(respx.mock, [row(n) for n in range(1, 5)])
+    reformed = [staged(n) | {"external_id": f"00{n}"} for n in range(1, 5)]
+    with pytest.raises(LoadLimitExceeded, match="4 of the destination's 4 live keys"):
+        await load(tmp_path, job(missing="delete"), reformed, full_refresh=True, stage=stage)
+    assert not [w for w in dest.writes() if w[0] == "DELETE"]
+
+
+@pytest.mark.parametrize(
+    "staged_keys,deleted",
+    [((1, 2), []), ((1, 2, 3), []), ((1,), ["AC-2"]), ((), None)],
+    ids=["every-live-key", "a-soft-deleted-key-comes-back", "half-the-live-keys", "none-of-them"],
+)
+@respx.mock
+async def test_max_fraction_leaves_soft_deleted_keys_out(tmp_path: Path, stage: Stage, staged_keys: tuple,
+                                                         deleted: list | None) -> None:
+    """Two live keys and three soft-deleted: a refresh holding the two lacks nothing."""
+    soft = {"action": "soft_delete", "soft_delete": {"field": "status", "value": "gone"}}
+    dest = FakeDestination(respx.mock, [row(1), row(2)] + [row(n, status="gone") for n in (3, 4, 5)])
+    records = [staged(n) for n in staged_keys]
+    if deleted is None:
+        with pytest.raises(LoadLimitExceeded, match="2 of the destination's 2 live keys"):
+            await load(tmp_path, job(missing=soft), records, full_refresh=True, stage=stage)
+        return
+    report, _ = await load(tmp_path, job(missing=soft), records, full_refresh=True, stage=stage)
+    assert [target for method, target in dest.writes() if method == "PATCH"] == deleted
+    assert report.counts["deleted"] == len(deleted)
 
 
 @pytest.mark.parametrize(
@@ -330,6 +419,17 @@ async def test_error_threshold(tmp_path: Path, threshold: dict | None, refused: 
 
 
 @respx.mock
+async def test_too_many_refused_writes_stop_a_full_refresh_before_it_removes_keys(tmp_path: Path,
+                                                                                   stage: Stage) -> None:
+    dest = FakeDestination(respx.mock, [row(9)])
+    dest.refuse = {"1", "2"}
+    with pytest.raises(LoadLimitExceeded, match="threshold.fraction"):
+        await load(tmp_path, job(missing={"action": "delete", "max_fraction": 1}, error_threshold={"fraction": 0.25}),
+                   [staged(n) for n in range(1, 5)], full_refresh=True, stage=stage)
+    assert ("DELETE", "AC-9") not in dest.writes() and "AC-9" in dest.rows
+
+
+@respx.mock
 async def test_audit_columns_are_stamped_and_never_compared(tmp_path: Path) -> None:
     dest = FakeDestination(respx.mock)
     audited = job(compare=None, scd_type=2, audit_columns={"batch_id": "etl_batch_id", "loaded_at": "etl_loaded_at"})
@@ -388,7 +488,7 @@ async def test_a_key_twice_in_the_stage_is_written_once(tmp_path: Path, stage: S
     dest = FakeDestination(respx.mock)
     report, _ = await load(tmp_path, job(), [staged(1, "old@co.io"), staged(1, "new@co.io")], stage=stage)
     assert dest.writes() == [("POST", "1")] and [r["email"] for r in dest.rows.values()] == ["new@co.io"]
-    assert report.counts["inserted"] == 1
+    assert counts(report, "read", "inserted", "unchanged", "duplicates") == (2, 1, 0, 1)
 
 
 @respx.mock

@@ -83,6 +83,10 @@ class Accounting:
         counted: dict[str, int] = self.control.get("/_control/stats").raise_for_status().json()["requests"]
         return counted
 
+    def statuses(self) -> dict[str, int]:
+        answered: dict[str, int] = self.control.get("/_control/stats").raise_for_status().json()["statuses"]
+        return answered
+
     def fault(self, **spec: Any) -> None:
         self.control.post("/_control/faults", json=spec).raise_for_status()
 
@@ -105,12 +109,13 @@ def by_key(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return {k: sorted(v, key=lambda r: r.get("version", 0)) for k, v in keyed.items()}
 
 
-def assert_history(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Type 2's promise, key by key: versions 1..n, at most one current (the last), intervals that never overlap."""
+def assert_history(rows: list[dict[str, Any]], gone: frozenset[str] = frozenset()) -> dict[str, list[dict[str, Any]]]:
+    """Type 2's promise, key by key: versions 1..n, exactly one current (the last) for a live key and none for a
+    key in `gone` (expired as missing), intervals that never overlap."""
     keyed = by_key(rows)
     for key, versions in keyed.items():
         assert [v["version"] for v in versions] == list(range(1, len(versions) + 1)), key
-        assert sum(v["is_current"] for v in versions) <= 1, key
+        assert sum(v["is_current"] for v in versions) == (0 if key in gone else 1), key
         for older, newer in zip(versions, versions[1:]):
             assert older["is_current"] is False and older["valid_to"] is not None, key
             assert older["valid_from"] < older["valid_to"] <= newer["valid_from"], key
@@ -169,7 +174,7 @@ async def test_type2_keeps_history_through_changes_expiry_and_return(accounting:
     returning, _ = await accounting.load(job(**TYPE2), [customer(4)], at=datetime(2026, 6, 1, tzinfo=UTC))
     assert returning.counts["inserted"] == 1
 
-    keyed = assert_history(accounting.rows())
+    keyed = assert_history(accounting.rows(), gone=frozenset({"5"}))
     assert [v["email"] for v in keyed["1"]] == ["c1@example.com", "april@example.com", "may@example.com"]
     assert [v["valid_from"][:10] for v in keyed["1"]] == ["2026-03-01", "2026-04-01", "2026-05-01"]
     assert [(v["valid_to"] or "")[:10] for v in keyed["5"]] == ["2026-05-01"], "expired, no successor"
@@ -237,6 +242,56 @@ async def test_type2_retry_after_a_failure_mid_load_converges(accounting: Accoun
     assert_history(accounting.rows())
     writes = accounting.writes()
     rerun, _ = await accounting.load(job(**TYPE2), april, at=MAY)
+    assert (accounting.writes(), rerun.counts["unchanged"]) == (writes, 50)
+
+
+BULK = {"bulk": {"path": "/customers/bulk", "batch_size": 7}, "concurrency": 2}
+
+
+@pytest.mark.parametrize(
+    "changes,fault,fails",
+    [
+        # a POST is not sent twice after a 5xx (it may have landed): the job fails, and its retry finds the row
+        (TYPE2, {"path": "/customers", "method": "POST", "status": 502, "fail_nth": 17}, True),
+        (TYPE2, {"path": "/customers", "method": "POST", "drop": True, "fail_nth": 17}, True),
+        # an expiry (a PATCH of whole values) and a bulk upsert by natural key are sent again within the run
+        (TYPE2, {"method": "PATCH", "status": 503, "fail_nth": 5}, False),
+        (BULK, {"path": "/customers/bulk", "method": "POST", "status": 503, "fail_nth": 3}, False),
+        (BULK, {"path": "/customers/bulk", "method": "POST", "status": 503, "fail_nth": 3, "times": 4}, True),
+    ],
+    ids=["type2-create-5xx", "type2-create-dropped", "type2-expire-5xx", "bulk-5xx-once",
+         "bulk-5xx-outlasting-the-retry"],
+)
+async def test_a_write_that_landed_unanswered_converges_without_duplicates(
+    accounting: Accounting, changes: dict, fault: dict, fails: bool
+) -> None:
+    """The demo applies the write, then loses its answer (`after`): the load cannot tell it landed."""
+    april = changed(CUSTOMERS, set(range(1, 31)), email="april@example.com") + [customer(n) for n in range(41, 51)]
+    await accounting.load(job(**changes), CUSTOMERS, at=MARCH)
+    await accounting.load(job(**changes), april, at=APRIL)
+    clean = state(accounting.rows())
+
+    accounting.wipe()
+    await accounting.load(job(**changes), CUSTOMERS, at=MARCH)
+    accounting.fault(**fault, after=True)
+    if fails:
+        with pytest.raises(RetriableError):
+            await accounting.load(job(**changes), april, at=APRIL)
+        assert state(accounting.rows()) != clean, "the load stopped half way"
+        accounting.clear_faults()
+        await accounting.load(job(**changes), april, at=APRIL)
+    else:
+        await accounting.load(job(**changes), april, at=APRIL)
+    lost = accounting.statuses()["dropped" if fault.get("drop") else str(fault["status"])]
+    assert lost >= 1, "the answer of a write that landed was lost"
+    rows = accounting.rows()
+    assert state(rows) == clean, "converged, with no duplicates"
+    if changes is TYPE2:
+        assert_history(rows)
+    else:
+        assert sorted(int(r["external_id"]) for r in rows) == list(range(1, 41)) + list(range(41, 51))
+    writes = accounting.writes()
+    rerun, _ = await accounting.load(job(**changes), april, at=MAY)
     assert (accounting.writes(), rerun.counts["unchanged"]) == (writes, 50)
 
 

@@ -49,10 +49,13 @@ def test_row_hash_tells_types_apart() -> None:
     assert row_hash({"v": None}, ["v"]) != row_hash({"v": ""}, ["v"])
 
 
-def _state(*versions: Version, top: int | None = None) -> KeyState:
+def _state(*versions: Version, top: int | None = None, closed: tuple[str, ...] = ()) -> KeyState:
+    """Live `versions`, then closed versions (numbered below them) that end at each of `closed`."""
     state = KeyState()
     for v in versions:
         state.add(v, live=True)
+    for valid_to in closed:
+        state.add(Version("AC-0", "gone", 0, T0), live=False, valid_to=valid_to)
     if top is not None:
         state.top = top
     return state
@@ -113,8 +116,14 @@ CLOSE = lambda at: {"valid_to": at, "is_current": False}  # noqa: E731
         (_state(Version("AC-1", "old", 1, "2027-01-01T00:00:00.000000Z")), "updated",
          [("create", None, _opened("2027-01-01T00:00:00.000000Z", 2)),
           ("expire", "AC-1", CLOSE("2027-01-01T00:00:00.000000Z"))], (2, "2027-01-01T00:00:00.000000Z")),
+        # a later batch expired the key; this batch (a late retry) re-inserts it: the new version begins where the
+        # closed one ended, not before it
+        (_state(top=1, closed=(T1, "2026-04-01T00:00:00.000000Z")), "inserted",
+         [("create", None, _opened("2026-04-01T00:00:00.000000Z", 2))], (2, "2026-04-01T00:00:00.000000Z")),
+        (_state(top=1, closed=(T1,)), "inserted", [("create", None, _opened(T2, 2))], (2, T2)),
     ],
-    ids=["new-key", "changed", "same", "no-current-version", "mend-two-current", "mend-and-change", "clock-skew"],
+    ids=["new-key", "changed", "same", "no-current-version", "mend-two-current", "mend-and-change", "clock-skew",
+         "reinserted-after-a-later-expiry", "reinserted-after-an-earlier-expiry"],
 )
 def test_type2(state: KeyState | None, outcome: str, ops: list, after: tuple[int, str]) -> None:
     change = Planner(2, T2, HISTORY).plan("7", RECORD, "new", state)
@@ -142,32 +151,28 @@ def test_missing_types_0_and_1(missing: object, state: KeyState, outcome: str, o
     assert change.after is None or not ops, "a removed key has no live row afterwards"
 
 
-def test_missing_type2_expires_every_live_version() -> None:
-    state = _state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, T1))
-    change = Planner(2, T2, HISTORY).plan_missing("7", state, Missing(action="expire"))
-    assert (change.outcome, change.expires, change.after) == ("expired", 2, None)
-    assert _ops(change) == [("expire", "AC-1", CLOSE(T2)), ("expire", "AC-2", CLOSE(T2))]
+LATE = "2027-01-01T00:00:00.000000Z"
 
 
 @pytest.mark.parametrize(
-    "history,row,current,number",
+    "state,ops",
     [
-        (History(), {"is_current": True, "version": 3}, True, 3),
-        (History(), {"is_current": "true", "version": "3"}, False, 0),
-        (History(current=None), {"valid_to": None}, True, 0),
-        (History(current=None, open_end="9999-12-31"), {"valid_to": "9999-12-31"}, True, 0),
-        (History(current=None, open_end="9999-12-31"), {"valid_to": T1}, False, 0),
+        (_state(Version("AC-1", "a", 1, T0)), [("expire", "AC-1", CLOSE(T2))]),
+        # two current versions (a run cut between its writes): the older ends where the newer begins, as when mended
+        (_state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, T1)),
+         [("expire", "AC-1", CLOSE(T1)), ("expire", "AC-2", CLOSE(T2))]),
+        (_state(Version("AC-2", "b", 2, T1), Version("AC-1", "a", 1, T0)),
+         [("expire", "AC-2", CLOSE(T2)), ("expire", "AC-1", CLOSE(T1))]),
+        # the newest begins after the batch's time (clock skew): it ends where it begins, never before
+        (_state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, LATE)),
+         [("expire", "AC-1", CLOSE(LATE)), ("expire", "AC-2", CLOSE(LATE))]),
     ],
-    ids=["flag", "flag-must-be-boolean", "open-null", "open-far-date", "closed"],
+    ids=["one-current", "two-current", "two-current-newest-first", "clock-skew"],
 )
-def test_history_reads_current_and_version(history: History, row: dict, current: bool, number: int) -> None:
-    assert (history.is_current(row), history.number(row)) == (current, number)
-
-
-def test_history_without_flag_or_version_writes_only_validity() -> None:
-    history = History(current=None, version=None, open_end="9999-12-31T00:00:00Z")
-    assert history.opened(T1, 5) == {"valid_from": T1, "valid_to": "9999-12-31T00:00:00Z"}
-    assert history.closed(T2) == {"valid_to": T2}
+def test_missing_type2_expires_every_live_version_without_overlap(state: KeyState, ops: list) -> None:
+    change = Planner(2, T2, HISTORY).plan_missing("7", state, Missing(action="expire"))
+    assert (change.outcome, change.expires, change.after) == ("expired", len(ops), None)
+    assert _ops(change) == ops
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from prefect_restful_etl.tasks.engine.tables import (
+    COUNT_FIELDS,
     EtlBatch,
     EtlErrorEvent,
     EtlJob,
@@ -52,6 +53,7 @@ class AuditStore:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         async with engine.begin() as conn:
             await conn.run_sync(SQLModel.metadata.create_all)
+            await conn.run_sync(_add_missing_counts)
         return cls(engine)
 
     async def close(self) -> None:
@@ -144,6 +146,17 @@ class AuditStore:
                     setattr(current, name, getattr(row, name))
             session.add_all(wanted.values())
             await session.commit()
+
+
+def _add_missing_counts(connection: Connection) -> None:
+    """Add the counts a database created by an earlier release lacks (`duplicates`), 0 in the rows it holds:
+    `create_all` makes missing tables, never missing columns, and every insert names each count."""
+    inspector = inspect(connection)
+    for table in (EtlBatch.__tablename__, EtlJob.__tablename__):
+        present = {column["name"] for column in inspector.get_columns(table)}
+        for name in COUNT_FIELDS:
+            if name not in present:
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

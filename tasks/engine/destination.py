@@ -14,9 +14,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.client import RestClient
+from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint
 from prefect_restful_etl.tasks.engine.paths import get_path
-from prefect_restful_etl.tasks.engine.scd import History, KeyState, SoftDelete, Version, natural_key, row_hash
+from prefect_restful_etl.tasks.engine.history import History
+from prefect_restful_etl.tasks.engine.scd import KeyState, SoftDelete, Version, natural_key, row_hash
 from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 
 LookupMode = Literal["pull", "by_key"]
@@ -79,8 +81,8 @@ class DestinationIndex:
 
     ```
     restful-etl:acme:<batch>:load-accounting-customers.index   (one index of the stage; Redis: a HASH)
-      "7" -> '[2,[["AC-9","3f1c...",2,"2026-03-01T00:00:00.000000Z",false]]]'    top, then each live row's
-                                                                                 id, hash, version, valid_from, deleted
+      "7" -> '[2,[["AC-9","3f1c...",2,"2026-03-01T00:00:00.000000Z",false]],"2026-03-01T00:00:00.000000Z"]'
+             top; each live row's id, hash, version, valid_from, deleted; the latest valid_to of a closed version
     ```
     On a Redis stage the load's process then holds one chunk's states, not the whole destination's.
     """
@@ -99,6 +101,7 @@ class DestinationIndex:
         self.stage, self.key = stage, key
         self.key_fields, self.id_field, self.compare = key_fields, id_field, compare
         self.history, self.soft_delete = history, soft_delete
+        self.pulled_keys = 0  # keys the destination held when pulled (KeyState.present), before any write
 
     async def fetch(self, keys: Iterable[str]) -> IndexChunk:
         """The states of `keys` (one `index_get`); keys the destination does not hold are absent."""
@@ -119,27 +122,35 @@ class DestinationIndex:
     async def drop(self) -> None:
         await self.stage.index_drop(self.key)
 
-    def version(self, row: dict[str, Any]) -> tuple[Version, bool]:
-        """One destination row as a version of its key, and whether it is live."""
+    def version(self, row: dict[str, Any]) -> tuple[Version, bool, str | None]:
+        """One destination row as a version of its key, whether it is live and (a closed type 2 version) where it
+        ends; a row whose current flag or version number cannot be read raises DestinationDataError naming the
+        field and the row."""
         history, soft = self.history, self.soft_delete
+        try:
+            number, live = (history.number(row), history.is_current(row)) if history else (0, True)
+        except DestinationDataError as ex:
+            raise DestinationDataError(ex.field, f"destination row {row.get(self.id_field)!r}: {ex.detail}") from None
         version = Version(
             id=row.get(self.id_field),
             hash=row_hash(row, self.compare),
-            number=history.number(row) if history else 0,
+            number=number,
             valid_from=_text(row.get(history.valid_from)) if history else None,
             deleted=soft is not None and row.get(soft.field) == soft.value,
         )
-        return version, history.is_current(row) if history else True
+        return version, live, None if live or not history else _text(row.get(history.valid_to))
 
     async def add(self, rows: list[dict[str, Any]]) -> None:
         """Index one page of destination rows, with what earlier pages held of their keys (type 2 versions
         of one key may span pages): one `index_get` and one `index_put`."""
         keyed = [(natural_key(row, self.key_fields), row) for row in rows]
         chunk = await self.fetch({key for key, _ in keyed})
+        before = sum(state.present for state in chunk.values())
         for key, row in keyed:
             state = chunk.get(key) or KeyState()
             state.add(*self.version(row))
             chunk.set(key, state)
+        self.pulled_keys += sum(state.present for state in chunk.values()) - before  # a key's rows may span pages
         await self.save(chunk)
 
     async def pull(self, client: RestClient, endpoint: Endpoint) -> None:
@@ -185,12 +196,12 @@ class DestinationIndex:
 
 def _encode(state: KeyState) -> str:
     rows = [[v.id, v.hash, v.number, v.valid_from, v.deleted] for v in state.live]
-    return orjson.dumps([state.top, rows]).decode()
+    return orjson.dumps([state.top, rows, state.ended]).decode()
 
 
 def _decode(text: str) -> KeyState:
-    top, rows = orjson.loads(text)
-    return KeyState([Version(*row) for row in rows], top)
+    top, rows, ended = orjson.loads(text)
+    return KeyState([Version(*row) for row in rows], top, ended)
 
 
 def _text(value: Any) -> str | None:

@@ -47,6 +47,15 @@ class DestinationError(SourceError):
     """A write to the destination API failed for one record."""
 
 
+class DestinationDataError(EtlError):
+    """A destination row the load cannot read, such as a type 2 current flag or version number that is neither
+    a boolean nor a number: the load stops before it writes, since it cannot tell which version is current."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.detail = field, message
+        super().__init__(f"{field}: {message}")
+
+
 class LoadLimitExceeded(EtlError):
     """A load stopped on purpose: more writes refused than its error threshold allows, or a full refresh
     that would remove more of the destination than `missing.max_fraction` allows."""

@@ -16,14 +16,16 @@ from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.destination import DestinationIndex, IndexChunk, Lookup, LookupMode
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, StageError
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
-from prefect_restful_etl.tasks.engine.keysets import KeySet, StagedKeySet
+from prefect_restful_etl.tasks.engine.occurrences import LastOccurrences
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.scd import History, Missing, Planner, format_moment, natural_key, row_hash
+from prefect_restful_etl.tasks.engine.history import History
+from prefect_restful_etl.tasks.engine.scd import Missing, Planner, format_moment, row_hash
 from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 from prefect_restful_etl.tasks.engine.tables import utcnow
 from prefect_restful_etl.tasks.engine.writers import AuditColumns, BulkWrite, ErrorThreshold, Writer, WriterSettings
 
-COUNTS = ("read", "inserted", "updated", "expired", "deleted", "unchanged", "failed_writes")
+# duplicates: staged records that a later record of the same natural key replaced, so never written
+COUNTS = ("read", "inserted", "updated", "expired", "deleted", "unchanged", "duplicates", "failed_writes")
 
 
 class LoadJob(JobBase):
@@ -104,29 +106,32 @@ async def run_load(
     planner = Planner(job.scd_type, format_moment(ctx.effective_at), job.history, job.missing.soft_delete)
     writer = Writer(client, _writer_settings(job, ctx, dry_run), errors, counts)
     own = StageKey(ctx.tenant_id, ctx.batch_id, job.slug)  # the load stages no records; its index rests beside
-    seen = StagedKeySet(ctx.stage, own.part("seen"))
+    last = LastOccurrences(ctx.stage, own.part("last"), job.natural_key)
     await _forget(ctx.stage, own)  # an earlier attempt's index may lack writes that landed: diff afresh
     index: DestinationIndex | None = None
     try:
+        # A key staged twice is written once, with its last record: planning it again in a later chunk, against
+        # what the earlier one wrote, would write twice (type 2: a zero-length version) and again on every rerun.
+        await last.record(source)
+        position = 0
         async for chunk in ctx.stage.read(source):
             if index is None:
                 index = await _open_index(job, ctx, own, compared_fields(job, chunk[0]), mode)
-            latest = {natural_key(r, job.natural_key): r for r in chunk}  # a key twice in a chunk: the last wins
+            latest = await last.latest(chunk, position)
+            position += len(chunk)
             counts["read"] += len(chunk)
-            counts["unchanged"] += len(chunk) - len(latest)
+            counts["duplicates"] += len(chunk) - len(latest)
             states = await index.fetch(latest)
             if mode == "by_key":
                 await index.look_up(client, job.endpoint, job.lookup, latest, states, job.concurrency)
             changes = [planner.plan(k, r, row_hash(r, index.compare), states.get(k)) for k, r in latest.items()]
-            if acts_on_missing:
-                await seen.add(latest.keys())
             await writer.apply(changes, states)
             await index.save(states)
             await ctx.report_progress(report)
+        _check_fraction(job, counts)  # before any key is removed: a load refused this often removes none
         if acts_on_missing:
             index = index or await _open_index(job, ctx, own, list(job.compare or ()), mode)
-            await _retire_missing(job, index, seen, planner, writer)
-        _check_fraction(job, counts)
+            await _retire_missing(job, index, last, planner, writer)
     finally:
         await errors.flush()
         with contextlib.suppress(StageError):  # what the load did, not a stage hiccup in tidying up, is its outcome
@@ -146,44 +151,48 @@ async def _open_index(
 
 
 async def _forget(stage: Stage, own: StageKey) -> None:
-    """Drop the load's bookkeeping: its index of the destination and the keys it has seen."""
-    for name in ("index", "seen"):
+    """Drop the load's bookkeeping: its index of the destination and where each staged key last occurs."""
+    for name in ("index", "last"):
         await stage.index_drop(own.part(name))
 
 
 async def _retire_missing(
-    job: LoadJob, index: DestinationIndex, seen: KeySet, planner: Planner, writer: Writer
+    job: LoadJob, index: DestinationIndex, seen: LastOccurrences, planner: Planner, writer: Writer
 ) -> None:
-    """Expire, soft-delete or delete the live keys the full refresh did not hold, within `max_fraction`.
+    """Expire, soft-delete or delete the keys the destination held that the full refresh did not, within
+    `max_fraction` of the keys it held when pulled: neither keys this run inserted (an extract whose keys all
+    changed form) nor soft-deleted ones count, in the share or its total.
 
     Two passes over the index, a chunk at a time: count, then (within the limit) retire. A key the index
-    yields twice is harmless: counted twice at worst, and once retired it is no longer live.
+    yields twice is harmless: counted twice at worst, and once retired it is no longer present.
     """
-    gone = live = 0
+    gone, held = 0, index.pulled_keys
     async for states in index.scan():
-        live += sum(1 for state in states.values() if state.live)
-        gone += len(await _unseen_live(states, seen))
-    if gone and gone > job.missing.max_fraction * live:
-        raise LoadLimitExceeded(f"the full refresh lacks {gone} of the destination's {live} live keys, more "
+        gone += len(await _unseen_present(states, seen))
+    if gone and gone > job.missing.max_fraction * held:
+        raise LoadLimitExceeded(f"the full refresh lacks {gone} of the destination's {held} live keys, more "
                                 f"than missing.max_fraction={job.missing.max_fraction}: nothing was removed")
     async for states in index.scan():
-        changes = [planner.plan_missing(key, states[key], job.missing) for key in await _unseen_live(states, seen)]
+        changes = [planner.plan_missing(key, states[key], job.missing) for key in await _unseen_present(states, seen)]
         await writer.apply(changes, states)
         await index.save(states)
 
 
-async def _unseen_live(states: IndexChunk, seen: KeySet) -> list[str]:
-    live = [key for key, state in states.items() if state.live]
-    return [key for key, was_seen in zip(live, await seen.contains(live), strict=True) if not was_seen]
+async def _unseen_present(states: IndexChunk, seen: LastOccurrences) -> list[str]:
+    """The chunk's keys the destination holds (not soft-deleted) and the stage does not: each was pulled, since
+    every key this run wrote is staged."""
+    present = [key for key, state in states.items() if state.present]
+    return [key for key, was_seen in zip(present, await seen.contains(present), strict=True) if not was_seen]
 
 
 def _check_fraction(job: LoadJob, counts: dict[str, int]) -> None:
     threshold = job.error_threshold
-    if threshold is None or threshold.fraction is None or not counts["read"]:
+    keys = counts["read"] - counts["duplicates"]  # each staged key is written once
+    if threshold is None or threshold.fraction is None or not keys:
         return
-    share = counts["failed_writes"] / counts["read"]
+    share = counts["failed_writes"] / keys
     if share > threshold.fraction:
-        raise LoadLimitExceeded(f"{counts['failed_writes']} of {counts['read']} records refused ({share:.1%}), "
+        raise LoadLimitExceeded(f"{counts['failed_writes']} of {keys} staged keys refused ({share:.1%}), "
                                 f"more than error_threshold.fraction={threshold.fraction}")
 
 

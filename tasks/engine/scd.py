@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prefect_restful_etl.tasks.engine.history import History
 from prefect_restful_etl.tasks.engine.paths import get_path
 
 Outcome = Literal["inserted", "updated", "unchanged", "expired", "deleted"]
@@ -30,54 +31,6 @@ def row_hash(record: dict[str, Any], fields: Iterable[str]) -> str:
     """A digest of the compared fields, so a change in any of them (and only them) is seen."""
     values = [get_path(record, f) for f in fields]
     return hashlib.blake2b(orjson.dumps(values, default=str), digest_size=16).hexdigest()
-
-
-class History(BaseModel):
-    """Type 2's validity fields, held by every version of a key in the destination.
-
-    Key 7 after its email changed on 1 March (the first version expired, the second current):
-    ```json
-    {"id": "AC-1", "external_id": "7", "email": "old@x.io", "valid_from": "2026-01-01T00:00:00.000000Z",
-     "valid_to": "2026-03-01T00:00:00.000000Z", "is_current": false, "version": 1}
-    {"id": "AC-9", "external_id": "7", "email": "new@x.io", "valid_from": "2026-03-01T00:00:00.000000Z",
-     "valid_to": null, "is_current": true, "version": 2}
-    ```
-    Intervals are half-open, [valid_from, valid_to): a version ends exactly where the next begins.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    valid_from: str = "valid_from"
-    valid_to: str = "valid_to"
-    current: str | None = Field(default="is_current", description="A boolean flag; without one, the current "
-                                "version is the one whose valid_to is `open_end`.")
-    version: str | None = Field(default="version", description="1, 2, 3 ... per key; omit if the API has none.")
-    open_end: Any = Field(default=None, description='valid_to of a current version: null or a far date "9999-12-31".')
-
-    def fields(self) -> set[str]:
-        return {f for f in (self.valid_from, self.valid_to, self.current, self.version) if f}
-
-    def is_current(self, row: dict[str, Any]) -> bool:
-        if self.current:
-            return row.get(self.current) is True
-        return row.get(self.valid_to) == self.open_end
-
-    def number(self, row: dict[str, Any]) -> int:
-        value = row.get(self.version) if self.version else None
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    def opened(self, at: str, number: int) -> dict[str, Any]:
-        """The validity fields of a new current version."""
-        fields: dict[str, Any] = {self.valid_from: at, self.valid_to: self.open_end}
-        if self.current:
-            fields[self.current] = True
-        if self.version:
-            fields[self.version] = number
-        return fields
-
-    def closed(self, at: str) -> dict[str, Any]:
-        """The whole body of the PATCH that expires a version: only the validity fields change."""
-        return {self.valid_to: at, **({self.current: False} if self.current else {})}
 
 
 class SoftDelete(BaseModel):
@@ -132,21 +85,31 @@ class Version:
 
 @dataclass(slots=True)
 class KeyState:
-    """What the destination holds for one natural key: its live rows and the highest version number seen.
+    """What the destination holds for one natural key: its live rows, the highest version number seen and
+    (type 2) where its last closed version ends.
 
     A key has one live row, except after a type 2 run that failed between its two writes (then two).
     """
 
     live: list[Version] = field(default_factory=list)
     top: int = 0
+    ended: str | None = None  # the latest valid_to of a closed version: no new version may begin before it
 
-    def add(self, version: Version, live: bool) -> None:
+    def add(self, version: Version, live: bool, valid_to: str | None = None) -> None:
         self.top = max(self.top, version.number)
         if live:
             self.live.append(version)
+        elif valid_to is not None:
+            self.ended = valid_to if self.ended is None else later(self.ended, valid_to)
 
     def newest(self) -> Version | None:
         return max(self.live, key=lambda v: (v.number, _moment(v.valid_from)), default=None)
+
+    @property
+    def present(self) -> bool:
+        """Whether the destination holds the key: a live row, the newest not soft-deleted."""
+        newest = self.newest()
+        return newest is not None and not newest.deleted
 
     def stale(self) -> list[Version]:
         """Live rows other than the newest: left behind by an interrupted type 2 write."""
@@ -211,7 +174,9 @@ class Planner:
         mends = tuple(Write("expire", history.closed(mend_at), v.id) for v in state.stale())
         if newest is not None and newest.hash == new_hash:
             return Change("unchanged", key, mends, newest)
-        start = later(self.at, newest.valid_from if newest else None)
+        # Never before the current version began (clock skew), nor before a closed one ended (a late batch
+        # re-inserting a key that a later batch expired): validity intervals never overlap.
+        start = later(later(self.at, newest.valid_from if newest else None), state.ended)
         number = state.top + 1
         create = Write("create", {**record, **history.opened(start, number)})
         after = Version(None, new_hash, number, start)
@@ -225,8 +190,11 @@ class Planner:
         if newest is None or missing.action == "ignore":
             return Change("unchanged", key, (), newest)
         if missing.action == "expire":
-            ends = [later(self.at, v.valid_from) for v in state.live]
-            writes = tuple(Write("expire", self._history().closed(end), v.id) for v, end in zip(state.live, ends))
+            # The newest ends at `at` (never before it began); older current ones, left by an interrupted run,
+            # end where the newest begins, as the type 2 change path mends them: no two intervals overlap.
+            end, mend_at = later(self.at, newest.valid_from), newest.valid_from or self.at
+            ends = [end if v is newest else mend_at for v in state.live]
+            writes = tuple(Write("expire", self._history().closed(e), v.id) for v, e in zip(state.live, ends))
             return Change("expired", key, writes, None)
         if missing.action == "delete":
             return Change("deleted", key, tuple(Write("delete", None, v.id) for v in state.live), None)

@@ -22,6 +22,7 @@ class _Counts(SQLModel):
     expired: int = 0
     deleted: int = 0
     unchanged: int = 0
+    duplicates: int = 0  # staged records a later record of the same natural key replaced (never written)
     failed_writes: int = 0
 
 

@@ -112,18 +112,21 @@ class Writer:
 
     async def _change(self, change: Change, index: IndexChunk) -> None:
         """The writes of one key, in order; a refused one stops the rest of that key's writes."""
-        new_id, created = None, False
+        new_id, landed = None, []
         async with self._limit:
             try:
                 for write in change.writes:
                     written = await self._send(write)
+                    landed.append(write)
                     if write.op == "create":
-                        new_id, created = written, True
+                        new_id = written
             except RetriableError:
+                self._count_landed(change, landed)
                 raise  # the API is down, not the record: fail the job so that a rerun converges
             except SourceError as ex:
-                if created and change.after is not None:
+                if change.after is not None and any(w.op == "create" for w in landed):
                     _add_live(index, change.key, replace(change.after, id=new_id))
+                self._count_landed(change, landed)
                 await self._refused(change.key, str(ex))
                 return
         self._landed(change, new_id, index)
@@ -177,19 +180,26 @@ class Writer:
         return {**(body or {}), **stamp} if stamp else dict(body or {})
 
     def _landed(self, change: Change, new_id: Any, index: IndexChunk) -> None:
-        top = index[change.key].top if change.key in index else 0
+        before = index[change.key] if change.key in index else KeyState()
         after = change.after
         if after is None:
-            index.set(change.key, KeyState([], top))
+            index.set(change.key, KeyState([], before.top, before.ended))
         else:
             live = after if after.id is not None or new_id is None else replace(after, id=new_id)
-            index.set(change.key, KeyState([live], max(top, live.number)))
+            index.set(change.key, KeyState([live], max(before.top, live.number), before.ended))
         self._count(change)
 
     def _count(self, change: Change) -> None:
         if change.outcome != "expired":
             self.counts[change.outcome] += 1
         self.counts["expired"] += change.expires
+
+    def _count_landed(self, change: Change, landed: list[Write]) -> None:
+        """The writes of a key that landed before one failed: a created version counts as the key's outcome
+        (type 2: the new version is there, only an expiry is missing, which the next run mends)."""
+        if any(w.op == "create" for w in landed) and change.outcome != "expired":
+            self.counts[change.outcome] += 1
+        self.counts["expired"] += sum(w.op == "expire" for w in landed)
 
     async def _refused(self, key: str, message: str) -> None:
         self.counts["failed_writes"] += 1
@@ -204,7 +214,7 @@ def _add_live(index: IndexChunk, key: str, version: Version) -> None:
     """A version created before a later write of its key was refused: both are live now, and the key's
     next change (in a later chunk) mends them, as a rerun would."""
     state = index[key] if key in index else KeyState()
-    index.set(key, KeyState([*state.live, version], max(state.top, version.number)))
+    index.set(key, KeyState([*state.live, version], max(state.top, version.number), state.ended))
 
 
 def _upsertable(change: Change) -> bool:

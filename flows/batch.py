@@ -32,7 +32,7 @@ from prefect_restful_etl.tasks.engine.exceptions import ScreenStop, StageError
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
 from prefect_restful_etl.tasks.engine.quality import batch_quality, screen_dimension
 from prefect_restful_etl.tasks.engine.redaction import redact
-from prefect_restful_etl.tasks.engine.report import REPORT_ONLY_COUNTS, BatchReport, JobReport
+from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 from prefect_restful_etl.tasks.engine.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
@@ -165,9 +165,9 @@ def _totals(reports: list[JobReport]) -> dict[str, int]:
     totals: Counter[str] = Counter()
     for report in reports:
         for name, value in report.counts.items():
-            if name in COUNT_FIELDS or name in REPORT_ONLY_COUNTS:
+            if name in COUNT_FIELDS:
                 totals[name] += value
-    return {name: totals[name] for name in (*COUNT_FIELDS, *REPORT_ONLY_COUNTS)}
+    return {name: totals[name] for name in COUNT_FIELDS}
 
 
 async def _finish(

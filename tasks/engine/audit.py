@@ -149,7 +149,7 @@ class AuditStore:
 
 
 def _add_missing_counts(connection: Connection) -> None:
-    """Add the counts a database created by an earlier release lacks (`duplicates`), 0 in the rows it holds:
+    """Add the counts a database created by an earlier release lacks (`filtered`, `duplicates`), 0 in the rows it holds:
     `create_all` makes missing tables, never missing columns, and every insert names each count."""
     inspector = inspect(connection)
     for table in (EtlBatch.__tablename__, EtlJob.__tablename__):

@@ -7,11 +7,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
-# Counts a batch report totals over its jobs that have no column in the audit tables (a new column would
-# need a migration of existing audit databases): `filtered`, the records a transform's filter steps dropped.
-REPORT_ONLY_COUNTS = ("filtered",)
-
-
 class JobReport(BaseModel):
     """What one job did: counts, where its output is staged, and how far an incremental read got."""
 

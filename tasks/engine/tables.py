@@ -16,6 +16,7 @@ def utcnow() -> datetime:
 class _Counts(SQLModel):
     extracted: int = 0
     transformed: int = 0
+    filtered: int = 0  # records a transform's filter steps dropped (on purpose: not errors)
     rejected: int = 0
     inserted: int = 0
     updated: int = 0

@@ -180,8 +180,7 @@ async def _finish(
     settings: Settings,
 ) -> BatchReport:
     totals, quality = _totals(reports), batch_quality(reports)
-    columns = {name: totals[name] for name in COUNT_FIELDS}
-    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **columns, **quality)
+    await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals, **quality)
     report = BatchReport(
         batch_id=ctx.batch_id,
         tenant_id=ctx.tenant_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect_restful_etl.flows.resources import audit_settings
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.tables import utcnow
@@ -29,8 +30,10 @@ async def mark_crashed(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 async def mark_ended(batch_id: str, status: str, message: str) -> None:
-    """Mark the batch and its jobs that were still running (or stopped by the kill itself) as `status`."""
-    audit = await AuditStore.open(Settings().audit_database())
+    """Mark the batch and its jobs that were still running (or stopped by the kill itself) as `status`, in the
+    audit database the batch wrote: `RESTFUL_ETL_AUDIT_BLOCK`'s when it names one."""
+    settings = await audit_settings(Settings())
+    audit = await AuditStore.open(settings.audit_database())
     try:
         batch = await audit.get_batch(batch_id)
         if batch is None or batch.status in _ENDED:

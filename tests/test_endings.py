@@ -36,6 +36,7 @@ from restart_support import (
     written,
 )
 
+from prefect_restful_etl.blocks import AuditDatabase
 from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.deployments.prefect_server import PrefectServer
 from prefect_restful_etl.flows.endings import mark_ended
@@ -220,3 +221,26 @@ async def test_mark_ended_marks_only_what_the_kill_left(
 
     row, jobs = await audit_rows(etl_home, "b1")
     assert row is not None and (row.status, [job.status for job in jobs]) == expected
+
+
+async def test_mark_ended_marks_the_rows_in_the_audit_database_block_the_workers_use(
+    prefect_harness: Path, etl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker with RESTFUL_ETL_AUDIT_BLOCK writes its batches there, so its hooks must look there too."""
+    url = f"sqlite:///{etl_home / 'audit-from-block.db'}"
+    await AuditDatabase(url=url).save("endings-audit", overwrite=True)
+    monkeypatch.setenv("RESTFUL_ETL_AUDIT_BLOCK", "endings-audit")
+    audit = await AuditStore.open(url)
+    await audit.add(EtlBatch(batch_id="b2", tenant_id="t", batch_type="bt", status="RUNNING"))
+    await audit.add(EtlJob(job_id="j", batch_id="b2", tenant_id="t", job="load", kind="load", status="RUNNING"))
+    await audit.close()
+
+    await mark_ended("b2", "CRASHED", "the flow run's process ended without finishing")
+
+    audit = await AuditStore.open(url)
+    try:
+        row, jobs = await audit.get_batch("b2"), await audit.jobs("b2")
+    finally:
+        await audit.close()
+    assert row is not None and (row.status, [job.status for job in jobs]) == ("CRASHED", ["CRASHED"])
+    assert not (etl_home / "audit.db").exists()  # RESTFUL_ETL_HOME's default database was never opened

@@ -87,7 +87,7 @@ def _credentials(path: Path, sealing: bool) -> dict[str, Any]:
         errors.print(f"[red]{ex}[/red]")
         raise typer.Exit(2) from None
     if "credentials" in parameters:
-        errors.print("[yellow]plain credentials: Prefect holds them until the run starts and masks them; "
+        errors.print("[yellow]plain credentials: Prefect holds them in clear until the run starts or ends; "
                      "`--seal` keeps them from Prefect altogether[/yellow]")
     return parameters
 

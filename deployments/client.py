@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from prefect_restful_etl.flows.catalog import deployment_name
 from prefect_restful_etl.flows.sealing import seal
+from prefect_restful_etl.flows.secrecy import mask_stored_credentials
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
@@ -87,9 +88,12 @@ async def tenant_run(client: PrefectClient, batch_id: str, tenant_id: str) -> Fl
 
 
 async def cancel(client: PrefectClient, batch_id: str, tenant_id: str) -> FlowRun:
+    """Cancel the batch; first mask its plain credentials, which a run that never starts would keep in clear
+    (a Scheduled or Pending run is cancelled without any flow code or hook running)."""
     run = await tenant_run(client, batch_id, tenant_id)
     if run.state is not None and run.state.is_final():
         raise ClientError(f"batch {batch_id} has already ended: {run.state.name}")
+    await mask_stored_credentials(client, run.id)
     await client.set_flow_run_state(run.id, Cancelling(message=f"cancelled by the CLI for tenant {tenant_id}"))
     return await client.read_flow_run(run.id)
 

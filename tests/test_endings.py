@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import Cancelled, Crashed
 from restart_support import (
     EXTRACT,
     LOAD,
@@ -39,8 +41,10 @@ from restart_support import (
 from prefect_restful_etl.blocks import AuditDatabase
 from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.deployments.prefect_server import PrefectServer
-from prefect_restful_etl.flows.endings import mark_ended
+from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed, mark_ended
 from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.redaction import MASK
 from prefect_restful_etl.tasks.engine.tables import EtlBatch, EtlJob
 
 pytestmark = pytest.mark.integration
@@ -244,3 +248,34 @@ async def test_mark_ended_marks_the_rows_in_the_audit_database_block_the_workers
         await audit.close()
     assert row is not None and (row.status, [job.status for job in jobs]) == ("CRASHED", ["CRASHED"])
     assert not (etl_home / "audit.db").exists()  # RESTFUL_ETL_HOME's default database was never opened
+
+
+PLAIN_SECRET = "plain-secret-never-started-5d1e"
+
+
+@pytest.mark.parametrize("hook,state", [(mark_cancelled, Cancelled()), (mark_crashed, Crashed())],
+                         ids=["cancelled", "crashed"])
+async def test_the_end_hooks_mask_plain_credentials_of_a_run_that_never_reached_its_body(
+    prefect_harness: Path, etl_home: Path, hook: Any, state: Any
+) -> None:
+    parameters = {"tenant_id": "t", "credentials": {"crm": {"token": PLAIN_SECRET}}}
+    async with get_client() as client:
+        flow_run = await client.create_flow_run(crm_to_accounting, parameters=parameters)
+        assert flow_run.parameters["credentials"]["crm"]["token"] == PLAIN_SECRET  # in clear, as the API keeps it
+
+        await hook(crm_to_accounting, flow_run, state)
+
+        stored = (await client.read_flow_run(flow_run.id)).parameters
+    assert stored == {"tenant_id": "t", "credentials": {"crm": {"token": MASK}}}
+
+
+async def test_a_run_refused_for_invalid_credentials_is_masked_by_its_failure_hook(
+    prefect_harness: Path, etl_home: Path
+) -> None:
+    """Parameter validation fails before the flow body, so redaction on receipt never ran."""
+    state = await crm_to_accounting(tenant_id="t", credentials={"crm": {"tokn": PLAIN_SECRET}},  # type: ignore[arg-type]
+                                    return_state=True)
+    assert state.is_failed()
+    async with get_client() as client:
+        stored = (await client.read_flow_run(state.state_details.flow_run_id)).parameters
+    assert PLAIN_SECRET not in str(stored) and stored["credentials"] == {"crm": {"tokn": MASK}}

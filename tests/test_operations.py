@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 JOBS = ["Extract CRM customers", "Shape accounting customers", "Load accounting customers"]
 SEALED_HOOK, PLAIN_HOOK = "sealed-hook-secret-4b1d", "plain-hook-secret-9e2c"
+CANCELLED_SECRETS = ["never-run-crm-token-71c3", "never-run-api-key-0a6f"]
 
 
 @dataclass
@@ -246,17 +247,26 @@ def test_watch_of_an_ended_batch_replays_it_and_tables_read_as_tables(ops: Opera
     assert refused.exit_code == 2 and "not tenant" in refused.output
 
 
-def test_cancel_a_scheduled_batch_of_the_tenant(ops: Operations) -> None:
+def test_cancel_a_scheduled_batch_of_the_tenant_masks_its_plain_credentials(ops: Operations) -> None:
+    """Due in an hour, so no runner picks it up: no flow code and no hook ever runs for it, and only the
+    CLI's cancel can mask the credentials Prefect stored in clear."""
     deployment = ops.deployment("crm-to-accounting/crm-to-accounting")
     assert deployment is not None
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    body = {"parameters": {"tenant_id": "cancel-co"}, "tags": ["tenant:cancel-co", "batch-type:crm-to-accounting"],
+    plain = {"crm": {"token": CANCELLED_SECRETS[0]}, "accounting": {"api_key": CANCELLED_SECRETS[1]}}
+    body = {"parameters": {"tenant_id": "cancel-co", "credentials": plain},
+            "tags": ["tenant:cancel-co", "batch-type:crm-to-accounting"],
             "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}}
     batch_id = ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()["id"]
+    assert ops.flow_run(batch_id)["parameters"]["credentials"] == plain  # Prefect's API keeps them as given
     assert ops.cli("cancel", batch_id, "-t", "another-tenant").exit_code == 2
+    assert ops.flow_run(batch_id)["parameters"]["credentials"] == plain  # another tenant's user changes nothing
     cancelled = ops.cli_json("cancel", batch_id, "-t", "cancel-co")
     assert cancelled["state"] in {"Cancelled", "Cancelling"}
     until(lambda: ops.flow_run(batch_id)["state"]["type"] == "CANCELLED", "the scheduled batch cancelled", 30)
+    stored = ops.flow_run(batch_id)["parameters"]
+    assert stored["credentials"] == {"crm": {"token": "**********"}, "accounting": {"api_key": "**********"}}
+    assert rows_holding(ops.server.database, CANCELLED_SECRETS) == []
 
 
 def test_restart_a_failed_batch_then_a_full_resync(ops: Operations, apis: DemoApis, plain: Batch) -> None:

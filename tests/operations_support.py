@@ -114,3 +114,15 @@ class Operations:
     def logs(self, batch_id: str) -> list[str]:
         body = {"logs": {"flow_run_id": {"any_": [batch_id]}}, "limit": 200}
         return [log["message"] for log in self.rest.post("/logs/filter", json=body).raise_for_status().json()]
+
+    def settled(self, batch_id: str, timeout: float = 60.0) -> list[str]:
+        """Wait until everything the batch's run sends Prefect is stored, and return its logs: the flow run in a
+        final state, its last log line ("Finished in state ...") and its batch.finished event persisted.
+        `--watch` returns on that event as the websocket brings it, before the run ends and the server writes."""
+        final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+        until(lambda: self.flow_run(batch_id)["state"]["type"] in final, f"flow run {batch_id} ended", timeout)
+        logs = until(lambda: (got := self.logs(batch_id)) and any("Finished in state" in m for m in got) and got,
+                     f"flow run {batch_id}'s last log line stored", timeout)
+        until(lambda: any(e["event"] == "restful-etl.batch.finished" for e in self.events(batch_id)),
+              f"batch {batch_id}'s finished event stored", timeout)
+        return list(logs)

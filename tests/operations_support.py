@@ -111,6 +111,10 @@ class Operations:
                 "limit": 50}  # the API's most per page; a batch of three jobs emits about a dozen
         return list(self.rest.post("/events/filter", json=body).raise_for_status().json()["events"])
 
+    def task_runs(self, batch_id: str) -> list[dict[str, Any]]:
+        body = {"task_runs": {"flow_run_id": {"any_": [batch_id]}}}
+        return list(self.rest.post("/task_runs/filter", json=body).raise_for_status().json())
+
     def logs(self, batch_id: str) -> list[str]:
         body = {"logs": {"flow_run_id": {"any_": [batch_id]}}, "limit": 200}
         return [log["message"] for log in self.rest.post("/logs/filter", json=body).raise_for_status().json()]

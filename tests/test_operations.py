@@ -1,5 +1,6 @@
-"""Operating restful-etl with Prefect, on real parts: a `prefect server`, `restful-etl serve` in a subprocess,
-the demo APIs, a callback receiver, the CLI, the events websocket, and `prefect deploy --all` of prefect.yaml.
+"""Operating restful-etl with Prefect, on real parts: a `prefect server`, `restful-etl serve` in a subprocess
+(on a Redis stage), the demo APIs, a callback receiver, the CLI, the events websocket, Prefect's Retry, and
+`prefect deploy --all` of prefect.yaml run by a `prefect worker`.
 
 One served deployment for the module. The sealed batch runs first and its secrets are searched for in every
 file of Prefect's home (the database, its WAL, the server's log) at once, before any plain batch runs.
@@ -27,6 +28,7 @@ from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.deployments.prefect_server import PrefectServer
 from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, verify
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
+from restart_support import add_fault, clear_faults, extract_requests
 from test_secrets import files_holding, rows_holding
 
 pytestmark = pytest.mark.integration
@@ -58,10 +60,13 @@ def receiver() -> Iterator[CallbackReceiver]:
 
 
 @pytest.fixture(scope="module")
-def ops(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operations]:
+def ops(prefect_server: PrefectServer, module_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Operations]:
+    """Workers' settings as in production: a Redis stage (a Retry's new process finds the staged records),
+    an AuditDatabase block, a sealing key."""
     home = tmp_path_factory.mktemp("operations")
     settings = {
-        "RESTFUL_ETL_HOME": str(home), "RESTFUL_ETL_STAGE_URL": "memory://", SEAL_KEY_ENV: generate_key(),
+        "RESTFUL_ETL_HOME": str(home), "RESTFUL_ETL_STAGE_URL": module_redis_url, SEAL_KEY_ENV: generate_key(),
         "RESTFUL_ETL_AUDIT_BLOCK": "ops-audit", "RESTFUL_ETL_PROGRESS_EVERY": "50",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the runner picks a new run up within a second, not ten
     }
@@ -288,6 +293,43 @@ def test_restart_a_failed_batch_then_a_full_resync(ops: Operations, apis: DemoAp
     assert ops.flow_run(resync["batch_id"])["parameters"]["full_refresh"] is True
     assert resync["counts"]["extracted"] == 200  # everything read again; the destination already holds it
     assert (resync["counts"]["inserted"], resync["counts"]["updated"]) == (0, 0)
+
+
+# --- Prefect's Retry ------------------------------------------------------------------------------------------
+
+
+def test_prefects_retry_of_a_sealed_batch_resumes_at_the_failed_load(ops: Operations, apis: DemoApis) -> None:
+    """What the UI's Retry does: the failed run back to AwaitingRetry; the runner starts it again in a new
+    process, which opens the stored ciphertext again and finds the extract's report cached."""
+    creds = write_credentials(ops.home / "retry-creds.json", apis, SEALED_HOOK)
+    add_fault(apis.accounting_url, path="/customers", method="GET", status=401)  # the load's first read refused
+    failed = ops.cli_json("run", "-t", "retry-co", "-c", str(creds), "--seal", *base_urls(apis), "--watch",
+                          exit_code=1)
+    creds.unlink()
+    batch_id = failed["batch_id"]
+    assert failed["status"] == "FAILED" and [j["status"] for j in failed["jobs"]] == ["COMPLETED"] * 2 + ["FAILED"]
+    ops.settled(batch_id)
+    pages = extract_requests(apis)
+    clear_faults(apis.accounting_url)
+
+    retry = {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}
+    proposed = ops.rest.post(f"/flow_runs/{batch_id}/set_state", json={"state": retry, "force": True})
+    assert proposed.raise_for_status().json()["status"] == "ACCEPT"
+
+    until(lambda: ops.flow_run(batch_id)["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED"}, "the retry ended", 120)
+    run = ops.flow_run(batch_id)
+    assert run["state"]["type"] == "COMPLETED", ops.log.read_text(errors="replace")[-3000:]
+    assert run["run_count"] == 2  # the same flow run, run again
+    assert extract_requests(apis) == pages  # the extract was not repeated
+    states: dict[str, list[str]] = {}
+    for task_run in ops.task_runs(batch_id):
+        states.setdefault(task_run["name"], []).append(task_run["state"]["name"])
+    assert sorted(states["Extract CRM customers"]) == sorted(states["Shape accounting customers"]) == ["Cached", "Completed"]
+    assert sorted(states["Load accounting customers"]) == ["Completed", "Failed"]
+    assert run["parameters"]["sealed_credentials"].startswith("gAAAAA") and run["parameters"]["credentials"] == {}
+    assert not any(s in json.dumps(run["parameters"]) for s in secrets(apis, SEALED_HOOK))
+    status = ops.cli_json("status", batch_id, "-t", "retry-co")
+    assert status["batch"]["status"] == "COMPLETED" and status["batch"]["extracted"] == 200
 
 
 # --- prefect.yaml --------------------------------------------------------------------------------------------

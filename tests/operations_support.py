@@ -35,6 +35,18 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any
     return value
 
 
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started with `start_new_session=True`, and its children (flow runs), by its PID."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
+
 class Operations:
     """What an operator has: a Prefect server, workers serving the batch types, the CLI and its settings."""
 
@@ -59,16 +71,28 @@ class Operations:
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
 
-    def stop(self) -> None:
+    def stop_serving(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(30)
+        if process is not None:
+            stop_group(process)
+
+    def stop(self) -> None:
+        self.stop_serving()
         self.rest.close()
+
+    @contextmanager
+    def worker(self, pool: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+        """`prefect worker start --pool <pool>` in a session of its own, polling every second; stopped by PID."""
+        env = {**self.env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], env=env, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        try:
+            yield process
+        finally:
+            stop_group(process)
 
     # --- the CLI ----------------------------------------------------------------------------------------
 

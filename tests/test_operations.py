@@ -341,8 +341,8 @@ def _fastapi_refuses_prefects_null_limits() -> bool:
     return tuple(int(part) for part in fastapi.__version__.split(".")[:2]) >= (0, 151)
 
 
-def test_prefect_deploy_all_deploys_both_deployments_to_a_process_pool(ops: Operations) -> None:
-    """Last: it replaces the served deployments of the same names."""
+def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops: Operations, apis: DemoApis) -> None:
+    """Last: it replaces the served deployments of the same names, and stops serving them."""
     if _fastapi_refuses_prefects_null_limits():  # an environment installed before pyproject's pin
         message = "fastapi>=0.151 is installed; pyproject pins <0.151 (`make test` reinstalls)"
         if os.environ.get("CI", "").lower() == "true":
@@ -366,3 +366,19 @@ def test_prefect_deploy_all_deploys_both_deployments_to_a_process_pool(ops: Oper
     assert not hourly["active"]
     assert hourly["schedule"]["interval"] == 3600 and hourly["parameters"]["tenant_id"] == "demo"
     assert resync["parameters"] == {"full_refresh": True} and resync["schedules"] == []
+
+    ops.stop_serving()  # from here on only the pool's worker can run them
+    creds = write_credentials(ops.home / "worker-creds.json", apis, SEALED_HOOK)
+    log = ops.home / "worker.log"
+    with ops.worker("restful-etl", log) as worker:
+        batch_id = ops.cli_json("resync", "-t", "worker-co", "-c", str(creds), "--seal", *base_urls(apis))["batch_id"]
+        creds.unlink()
+        final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+        until(lambda: ops.flow_run(batch_id)["state"]["type"] in final or worker.poll() is not None,
+              "the worker ran the full re-sync", 180)
+        run = ops.flow_run(batch_id)
+        assert run["state"]["type"] == "COMPLETED", log.read_text(errors="replace")[-3000:]
+    assert (run["deployment_id"], run["work_pool_name"]) == (resync["id"], "restful-etl")
+    assert batch_id in log.read_text(errors="replace")  # this worker, not a leftover runner, ran it
+    status = ops.cli_json("status", batch_id, "-t", "worker-co")
+    assert status["batch"]["full_refresh"] and status["batch"]["extracted"] == 200

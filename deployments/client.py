@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelling
@@ -74,6 +74,18 @@ async def tenant_runs(
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         limit=limit,
     )
+
+
+async def latest_started_run(client: PrefectClient, tenant_id: str, batch_type: str | None = None) -> FlowRun | None:
+    """The tenant's batch that started last; a Scheduled one due later sorts first by expected start, but is
+    not the latest batch anyone means."""
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=tags(tenant_id, batch_type)),
+                                      start_time=FlowRunFilterStartTime(is_null_=False)),
+        sort=FlowRunSort.START_TIME_DESC,
+        limit=1,
+    )
+    return runs[0] if runs else None
 
 
 async def tenant_run(client: PrefectClient, batch_id: str, tenant_id: str) -> FlowRun:

@@ -239,6 +239,22 @@ def test_history_status_last_sync_and_connected_since(ops: Operations, sealed: B
     assert ops.cli_json("last-sync", "-t", "nobody") is None
 
 
+def test_status_shows_the_batch_that_started_last_not_one_scheduled_for_later(ops: Operations, plain: Batch) -> None:
+    deployment = ops.deployment("crm-to-accounting/crm-to-accounting")
+    assert deployment is not None
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {"parameters": {"tenant_id": "sealed-co"}, "tags": ["tenant:sealed-co", "batch-type:crm-to-accounting"],
+            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}}
+    scheduled = ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()
+    try:
+        assert ops.cli_json("history", "-t", "sealed-co")[0]["batch_id"] == scheduled["id"]  # listed, by when due
+        for narrowed in ([], ["-b", "crm-to-accounting"]):
+            status = ops.cli_json("status", "-t", "sealed-co", *narrowed)
+            assert status["run"]["batch_id"] == plain.batch_id and status["batch"]["status"] == "COMPLETED"
+    finally:
+        ops.cli_json("cancel", scheduled["id"], "-t", "sealed-co")
+
+
 def test_errors_lists_the_batchs_error_events_for_its_tenant_only(ops: Operations, plain: Batch) -> None:
     errors = ops.cli_json("errors", plain.batch_id, "-t", "sealed-co")
     assert [(e["screen"], e["column"]) for e in errors] == [("email format", "email")]

@@ -26,7 +26,7 @@ from operations_support import Operations, until
 from prefect_restful_etl.blocks import AuditDatabase, RestApi
 from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.deployments.prefect_server import PrefectServer
-from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, verify
+from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
 from restart_support import add_fault, clear_faults, extract_requests
 from test_secrets import files_holding, rows_holding
@@ -162,7 +162,7 @@ def test_no_file_of_prefect_or_the_audit_database_holds_a_sealed_secret(sealed_h
 
 def test_the_callback_got_the_report_signed_with_the_sealed_secret(receiver: CallbackReceiver, sealed: Batch) -> None:
     (call,) = [c for c in receiver.received if json.loads(c.body)["batch_id"] == sealed.batch_id]
-    assert verify(call.body, SEALED_HOOK, call.headers[SIGNATURE_HEADER])
+    assert verify(call.body, SEALED_HOOK, call.headers[SIGNATURE_HEADER], call.headers[TIMESTAMP_HEADER])
     assert json.loads(call.body)["status"] == "COMPLETED"
 
 

@@ -11,8 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from callback_support import CallbackReceiver
-from prefect_restful_etl.flows.callback import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, post_report, sign, verify
-from prefect_restful_etl.flows.callback import where
+from prefect_restful_etl.flows.callback import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from prefect_restful_etl.flows.callback import post_report, sign, verify, where
 from prefect_restful_etl.tasks.engine.report import BatchReport
 
 logger = logging.getLogger("test-callback")

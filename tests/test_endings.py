@@ -273,8 +273,8 @@ async def test_a_run_refused_for_invalid_credentials_is_masked_by_its_failure_ho
     prefect_harness: Path, etl_home: Path
 ) -> None:
     """Parameter validation fails before the flow body, so redaction on receipt never ran."""
-    state = await crm_to_accounting(tenant_id="t", credentials={"crm": {"tokn": PLAIN_SECRET}},  # type: ignore[arg-type]
-                                    return_state=True)
+    misspelt: Any = {"crm": {"tokn": PLAIN_SECRET}}
+    state = await crm_to_accounting(tenant_id="t", credentials=misspelt, return_state=True)
     assert state.is_failed()
     async with get_client() as client:
         stored = (await client.read_flow_run(state.state_details.flow_run_id)).parameters

@@ -340,7 +340,8 @@ def test_prefects_retry_of_a_sealed_batch_resumes_at_the_failed_load(ops: Operat
     states: dict[str, list[str]] = {}
     for task_run in ops.task_runs(batch_id):
         states.setdefault(task_run["name"], []).append(task_run["state"]["name"])
-    assert sorted(states["Extract CRM customers"]) == sorted(states["Shape accounting customers"]) == ["Cached", "Completed"]
+    for job in ("Extract CRM customers", "Shape accounting customers"):
+        assert sorted(states[job]) == ["Cached", "Completed"]
     assert sorted(states["Load accounting customers"]) == ["Completed", "Failed"]
     assert run["parameters"]["sealed_credentials"].startswith("gAAAAA") and run["parameters"]["credentials"] == {}
     assert not any(s in json.dumps(run["parameters"]) for s in secrets(apis, SEALED_HOOK))

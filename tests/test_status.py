@@ -67,11 +67,13 @@ def _h(name: str) -> str:
         ("crm-to-accounting", "demo", "audit", "crm-to-accounting-demo-audit"),
         ("crm-to-accounting", "acme-2", "quality", "crm-to-accounting-acme-2-quality"),
         ("crm-to-accounting", "Acme Ltd", "errors", f"crm-to-accounting-acme-ltd-{_h('Acme Ltd')}-errors"),
-        ("crm_to_accounting", "t--1/", "progress", f"crm-to-accounting-{_h('crm_to_accounting')}-t-1-{_h('t--1/')}-progress"),
+        ("crm_to_accounting", "t--1/", "progress",
+         f"crm-to-accounting-{_h('crm_to_accounting')}-t-1-{_h('t--1/')}-progress"),
         ("crm-to-accounting", "Ünïcode", "audit", f"crm-to-accounting-n-code-{_h('Ünïcode')}-audit"),
         ("crm-to-accounting", "//", "audit", f"crm-to-accounting-{_h('//')}-audit"),
     ],
-    ids=["lowercase-kept", "digits-kept", "spaces-and-capitals", "underscores-and-slashes", "non-ascii", "nothing-left"],
+    ids=["lowercase-kept", "digits-kept", "spaces-and-capitals", "underscores-and-slashes", "non-ascii",
+         "nothing-left"],
 )
 def test_artifact_keys_are_lowercase_letters_digits_and_dashes(batch_type: str, tenant: str, kind: str, key: str) -> None:
     assert status.artifact_key(batch_type, tenant, kind) == key

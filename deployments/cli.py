@@ -36,6 +36,8 @@ app.add_typer(blocks_app, name="blocks")
 T = TypeVar("T")
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="The tenant whose batches these are.")]
 BatchTypeOpt = Annotated[str | None, typer.Option("--batch-type", "-b", help="Default: the only batch type there is.")]
+BatchTypeFilter = Annotated[str | None, typer.Option("--batch-type", "-b",
+                            help="Only this batch type's batches. Default: every batch type.")]
 Json = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
 CredentialsFile = Annotated[Path, typer.Option("--credentials", "-c", exists=True, dir_okay=False,
                             help="JSON credentials by API name, or the output of `restful-etl seal`.")]
@@ -73,6 +75,11 @@ def _batch_type(name: str | None) -> str:
     return name
 
 
+def _batch_type_filter(name: str | None) -> str | None:
+    """None (every batch type), or a batch type there is: a misspelt one would match nothing, silently."""
+    return None if name is None else _batch_type(name)
+
+
 def _pairs(option: str, values: list[str] | None) -> dict[str, str]:
     pairs = dict(v.split("=", 1) for v in values or [] if "=" in v)
     if len(pairs) != len(values or []):
@@ -87,7 +94,7 @@ def _credentials(path: Path, sealing: bool) -> dict[str, Any]:
         errors.print(f"[red]{ex}[/red]")
         raise typer.Exit(2) from None
     if "credentials" in parameters:
-        errors.print("[yellow]plain credentials: Prefect holds them until the run starts and masks them; "
+        errors.print("[yellow]plain credentials: Prefect holds them in clear until the run starts or ends; "
                      "`--seal` keeps them from Prefect altogether[/yellow]")
     return parameters
 
@@ -196,18 +203,21 @@ def watch(batch_id: str, tenant: Tenant, deadline: Annotated[float, typer.Option
 
 
 @app.command()
-def status(tenant: Tenant, batch_id: Annotated[str | None, typer.Argument()] = None, batch_type: BatchTypeOpt = None,
+def status(tenant: Tenant, batch_id: Annotated[str | None, typer.Argument()] = None, batch_type: BatchTypeFilter = None,
            as_json: Json = False) -> None:
-    """A batch's state in Prefect and its jobs in the audit database (default: the tenant's latest batch)."""
+    """A batch's state in Prefect and its jobs in the audit database (default: the tenant's batch that started
+    last; a scheduled one that has not started is in `history`)."""
+    batch_type = _batch_type_filter(batch_type)
+
     async def go() -> dict[str, Any]:
         async with get_client() as client:
             if batch_id:
                 run = await prefect_api.tenant_run(client, batch_id, tenant)
             else:
-                runs = await prefect_api.tenant_runs(client, tenant, batch_type, limit=1)
-                if not runs:
-                    raise prefect_api.ClientError(f"tenant {tenant!r} has no batches")
-                run = runs[0]
+                found = await prefect_api.latest_started_run(client, tenant, batch_type)
+                if found is None:
+                    raise prefect_api.ClientError(f"tenant {tenant!r} has no batch that has started")
+                run = found
         async with records.audit_store() as store:
             detail = await records.batch_detail(store, str(run.id), tenant)
         batch, jobs = detail if detail else (None, [])
@@ -223,8 +233,11 @@ def status(tenant: Tenant, batch_id: Annotated[str | None, typer.Argument()] = N
 
 
 @app.command()
-def history(tenant: Tenant, batch_type: BatchTypeOpt = None, limit: int = 20, as_json: Json = False) -> None:
-    """The tenant's batches, newest first: Prefect's state with the audit database's counts."""
+def history(tenant: Tenant, batch_type: BatchTypeFilter = None, limit: int = 20, as_json: Json = False) -> None:
+    """The tenant's batches, newest first (scheduled ones by their expected start): Prefect's state with the
+    audit database's counts."""
+    batch_type = _batch_type_filter(batch_type)
+
     async def go() -> list[dict[str, Any]]:
         async with get_client() as client:
             runs = await prefect_api.tenant_runs(client, tenant, batch_type, limit=limit)
@@ -246,14 +259,16 @@ def _audited(query: Any, *args: Any) -> Any:
 
 
 @app.command("last-sync")
-def last_sync(tenant: Tenant, batch_type: BatchTypeOpt = None, as_json: Json = False) -> None:
+def last_sync(tenant: Tenant, batch_type: BatchTypeFilter = None, as_json: Json = False) -> None:
     """The tenant's latest completed batch."""
+    batch_type = _batch_type_filter(batch_type)
     show_one(f"last sync of {tenant}", _audited(records.last_sync, tenant, batch_type), as_json=as_json)
 
 
 @app.command("connected-since")
-def connected_since(tenant: Tenant, batch_type: BatchTypeOpt = None, as_json: Json = False) -> None:
+def connected_since(tenant: Tenant, batch_type: BatchTypeFilter = None, as_json: Json = False) -> None:
     """The tenant's first completed batch: since when its systems are connected."""
+    batch_type = _batch_type_filter(batch_type)
     show_one(f"{tenant} connected since", _audited(records.connected_since, tenant, batch_type), as_json=as_json)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelling
@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from prefect_restful_etl.flows.catalog import deployment_name
 from prefect_restful_etl.flows.sealing import seal
+from prefect_restful_etl.flows.secrecy import mask_stored_credentials
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
@@ -75,6 +76,18 @@ async def tenant_runs(
     )
 
 
+async def latest_started_run(client: PrefectClient, tenant_id: str, batch_type: str | None = None) -> FlowRun | None:
+    """The tenant's batch that started last; a Scheduled one due later sorts first by expected start, but is
+    not the latest batch anyone means."""
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=tags(tenant_id, batch_type)),
+                                      start_time=FlowRunFilterStartTime(is_null_=False)),
+        sort=FlowRunSort.START_TIME_DESC,
+        limit=1,
+    )
+    return runs[0] if runs else None
+
+
 async def tenant_run(client: PrefectClient, batch_id: str, tenant_id: str) -> FlowRun:
     """The batch, if it is the tenant's: a tenant's CLI user never reads or cancels another's batch."""
     try:
@@ -87,9 +100,12 @@ async def tenant_run(client: PrefectClient, batch_id: str, tenant_id: str) -> Fl
 
 
 async def cancel(client: PrefectClient, batch_id: str, tenant_id: str) -> FlowRun:
+    """Cancel the batch; first mask its plain credentials, which a run that never starts would keep in clear
+    (a Scheduled or Pending run is cancelled without any flow code or hook running)."""
     run = await tenant_run(client, batch_id, tenant_id)
     if run.state is not None and run.state.is_final():
         raise ClientError(f"batch {batch_id} has already ended: {run.state.name}")
+    await mask_stored_credentials(client, run.id)
     await client.set_flow_run_state(run.id, Cancelling(message=f"cancelled by the CLI for tenant {tenant_id}"))
     return await client.read_flow_run(run.id)
 

@@ -61,7 +61,7 @@ class BatchView:
         if name == BATCH_FINISHED and payload.get("batch_id") == self.batch_id:
             self.finished, self.status, self.final = True, str(payload.get("status", "")), dict(payload)
             return True
-        if name == BATCH_STARTED and not self.finished:
+        if name == BATCH_STARTED and payload.get("batch_id") == self.batch_id and not self.finished:
             self.status = "RUNNING"
             return True
         if name in _PHASE and payload.get("batch_id") == self.batch_id:

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import Flow, flow
 
 from prefect_restful_etl.flows.batch import run_batch
-from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed
+from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed, mask_failed
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.report import BatchReport
@@ -57,8 +57,10 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         "persist_result": False,
         # validated by the batch after its stored parameters are masked: Prefect would log them as sent
         "validate_parameters": False,
-        # a cancelled or killed run may never reach run_batch's own ending: these mark its audit rows
+        # a cancelled or killed run may never reach run_batch's own ending: these mark its audit rows; and a
+        # run that ends before its body never reached redaction on receipt: all three mask its credentials
         "on_cancellation": [mark_cancelled],
         "on_crashed": [mark_crashed],
+        "on_failure": [mask_failed],
     }
     return flow(**(options | flow_options))(batch)

@@ -1,12 +1,17 @@
 """The callback: when a batch ends, its report is POSTed to the run's `callback_url`, signed with HMAC-SHA256.
 
-The receiver checks the signature with the secret it shares with the caller, which arrives with the run's
-credentials (`{"callback": {"token": "..."}}`, sealed or not) and is never stored:
+The signature covers the time of sending and the body, `<timestamp>.<body>` (the timestamp in Unix seconds,
+sent as `X-Restful-Etl-Timestamp`), so a receiver can refuse a replayed old request. It checks both with the
+secret it shares with the caller, which arrives with the run's credentials (`{"callback": {"token": "..."}}`,
+sealed or not) and is never stored:
 
 ```python
-expected = "sha256=" + hmac.new(secret, request.body, hashlib.sha256).hexdigest()
-hmac.compare_digest(expected, request.headers["X-Restful-Etl-Signature"])
+timestamp = request.headers["X-Restful-Etl-Timestamp"]
+expected = "sha256=" + hmac.new(secret, timestamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
+fresh = abs(time.time() - int(timestamp)) <= 300
+fresh and hmac.compare_digest(expected, request.headers["X-Restful-Etl-Signature"])
 ```
+(`verify` below does exactly this.)
 A callback that fails is logged and the batch keeps its own ending: the report is in Prefect and the audit
 database either way.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,15 +30,25 @@ from pydantic import SecretStr
 from prefect_restful_etl.tasks.engine.report import BatchReport
 
 SIGNATURE_HEADER = "X-Restful-Etl-Signature"
+TIMESTAMP_HEADER = "X-Restful-Etl-Timestamp"
 EVENT_HEADER = "X-Restful-Etl-Event"
 
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, secret: str, timestamp: str) -> str:
+    """`sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`."""
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def verify(body: bytes, secret: str, signature: str) -> bool:
-    return hmac.compare_digest(sign(body, secret), signature)
+def verify(body: bytes, secret: str, signature: str, timestamp: str, *, tolerance: float = 300.0,
+           now: float | None = None) -> bool:
+    """The receiver's check: signed with `secret`, and sent within `tolerance` seconds of `now`."""
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - sent) > tolerance:
+        return False
+    return hmac.compare_digest(sign(body, secret, timestamp), signature)
 
 
 def where(url: str) -> str:
@@ -49,7 +65,9 @@ async def post_report(
     body = report.model_dump_json().encode()
     headers = {"Content-Type": "application/json", EVENT_HEADER: f"batch.{report.status.lower()}"}
     if secret is not None:
-        headers[SIGNATURE_HEADER] = sign(body, secret.get_secret_value())
+        timestamp = str(int(time.time()))
+        headers[TIMESTAMP_HEADER] = timestamp
+        headers[SIGNATURE_HEADER] = sign(body, secret.get_secret_value(), timestamp)
     else:
         logger.warning("callback to %s is unsigned: no credentials[%r].token given", where(url), "callback")
     try:

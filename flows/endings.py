@@ -5,12 +5,19 @@ without warning: `run_batch` may never write its final rows. These flow hooks ru
 worker (or in the flow's own process when Prefect cancels it there) and mark what was left RUNNING: the batch,
 and its unfinished jobs, CANCELLED or CRASHED. They leave the stage alone: a `resume_batch_id` run continues
 from it until its TTL.
+
+They also mask the run's plain credentials in Prefect: a run that ends before its flow body (cancelled while
+Pending, crashed on start, refused for invalid parameters) never reached the flow's own redaction.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from prefect.client.orchestration import get_client
+
+from prefect_restful_etl.flows.resources import audit_settings
+from prefect_restful_etl.flows.secrecy import mask_stored_credentials
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.tables import utcnow
@@ -20,17 +27,36 @@ _ENDED = {"COMPLETED", "CANCELLED", "CRASHED"}  # what a hook must not overwrite
 
 async def mark_cancelled(flow: Any, flow_run: Any, state: Any) -> None:
     """`on_cancellation` hook."""
-    await mark_ended(str(flow_run.id), "CANCELLED", "cancelled through Prefect")
+    try:
+        await mask_credentials(flow_run.id)
+    finally:
+        await mark_ended(str(flow_run.id), "CANCELLED", "cancelled through Prefect")
 
 
 async def mark_crashed(flow: Any, flow_run: Any, state: Any) -> None:
     """`on_crashed` hook: the process died (killed, out of memory) or the engine lost it."""
-    await mark_ended(str(flow_run.id), "CRASHED", f"the flow run's process ended without finishing ({state.name})")
+    try:
+        await mask_credentials(flow_run.id)
+    finally:
+        await mark_ended(str(flow_run.id), "CRASHED", f"the flow run's process ended without finishing ({state.name})")
+
+
+async def mask_failed(flow: Any, flow_run: Any, state: Any) -> None:
+    """`on_failure` hook: a run refused before its body (invalid parameters) still holds what it was given;
+    a batch that failed in its body was masked on receipt, and this finds nothing left to mask."""
+    await mask_credentials(flow_run.id)
+
+
+async def mask_credentials(flow_run_id: Any) -> None:
+    async with get_client() as client:
+        await mask_stored_credentials(client, flow_run_id)
 
 
 async def mark_ended(batch_id: str, status: str, message: str) -> None:
-    """Mark the batch and its jobs that were still running (or stopped by the kill itself) as `status`."""
-    audit = await AuditStore.open(Settings().audit_database())
+    """Mark the batch and its jobs that were still running (or stopped by the kill itself) as `status`, in the
+    audit database the batch wrote: `RESTFUL_ETL_AUDIT_BLOCK`'s when it names one."""
+    settings = await audit_settings(Settings())
+    audit = await AuditStore.open(settings.audit_database())
     try:
         batch = await audit.get_batch(batch_id)
         if batch is None or batch.status in _ENDED:

@@ -1,5 +1,6 @@
 """Secrets on receipt: the batch flow's first act overwrites the run's stored parameters with masks, then
-opens sealed credentials in memory and sets the callback's signing secret apart."""
+opens sealed credentials in memory and sets the callback's signing secret apart. A run that ends before its
+flow body masks them (cancelled by the CLI, or the flow's end hooks) through `mask_stored_credentials`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import PrefectClient, get_client
 from pydantic import SecretStr
 
 from prefect_restful_etl.flows.sealing import seal_key_from_env, unseal
@@ -31,14 +32,32 @@ def masked_credentials(credentials: Mapping[str, Any]) -> dict[str, Any]:
             masked[api] = MASK
             continue
         masked[api] = {
-            name: value if name in _READABLE_FIELDS and isinstance(value, str) else MASK
+            name: value if value is None or (name in _READABLE_FIELDS and isinstance(value, str)) else MASK
             for name, value in values.items()
-            if value is not None
         }
     return masked
 
 
 _READABLE_FIELDS = {name for name, f in Credentials.model_fields.items() if "SecretStr" not in str(f.annotation)}
+
+
+def masked_parameters(parameters: dict[str, Any]) -> dict[str, Any] | None:
+    """Stored run parameters with their plain `credentials` masked; None when nothing there is in clear."""
+    credentials = parameters.get("credentials")
+    if not isinstance(credentials, Mapping) or not credentials:
+        return None
+    masked = masked_credentials(credentials)
+    return None if masked == credentials else {**parameters, "credentials": masked}
+
+
+async def mask_stored_credentials(client: PrefectClient, flow_run_id: UUID) -> bool:
+    """Mask the plain credentials Prefect stores for the run, as they are now; True when any were in clear."""
+    run = await client.read_flow_run(flow_run_id)
+    masked = masked_parameters(run.parameters)
+    if masked is None:
+        return False
+    await client.update_flow_run(flow_run_id, parameters=masked)
+    return True
 
 
 async def redact_stored_parameters(flow_run_id: UUID, parameters: dict[str, Any], tags: list[str]) -> None:

@@ -16,6 +16,7 @@ counts and names, never records or secrets.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -44,9 +45,21 @@ def batch_resource_id(batch_id: str) -> str:
 
 def artifact_key(batch_type: str, tenant_id: str, kind: str) -> str:
     """`crm-to-accounting-demo-audit`: Prefect keys allow lowercase letters, digits and dashes only, and the
-    same key per tenant and batch type makes the artifact's history the sync history."""
-    raw = f"{batch_type}-{tenant_id}-{kind}".lower()
-    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
+    same key per tenant and batch type makes the artifact's history the sync history.
+
+    A name that had to change to fit (`Acme`, `a_b`) keeps a short hash of itself (`acme-1b2c3d`), so no two
+    tenants share a key: `Acme` and `acme`, `a_b` and `a.b` and `a-b` stay apart.
+    """
+    return f"{key_part(batch_type)}-{key_part(tenant_id)}-{key_part(kind)}"
+
+
+def key_part(name: str) -> str:
+    """`name` as it may stand in an artifact key; unchanged when it already could."""
+    slug = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", name.lower())).strip("-")
+    if slug == name:
+        return slug
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{slug}-{digest}" if slug else digest
 
 
 def records_seen(report: JobReport) -> int:

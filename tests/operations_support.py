@@ -35,6 +35,18 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any
     return value
 
 
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started with `start_new_session=True`, and its children (flow runs), by its PID."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
+
 class Operations:
     """What an operator has: a Prefect server, workers serving the batch types, the CLI and its settings."""
 
@@ -59,16 +71,28 @@ class Operations:
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
 
-    def stop(self) -> None:
+    def stop_serving(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(30)
+        if process is not None:
+            stop_group(process)
+
+    def stop(self) -> None:
+        self.stop_serving()
         self.rest.close()
+
+    @contextmanager
+    def worker(self, pool: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+        """`prefect worker start --pool <pool>` in a session of its own, polling every second; stopped by PID."""
+        env = {**self.env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], env=env, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        try:
+            yield process
+        finally:
+            stop_group(process)
 
     # --- the CLI ----------------------------------------------------------------------------------------
 
@@ -111,6 +135,22 @@ class Operations:
                 "limit": 50}  # the API's most per page; a batch of three jobs emits about a dozen
         return list(self.rest.post("/events/filter", json=body).raise_for_status().json()["events"])
 
+    def task_runs(self, batch_id: str) -> list[dict[str, Any]]:
+        body = {"task_runs": {"flow_run_id": {"any_": [batch_id]}}}
+        return list(self.rest.post("/task_runs/filter", json=body).raise_for_status().json())
+
     def logs(self, batch_id: str) -> list[str]:
         body = {"logs": {"flow_run_id": {"any_": [batch_id]}}, "limit": 200}
         return [log["message"] for log in self.rest.post("/logs/filter", json=body).raise_for_status().json()]
+
+    def settled(self, batch_id: str, timeout: float = 60.0) -> list[str]:
+        """Wait until everything the batch's run sends Prefect is stored, and return its logs: the flow run in a
+        final state, its last log line ("Finished in state ...") and its batch.finished event persisted.
+        `--watch` returns on that event as the websocket brings it, before the run ends and the server writes."""
+        final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+        until(lambda: self.flow_run(batch_id)["state"]["type"] in final, f"flow run {batch_id} ended", timeout)
+        logs = until(lambda: (got := self.logs(batch_id)) and any("Finished in state" in m for m in got) and got,
+                     f"flow run {batch_id}'s last log line stored", timeout)
+        until(lambda: any(e["event"] == "restful-etl.batch.finished" for e in self.events(batch_id)),
+              f"batch {batch_id}'s finished event stored", timeout)
+        return list(logs)

@@ -11,7 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from callback_support import CallbackReceiver
-from prefect_restful_etl.flows.callback import EVENT_HEADER, SIGNATURE_HEADER, post_report, sign, verify, where
+from prefect_restful_etl.flows.callback import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from prefect_restful_etl.flows.callback import post_report, sign, verify, where
 from prefect_restful_etl.tasks.engine.report import BatchReport
 
 logger = logging.getLogger("test-callback")
@@ -22,12 +23,30 @@ def report(status: str = "COMPLETED") -> BatchReport:
                        full_refresh=False, jobs=[], counts={"inserted": 3}, seconds=1.5, audit_database="sqlite://")
 
 
-def test_the_signature_is_hmac_sha256_of_the_body_as_receivers_compute_it() -> None:
-    body, secret = b'{"a": 1}', "s3cret"
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    assert sign(body, secret) == expected
-    assert verify(body, secret, expected)
-    assert not verify(body + b" ", secret, expected) and not verify(body, "other", expected)
+BODY, SECRET, SENT = b'{"a": 1}', "s3cret", "1795000000"
+SIGNED = "sha256=" + hmac.new(SECRET.encode(), f"{SENT}.".encode() + BODY, hashlib.sha256).hexdigest()
+
+
+def test_the_signature_is_hmac_sha256_of_timestamp_dot_body_as_receivers_compute_it() -> None:
+    assert sign(BODY, SECRET, SENT) == SIGNED
+
+
+@pytest.mark.parametrize(
+    "body,secret,timestamp,now,valid",
+    [
+        (BODY, SECRET, SENT, int(SENT) + 10, True),
+        (BODY + b" ", SECRET, SENT, int(SENT), False),
+        (BODY, "other", SENT, int(SENT), False),
+        (BODY, SECRET, str(int(SENT) + 1), int(SENT), False),
+        (BODY, SECRET, SENT, int(SENT) + 301, False),
+        (BODY, SECRET, "yesterday", int(SENT), False),
+    ],
+    ids=["valid", "body-changed", "other-secret", "timestamp-changed", "too-old", "not-a-timestamp"],
+)
+def test_verify_wants_the_same_body_secret_and_timestamp_and_a_fresh_one(
+    body: bytes, secret: str, timestamp: str, now: int, valid: bool
+) -> None:
+    assert verify(body, secret, SIGNED, timestamp, now=now) is valid
 
 
 async def test_the_report_arrives_signed_and_verifiable() -> None:
@@ -35,7 +54,7 @@ async def test_the_report_arrives_signed_and_verifiable() -> None:
         assert await post_report(receiver.url, report(), SecretStr("hook-secret"), logger)
     (call,) = receiver.received
     assert json.loads(call.body)["counts"] == {"inserted": 3}
-    assert verify(call.body, "hook-secret", call.headers[SIGNATURE_HEADER])
+    assert verify(call.body, "hook-secret", call.headers[SIGNATURE_HEADER], call.headers[TIMESTAMP_HEADER])
     assert call.headers[EVENT_HEADER] == "batch.completed"
     assert "hook-secret" not in json.dumps(call.headers) + call.body.decode()
 

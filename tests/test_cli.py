@@ -72,3 +72,20 @@ def test_every_command_is_there() -> None:
     for command in ("run", "resync", "restart", "cancel", "watch", "status", "history", "last-sync",
                     "connected-since", "errors", "blocks", "serve", "seal", "keygen"):
         assert command in result.output
+
+
+@pytest.mark.parametrize(
+    "command,default",
+    [("run", "the only batch type there is"), ("resync", "the only batch type there is"),
+     ("status", "every batch type"), ("history", "every batch type"), ("last-sync", "every batch type"),
+     ("connected-since", "every batch type")],
+)
+def test_the_batch_type_option_says_what_leaving_it_out_means(command: str, default: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    assert result.exit_code == 0 and f"Default: {default}." in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", ["status", "history", "last-sync", "connected-since"])
+def test_an_unknown_batch_type_is_refused_before_anything_is_asked(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "-t", "acme", "-b", "no-such-batch-type"])
+    assert result.exit_code == 2 and "--batch-type: one of" in result.output

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import Cancelled, Crashed
 from restart_support import (
     EXTRACT,
     LOAD,
@@ -37,10 +39,13 @@ from restart_support import (
     written,
 )
 
+from prefect_restful_etl.blocks import AuditDatabase
 from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.deployments.prefect_server import PrefectServer
-from prefect_restful_etl.flows.endings import mark_ended
+from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed, mark_ended
 from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.redaction import MASK
 from prefect_restful_etl.tasks.engine.tables import EtlBatch, EtlJob
 
 pytestmark = pytest.mark.integration
@@ -230,3 +235,57 @@ async def test_mark_ended_marks_only_what_the_kill_left(
 
     row, jobs = await audit_rows(etl_home, "b1")
     assert row is not None and (row.status, [job.status for job in jobs]) == expected
+
+
+async def test_mark_ended_marks_the_rows_in_the_audit_database_block_the_workers_use(
+    prefect_harness: Path, etl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker with RESTFUL_ETL_AUDIT_BLOCK writes its batches there, so its hooks must look there too."""
+    url = f"sqlite:///{etl_home / 'audit-from-block.db'}"
+    await AuditDatabase(url=url).save("endings-audit", overwrite=True)
+    monkeypatch.setenv("RESTFUL_ETL_AUDIT_BLOCK", "endings-audit")
+    audit = await AuditStore.open(url)
+    await audit.add(EtlBatch(batch_id="b2", tenant_id="t", batch_type="bt", status="RUNNING"))
+    await audit.add(EtlJob(job_id="j", batch_id="b2", tenant_id="t", job="load", kind="load", status="RUNNING"))
+    await audit.close()
+
+    await mark_ended("b2", "CRASHED", "the flow run's process ended without finishing")
+
+    audit = await AuditStore.open(url)
+    try:
+        row, jobs = await audit.get_batch("b2"), await audit.jobs("b2")
+    finally:
+        await audit.close()
+    assert row is not None and (row.status, [job.status for job in jobs]) == ("CRASHED", ["CRASHED"])
+    assert not (etl_home / "audit.db").exists()  # RESTFUL_ETL_HOME's default database was never opened
+
+
+PLAIN_SECRET = "plain-secret-never-started-5d1e"
+
+
+@pytest.mark.parametrize("hook,state", [(mark_cancelled, Cancelled()), (mark_crashed, Crashed())],
+                         ids=["cancelled", "crashed"])
+async def test_the_end_hooks_mask_plain_credentials_of_a_run_that_never_reached_its_body(
+    prefect_harness: Path, etl_home: Path, hook: Any, state: Any
+) -> None:
+    parameters = {"tenant_id": "t", "credentials": {"crm": {"token": PLAIN_SECRET}}}
+    async with get_client() as client:
+        flow_run = await client.create_flow_run(crm_to_accounting, parameters=parameters)
+        assert flow_run.parameters["credentials"]["crm"]["token"] == PLAIN_SECRET  # in clear, as the API keeps it
+
+        await hook(crm_to_accounting, flow_run, state)
+
+        stored = (await client.read_flow_run(flow_run.id)).parameters
+    assert stored == {"tenant_id": "t", "credentials": {"crm": {"token": MASK}}}
+
+
+async def test_a_run_refused_for_invalid_credentials_is_masked_by_its_failure_hook(
+    prefect_harness: Path, etl_home: Path
+) -> None:
+    """Parameter validation fails before the flow body, so redaction on receipt never ran."""
+    misspelt: Any = {"crm": {"tokn": PLAIN_SECRET}}
+    state = await crm_to_accounting(tenant_id="t", credentials=misspelt, return_state=True)
+    assert state.is_failed()
+    async with get_client() as client:
+        stored = (await client.read_flow_run(state.state_details.flow_run_id)).parameters
+    assert PLAIN_SECRET not in str(stored) and stored["credentials"] == {"crm": {"tokn": MASK}}

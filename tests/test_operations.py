@@ -1,5 +1,6 @@
-"""Operating restful-etl with Prefect, on real parts: a `prefect server`, `restful-etl serve` in a subprocess,
-the demo APIs, a callback receiver, the CLI, the events websocket, and `prefect deploy --all` of prefect.yaml.
+"""Operating restful-etl with Prefect, on real parts: a `prefect server`, `restful-etl serve` in a subprocess
+(on a Redis stage), the demo APIs, a callback receiver, the CLI, the events websocket, Prefect's Retry, and
+`prefect deploy --all` of prefect.yaml run by a `prefect worker`.
 
 One served deployment for the module. The sealed batch runs first and its secrets are searched for in every
 file of Prefect's home (the database, its WAL, the server's log) at once, before any plain batch runs.
@@ -25,8 +26,9 @@ from operations_support import Operations, until
 from prefect_restful_etl.blocks import AuditDatabase, RestApi
 from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.deployments.prefect_server import PrefectServer
-from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, verify
+from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
+from restart_support import add_fault, clear_faults, extract_requests
 from test_secrets import files_holding, rows_holding
 
 pytestmark = pytest.mark.integration
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 JOBS = ["Extract CRM customers", "Shape accounting customers", "Load accounting customers"]
 SEALED_HOOK, PLAIN_HOOK = "sealed-hook-secret-4b1d", "plain-hook-secret-9e2c"
+CANCELLED_SECRETS = ["never-run-crm-token-71c3", "never-run-api-key-0a6f"]
 
 
 @dataclass
@@ -57,10 +60,13 @@ def receiver() -> Iterator[CallbackReceiver]:
 
 
 @pytest.fixture(scope="module")
-def ops(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operations]:
+def ops(prefect_server: PrefectServer, module_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Operations]:
+    """Workers' settings as in production: a Redis stage (a Retry's new process finds the staged records),
+    an AuditDatabase block, a sealing key."""
     home = tmp_path_factory.mktemp("operations")
     settings = {
-        "RESTFUL_ETL_HOME": str(home), "RESTFUL_ETL_STAGE_URL": "memory://", SEAL_KEY_ENV: generate_key(),
+        "RESTFUL_ETL_HOME": str(home), "RESTFUL_ETL_STAGE_URL": module_redis_url, SEAL_KEY_ENV: generate_key(),
         "RESTFUL_ETL_AUDIT_BLOCK": "ops-audit", "RESTFUL_ETL_PROGRESS_EVERY": "50",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the runner picks a new run up within a second, not ten
     }
@@ -106,10 +112,13 @@ def sealed(ops: Operations, apis: DemoApis, receiver: CallbackReceiver) -> Batch
 
 @pytest.fixture(scope="module")
 def sealed_hits(ops: Operations, apis: DemoApis, sealed: Batch) -> list[str]:
-    """Searched for at once, before a plain batch sends the same secrets through Prefect."""
+    """Searched for before a plain batch sends the same secrets through Prefect, and once the sealed batch's
+    run has ended and its logs and events are stored: `--watch` returns before they are."""
+    logs = ops.settled(sealed.batch_id)
     found = secrets(apis, SEALED_HOOK)
     return (files_holding(ops.server.home, found) + files_holding(ops.home, found)
-            + [f"CLI output holds secret #{i}" for i, s in enumerate(found) if s in sealed.output])
+            + [f"CLI output holds secret #{i}" for i, s in enumerate(found) if s in sealed.output]
+            + [f"a log line holds secret #{i}" for i, s in enumerate(found) if any(s in line for line in logs)])
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +162,7 @@ def test_no_file_of_prefect_or_the_audit_database_holds_a_sealed_secret(sealed_h
 
 def test_the_callback_got_the_report_signed_with_the_sealed_secret(receiver: CallbackReceiver, sealed: Batch) -> None:
     (call,) = [c for c in receiver.received if json.loads(c.body)["batch_id"] == sealed.batch_id]
-    assert verify(call.body, SEALED_HOOK, call.headers[SIGNATURE_HEADER])
+    assert verify(call.body, SEALED_HOOK, call.headers[SIGNATURE_HEADER], call.headers[TIMESTAMP_HEADER])
     assert json.loads(call.body)["status"] == "COMPLETED"
 
 
@@ -194,13 +203,12 @@ def test_a_plain_batch_through_a_rest_api_block_moves_only_the_changes(plain: Ba
 
 
 def test_after_a_plain_batch_no_table_row_holds_a_secret(ops: Operations, apis: DemoApis, plain: Batch) -> None:
+    logs = ops.settled(plain.batch_id)  # searched once the run's logs and events are stored
     found = secrets(apis, PLAIN_HOOK)
     assert ops.flow_run(plain.batch_id)["parameters"]["credentials"]["crm"]["token"] == "**********"
     assert rows_holding(ops.server.database, found) == []
     assert rows_holding(ops.home / "audit-from-block.db", found) == []
     assert files_holding(ops.home, found) == []  # the audit database's files, the serve log
-    logs = until(lambda: (got := ops.logs(plain.batch_id)) and any("Finished in state" in m for m in got) and got,
-                 "the run's logs persisted")
     assert not any(s in message for message in logs for s in found)
     assert not any(s in plain.output for s in found)
 
@@ -231,6 +239,22 @@ def test_history_status_last_sync_and_connected_since(ops: Operations, sealed: B
     assert ops.cli_json("last-sync", "-t", "nobody") is None
 
 
+def test_status_shows_the_batch_that_started_last_not_one_scheduled_for_later(ops: Operations, plain: Batch) -> None:
+    deployment = ops.deployment("crm-to-accounting/crm-to-accounting")
+    assert deployment is not None
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {"parameters": {"tenant_id": "sealed-co"}, "tags": ["tenant:sealed-co", "batch-type:crm-to-accounting"],
+            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}}
+    scheduled = ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()
+    try:
+        assert ops.cli_json("history", "-t", "sealed-co")[0]["batch_id"] == scheduled["id"]  # listed, by when due
+        for narrowed in ([], ["-b", "crm-to-accounting"]):
+            status = ops.cli_json("status", "-t", "sealed-co", *narrowed)
+            assert status["run"]["batch_id"] == plain.batch_id and status["batch"]["status"] == "COMPLETED"
+    finally:
+        ops.cli_json("cancel", scheduled["id"], "-t", "sealed-co")
+
+
 def test_errors_lists_the_batchs_error_events_for_its_tenant_only(ops: Operations, plain: Batch) -> None:
     errors = ops.cli_json("errors", plain.batch_id, "-t", "sealed-co")
     assert [(e["screen"], e["column"]) for e in errors] == [("email format", "email")]
@@ -246,17 +270,26 @@ def test_watch_of_an_ended_batch_replays_it_and_tables_read_as_tables(ops: Opera
     assert refused.exit_code == 2 and "not tenant" in refused.output
 
 
-def test_cancel_a_scheduled_batch_of_the_tenant(ops: Operations) -> None:
+def test_cancel_a_scheduled_batch_of_the_tenant_masks_its_plain_credentials(ops: Operations) -> None:
+    """Due in an hour, so no runner picks it up: no flow code and no hook ever runs for it, and only the
+    CLI's cancel can mask the credentials Prefect stored in clear."""
     deployment = ops.deployment("crm-to-accounting/crm-to-accounting")
     assert deployment is not None
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    body = {"parameters": {"tenant_id": "cancel-co"}, "tags": ["tenant:cancel-co", "batch-type:crm-to-accounting"],
+    plain = {"crm": {"token": CANCELLED_SECRETS[0]}, "accounting": {"api_key": CANCELLED_SECRETS[1]}}
+    body = {"parameters": {"tenant_id": "cancel-co", "credentials": plain},
+            "tags": ["tenant:cancel-co", "batch-type:crm-to-accounting"],
             "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}}
     batch_id = ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()["id"]
+    assert ops.flow_run(batch_id)["parameters"]["credentials"] == plain  # Prefect's API keeps them as given
     assert ops.cli("cancel", batch_id, "-t", "another-tenant").exit_code == 2
+    assert ops.flow_run(batch_id)["parameters"]["credentials"] == plain  # another tenant's user changes nothing
     cancelled = ops.cli_json("cancel", batch_id, "-t", "cancel-co")
     assert cancelled["state"] in {"Cancelled", "Cancelling"}
     until(lambda: ops.flow_run(batch_id)["state"]["type"] == "CANCELLED", "the scheduled batch cancelled", 30)
+    stored = ops.flow_run(batch_id)["parameters"]
+    assert stored["credentials"] == {"crm": {"token": "**********"}, "accounting": {"api_key": "**********"}}
+    assert rows_holding(ops.server.database, CANCELLED_SECRETS) == []
 
 
 def test_restart_a_failed_batch_then_a_full_resync(ops: Operations, apis: DemoApis, plain: Batch) -> None:
@@ -278,6 +311,44 @@ def test_restart_a_failed_batch_then_a_full_resync(ops: Operations, apis: DemoAp
     assert (resync["counts"]["inserted"], resync["counts"]["updated"]) == (0, 0)
 
 
+# --- Prefect's Retry ------------------------------------------------------------------------------------------
+
+
+def test_prefects_retry_of_a_sealed_batch_resumes_at_the_failed_load(ops: Operations, apis: DemoApis) -> None:
+    """What the UI's Retry does: the failed run back to AwaitingRetry; the runner starts it again in a new
+    process, which opens the stored ciphertext again and finds the extract's report cached."""
+    creds = write_credentials(ops.home / "retry-creds.json", apis, SEALED_HOOK)
+    add_fault(apis.accounting_url, path="/customers", method="GET", status=401)  # the load's first read refused
+    failed = ops.cli_json("run", "-t", "retry-co", "-c", str(creds), "--seal", *base_urls(apis), "--watch",
+                          exit_code=1)
+    creds.unlink()
+    batch_id = failed["batch_id"]
+    assert failed["status"] == "FAILED" and [j["status"] for j in failed["jobs"]] == ["COMPLETED"] * 2 + ["FAILED"]
+    ops.settled(batch_id)
+    pages = extract_requests(apis)
+    clear_faults(apis.accounting_url)
+
+    retry = {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}
+    proposed = ops.rest.post(f"/flow_runs/{batch_id}/set_state", json={"state": retry, "force": True})
+    assert proposed.raise_for_status().json()["status"] == "ACCEPT"
+
+    until(lambda: ops.flow_run(batch_id)["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED"}, "the retry ended", 120)
+    run = ops.flow_run(batch_id)
+    assert run["state"]["type"] == "COMPLETED", ops.log.read_text(errors="replace")[-3000:]
+    assert run["run_count"] == 2  # the same flow run, run again
+    assert extract_requests(apis) == pages  # the extract was not repeated
+    states: dict[str, list[str]] = {}
+    for task_run in ops.task_runs(batch_id):
+        states.setdefault(task_run["name"], []).append(task_run["state"]["name"])
+    for job in ("Extract CRM customers", "Shape accounting customers"):
+        assert sorted(states[job]) == ["Cached", "Completed"]
+    assert sorted(states["Load accounting customers"]) == ["Completed", "Failed"]
+    assert run["parameters"]["sealed_credentials"].startswith("gAAAAA") and run["parameters"]["credentials"] == {}
+    assert not any(s in json.dumps(run["parameters"]) for s in secrets(apis, SEALED_HOOK))
+    status = ops.cli_json("status", batch_id, "-t", "retry-co")
+    assert status["batch"]["status"] == "COMPLETED" and status["batch"]["extracted"] == 200
+
+
 # --- prefect.yaml --------------------------------------------------------------------------------------------
 
 
@@ -287,8 +358,8 @@ def _fastapi_refuses_prefects_null_limits() -> bool:
     return tuple(int(part) for part in fastapi.__version__.split(".")[:2]) >= (0, 151)
 
 
-def test_prefect_deploy_all_deploys_both_deployments_to_a_process_pool(ops: Operations) -> None:
-    """Last: it replaces the served deployments of the same names."""
+def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops: Operations, apis: DemoApis) -> None:
+    """Last: it replaces the served deployments of the same names, and stops serving them."""
     if _fastapi_refuses_prefects_null_limits():  # an environment installed before pyproject's pin
         message = "fastapi>=0.151 is installed; pyproject pins <0.151 (`make test` reinstalls)"
         if os.environ.get("CI", "").lower() == "true":
@@ -312,3 +383,19 @@ def test_prefect_deploy_all_deploys_both_deployments_to_a_process_pool(ops: Oper
     assert not hourly["active"]
     assert hourly["schedule"]["interval"] == 3600 and hourly["parameters"]["tenant_id"] == "demo"
     assert resync["parameters"] == {"full_refresh": True} and resync["schedules"] == []
+
+    ops.stop_serving()  # from here on only the pool's worker can run them
+    creds = write_credentials(ops.home / "worker-creds.json", apis, SEALED_HOOK)
+    log = ops.home / "worker.log"
+    with ops.worker("restful-etl", log) as worker:
+        batch_id = ops.cli_json("resync", "-t", "worker-co", "-c", str(creds), "--seal", *base_urls(apis))["batch_id"]
+        creds.unlink()
+        final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+        until(lambda: ops.flow_run(batch_id)["state"]["type"] in final or worker.poll() is not None,
+              "the worker ran the full re-sync", 180)
+        run = ops.flow_run(batch_id)
+        assert run["state"]["type"] == "COMPLETED", log.read_text(errors="replace")[-3000:]
+    assert (run["deployment_id"], run["work_pool_name"]) == (resync["id"], "restful-etl")
+    assert batch_id in log.read_text(errors="replace")  # this worker, not a leftover runner, ran it
+    status = ops.cli_json("status", batch_id, "-t", "worker-co")
+    assert status["batch"]["full_refresh"] and status["batch"]["extracted"] == 200

@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key, seal
-from prefect_restful_etl.flows.secrecy import masked_credentials, open_credentials
+from prefect_restful_etl.flows.secrecy import masked_credentials, masked_parameters, open_credentials
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.redaction import MASK
@@ -70,3 +70,24 @@ def test_masks_keep_the_shape_and_the_readable_fields() -> None:
 )
 def test_credentials_as_sent_are_masked_even_when_invalid(sent: dict, masked: dict) -> None:
     assert masked_credentials(sent) == masked
+
+
+@pytest.mark.parametrize(
+    "stored,expected",
+    [
+        ({"tenant_id": "t", "credentials": {"crm": {"token": "tok"}, "erp": {"username": "etl", "password": "pw"}}},
+         {"tenant_id": "t", "credentials": {"crm": {"token": MASK}, "erp": {"username": "etl", "password": MASK}}}),
+        ({"credentials": {"crm": {"tokn": "tok"}}}, {"credentials": {"crm": {"tokn": MASK}}}),
+        ({"credentials": {"crm": "tok"}}, {"credentials": {"crm": MASK}}),
+        ({"credentials": {"erp": {"username": ["not", "a", "name"], "token": None}}},
+         {"credentials": {"erp": {"username": MASK, "token": None}}}),
+        ({"credentials": {"crm": {"token": MASK}}}, None),
+        ({"credentials": {}, "sealed_credentials": "gAAAAA-ciphertext"}, None),
+        ({"tenant_id": "t"}, None),
+    ],
+    ids=["plain", "misspelt-field", "not-an-object", "odd-readable-field", "already-masked", "sealed", "none"],
+)
+def test_stored_parameters_are_masked_as_stored_valid_or_not(
+    stored: dict[str, object], expected: dict[str, object] | None
+) -> None:
+    assert masked_parameters(stored) == expected

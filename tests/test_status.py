@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -56,16 +58,37 @@ def job(counts: dict[str, int] | None = None, kind: str = "extract") -> JobRepor
     return JobReport(job="Extract CRM customers", kind=kind, job_id="job-1", counts=counts or {})
 
 
+def _h(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:6]
+
+
 @pytest.mark.parametrize(
     "batch_type,tenant,kind,key",
     [
         ("crm-to-accounting", "demo", "audit", "crm-to-accounting-demo-audit"),
-        ("crm-to-accounting", "Acme Ltd", "errors", "crm-to-accounting-acme-ltd-errors"),
-        ("crm_to_accounting", "t--1/", "progress", "crm-to-accounting-t-1-progress"),
+        ("crm-to-accounting", "acme-2", "quality", "crm-to-accounting-acme-2-quality"),
+        ("crm-to-accounting", "Acme Ltd", "errors", f"crm-to-accounting-acme-ltd-{_h('Acme Ltd')}-errors"),
+        ("crm_to_accounting", "t--1/", "progress",
+         f"crm-to-accounting-{_h('crm_to_accounting')}-t-1-{_h('t--1/')}-progress"),
+        ("crm-to-accounting", "Ünïcode", "audit", f"crm-to-accounting-n-code-{_h('Ünïcode')}-audit"),
+        ("crm-to-accounting", "//", "audit", f"crm-to-accounting-{_h('//')}-audit"),
     ],
+    ids=["lowercase-kept", "digits-kept", "spaces-and-capitals", "underscores-and-slashes", "non-ascii",
+         "nothing-left"],
 )
 def test_artifact_keys_are_lowercase_letters_digits_and_dashes(batch_type: str, tenant: str, kind: str, key: str) -> None:
     assert status.artifact_key(batch_type, tenant, kind) == key
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", key)
+
+
+@pytest.mark.parametrize(
+    "tenants",
+    [("Acme", "acme", "ACME"), ("a_b", "a.b", "a-b", "a b", "a/b"), ("x", "x-", "-x", "x--")],
+    ids=["case", "separators", "stray-dashes"],
+)
+def test_tenants_whose_names_normalise_alike_never_share_a_key(tenants: tuple[str, ...]) -> None:
+    keys = [status.artifact_key("crm-to-accounting", tenant, "audit") for tenant in tenants]
+    assert len(set(keys)) == len(keys), keys
 
 
 @pytest.mark.parametrize(

@@ -65,11 +65,13 @@ def test_the_batch_ends_on_its_own_finished_event_not_on_the_flow_runs() -> None
     assert view.finished and view.status == "COMPLETED" and view.as_json()["counts"] == {"inserted": 2}
 
 
-def test_another_batchs_events_change_nothing() -> None:
+@pytest.mark.parametrize("name", [BATCH_STARTED, BATCH_FINISHED, JOB_STARTED, JOB_PROGRESS, JOB_FINISHED])
+def test_another_batchs_events_change_nothing(name: str) -> None:
     view = BatchView(BATCH)
-    other = event(JOB_STARTED, job_id="x")
+    other = event(name, job_id="x", status="COMPLETED")
     other.payload["batch_id"] = "another"
-    assert not view.apply(other) and view.rows() == []
+    assert not view.apply(other)
+    assert (view.status, view.finished, view.rows()) == ("PENDING", False, [])
 
 
 @pytest.mark.parametrize("deadline", [1.0, 3600.0])

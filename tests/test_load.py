@@ -430,6 +430,16 @@ async def test_too_many_refused_writes_stop_a_full_refresh_before_it_removes_key
 
 
 @respx.mock
+async def test_without_compare_every_staged_field_is_compared(tmp_path: Path, stage: Stage) -> None:
+    """Not only the first record's fields: a select step drops absent fields, so records differ in shape."""
+    dest = FakeDestination(respx.mock, [row(1), row(2, "old@co.io")])
+    first = {"external_id": "1", "name": "Co 1"}  # no email at all
+    report, _ = await load(tmp_path, job(compare=None), [first, staged(2, "new@co.io")], stage=stage)
+    assert ("PUT", "AC-2") in dest.writes() and dest.rows["AC-2"]["email"] == "new@co.io"
+    assert report.counts["updated"] == 2, "record 1 lost its email: a change too"
+
+
+@respx.mock
 async def test_audit_columns_are_stamped_and_never_compared(tmp_path: Path) -> None:
     dest = FakeDestination(respx.mock)
     audited = job(compare=None, scd_type=2, audit_columns={"batch_id": "etl_batch_id", "loaded_at": "etl_loaded_at"})

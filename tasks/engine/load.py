@@ -86,9 +86,9 @@ class LoadJob(JobBase):
         return {self.id_field, *history, *audit}
 
 
-def compared_fields(job: LoadJob, first: dict[str, Any]) -> list[str]:
-    """The job's `compare` list, or every field of the staged records (taken from the first one)."""
-    return list(job.compare) if job.compare else sorted(set(first) - job.managed_fields())
+def compared_fields(job: LoadJob, staged_fields: set[str]) -> list[str]:
+    """The job's `compare` list, or every field any staged record has (one lacking a field compares it as null)."""
+    return list(job.compare) if job.compare else sorted(staged_fields - job.managed_fields())
 
 
 async def run_load(
@@ -112,11 +112,11 @@ async def run_load(
     try:
         # A key staged twice is written once, with its last record: planning it again in a later chunk, against
         # what the earlier one wrote, would write twice (type 2: a zero-length version) and again on every rerun.
-        await last.record(source)
+        staged_fields = await last.record(source)
         position = 0
         async for chunk in ctx.stage.read(source):
             if index is None:
-                index = await _open_index(job, ctx, own, compared_fields(job, chunk[0]), mode)
+                index = await _open_index(job, ctx, own, compared_fields(job, staged_fields), mode)
             latest = await last.latest(chunk, position)
             position += len(chunk)
             counts["read"] += len(chunk)

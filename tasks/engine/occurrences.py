@@ -26,13 +26,17 @@ class LastOccurrences:
     def __init__(self, stage: Stage, key: StageKey, key_fields: list[str]) -> None:
         self.stage, self.key, self.key_fields = stage, key, key_fields
 
-    async def record(self, source: StageKey) -> None:
+    async def record(self, source: StageKey) -> set[str]:
         """One pass over the records staged under `source`: a later chunk's position of a key overwrites an
-        earlier one's, so the index ends holding each key's last."""
-        position = 0
+        earlier one's, so the index ends holding each key's last. Returns every top-level field any record
+        has (as wide as the records' schema, not as long as the stage)."""
+        position, fields = 0, set()
         async for chunk in self.stage.read(source):
             await self.stage.index_put(self.key, {self._key(r): str(position + i) for i, r in enumerate(chunk)})
             position += len(chunk)
+            for record in chunk:
+                fields.update(record)
+        return fields
 
     async def latest(self, chunk: list[dict[str, Any]], start: int) -> dict[str, dict[str, Any]]:
         """The chunk's records that are their keys' last, by natural key; `start` is the chunk's first position

@@ -223,6 +223,19 @@ async def test_oauth_token_failures_name_the_credential_never_the_secret(
     assert "client-s3cret-value" not in str(caught.value)
 
 
+async def test_an_oauth_error_description_is_redacted_before_it_is_cut() -> None:
+    secret = OAUTH_CREDENTIALS.client_secret.get_secret_value()  # type: ignore[union-attr]
+    description = "x" * (190 - len("bad secret ")) + f"bad secret {secret} in the request"  # straddles char 200
+    with respx.mock as mock:
+        mock.post(TOKEN_URL).mock(return_value=httpx.Response(
+            401, json={"error": "invalid_client", "error_description": description}))
+        async with RestClient(api(OAUTH), OAUTH_CREDENTIALS) as client:
+            with pytest.raises(SourceError) as caught:
+                await client.request("GET", "/customers")
+    assert "client-s3" not in str(caught.value)
+    assert "bad secret c****" in str(caught.value)  # masked, not merely cut off
+
+
 QUERY_KEY_API = {"type": "api_key", "name": "api_key", "location": "query"}
 ENCODED_KEY = "k3y%2Fwith%2Bodd%3Dchars-0123456789"
 

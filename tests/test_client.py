@@ -79,6 +79,27 @@ def test_classify_is_the_one_place_statuses_get_a_meaning(status: int, retriable
     assert caught.value.status == status and "GET crm:/customers" in str(caught.value)
 
 
+SECRET = "supersecretkey-0123456789"
+
+
+@pytest.mark.parametrize(
+    "status,start",
+    [
+        pytest.param(404, 290, id="fatal-secret-straddles-the-cut"),
+        pytest.param(503, 280, id="retriable-secret-straddles-the-cut"),
+        pytest.param(400, 300 - len(SECRET), id="secret-ends-at-the-cut"),
+    ],
+)
+def test_classify_redacts_the_body_before_cutting_it(status: int, start: int) -> None:
+    body = "x" * (start - len("api_key=")) + f"api_key={SECRET}" + " trailing" * 50  # the secret at `start`
+    response = httpx.Response(status, text=body, request=httpx.Request("GET", URL))
+    with pytest.raises(SourceError) as caught:
+        classify(response, "GET crm:/customers", [SECRET])
+    message = str(caught.value)
+    assert SECRET[:6] not in message  # no part of it survives the cut
+    assert "api_key=s*" in message  # masked, not merely cut off
+
+
 RETRIES = [
     pytest.param([ok()], nullcontext(), 1, id="ok-first-time"),
     pytest.param([httpx.Response(429), ok()], nullcontext(), 2, id="429-then-ok"),

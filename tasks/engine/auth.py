@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RetriableError, SourceError
-from prefect_restful_etl.tasks.engine.redaction import redact
+from prefect_restful_etl.tasks.engine.redaction import redact_excerpt
 
 
 def _require(credentials: Credentials | None, field: str, api: str) -> Any:
@@ -223,7 +223,7 @@ class OAuth2ClientCredentials(httpx.Auth):
         body = _json_or_none(response)
         token = body.get("access_token") if isinstance(body, dict) else None
         if response.status_code != 200 or not isinstance(token, str) or not token:
-            detail = redact(_oauth_error(body), [self._client_secret.get_secret_value()])
+            detail = _oauth_error(body, [self._client_secret.get_secret_value()])
             message = f"no token for credentials.{self._api}.client_id: {detail}"
             if response.status_code == 429 or response.status_code >= 500:
                 raise RetriableError(endpoint, response.status_code, message)
@@ -242,8 +242,9 @@ def _json_or_none(response: httpx.Response) -> Any:
         return None
 
 
-def _oauth_error(body: Any) -> str:
+def _oauth_error(body: Any, secrets: list[str]) -> str:
     """RFC 6749 section 5.2 (`{"error": "invalid_client", "error_description": ...}`), never the raw body."""
     if isinstance(body, dict) and body.get("error"):
-        return " - ".join(str(body[k])[:200] for k in ("error", "error_description") if body.get(k))
+        fields = ("error", "error_description")
+        return " - ".join(redact_excerpt(str(body[k]), secrets, 200) for k in fields if body.get(k))
     return "the token endpoint gave no access_token"

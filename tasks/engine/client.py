@@ -24,7 +24,12 @@ from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.paginators import BasePaginator, PagePlan, PageRequest
 from prefect_restful_etl.tasks.engine.paths import get_path
-from prefect_restful_etl.tasks.engine.redaction import RedactingFilter, install_log_redaction, redact
+from prefect_restful_etl.tasks.engine.redaction import (
+    RedactingFilter,
+    install_log_redaction,
+    redact,
+    redact_excerpt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ def classify(response: httpx.Response, endpoint: str, secrets: Sequence[str] = (
     if response.is_success:
         return
     status = response.status_code
-    message = redact(response.text[:300] or response.reason_phrase, secrets)
+    message = redact_excerpt(response.text, secrets, 300) or response.reason_phrase
     if status in (408, 425, 429) or (status >= 500 and status not in _NOT_RETRIABLE_5XX):
         raise RetriableError(endpoint, status, message, retry_after=parse_retry_after(response))
     raise SourceError(endpoint, status, message)

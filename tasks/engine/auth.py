@@ -10,7 +10,7 @@ import base64
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -157,6 +157,8 @@ class OAuth2ClientCredentials(httpx.Auth):
     The token request is yielded from the auth flow, so it goes through the same client and transport.
     One `asyncio.Lock` per event loop lets a single request fetch while the others wait; the token itself
     sits behind a `threading.Lock` because Prefect may run a run's jobs in several threads.
+    The access token is a secret that no configuration holds, so whoever masks secrets (each client using
+    this auth) learns every token through `add_token_listener`.
     """
 
     _EARLY = 30.0  # seconds: renew a token this long before it expires rather than risk a 401
@@ -173,6 +175,20 @@ class OAuth2ClientCredentials(httpx.Auth):
             weakref.WeakKeyDictionary()
         )
         self.fetches = 0  # how many tokens this run fetched: one, unless a token expired or was refused
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_token_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(token)` with the token held now, if any, and with every token fetched later."""
+        with self._state:
+            self._listeners.append(listener)
+            current = self._token
+        if current:
+            listener(current)
+
+    def remove_token_listener(self, listener: Callable[[str], None]) -> None:
+        with self._state:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         raise NotImplementedError("OAuth2ClientCredentials works with httpx.AsyncClient only")
@@ -230,6 +246,10 @@ class OAuth2ClientCredentials(httpx.Auth):
             raise SourceError(endpoint, response.status_code, message)
         expires_in = body.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else float("inf")
+        with self._state:
+            listeners = list(self._listeners)
+        for listener in listeners:  # before any request carries the token, so an echo of it is masked
+            listener(token)
         with self._state:
             self._token, self._expires_at = token, time.monotonic() + lifetime
             self.fetches += 1

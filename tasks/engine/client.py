@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from prefect_restful_etl.tasks.engine.api import ApiConfig
+from prefect_restful_etl.tasks.engine.auth import OAuth2ClientCredentials
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.paginators import BasePaginator, PagePlan, PageRequest
@@ -120,6 +121,8 @@ class RestClient:
             base_url=api.url, headers=api.headers, timeout=api.timeout, limits=limits, transport=transport
         )
         self._base = httpx.URL(api.url)
+        if isinstance(self._auth, OAuth2ClientCredentials):  # its access tokens are secrets too
+            self._auth.add_token_listener(self._add_secret)
 
     async def __aenter__(self) -> RestClient:
         return self
@@ -130,7 +133,15 @@ class RestClient:
     async def aclose(self) -> None:
         if not self._http.is_closed:
             await self._http.aclose()
+            if isinstance(self._auth, OAuth2ClientCredentials):
+                self._auth.remove_token_listener(self._add_secret)
             RedactingFilter.unregister(self._secrets)
+
+    def _add_secret(self, secret: str) -> None:
+        """A secret learnt while running (an OAuth2 access token): masked in errors and log lines from now on."""
+        if secret and secret not in self._secrets and not self._http.is_closed:  # closed: unregistered already
+            self._secrets.append(secret)
+            RedactingFilter.register([secret])
 
     def _endpoint(self, method: str, url: str | httpx.URL) -> str:
         return redact(f"{method} {self.api.name}:{httpx.URL(url).copy_with(query=None)}", self._secrets)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pydantic import SecretStr
 
 from prefect_restful_etl.tasks.engine import client as client_module
 from prefect_restful_etl.tasks.engine.api import ApiConfig
@@ -20,6 +21,7 @@ from prefect_restful_etl.tasks.engine.client import (
     extract_records,
     parse_retry_after,
 )
+from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import RetriableError, SourceError
 
 BASE = "http://127.0.0.1:8999/api"
@@ -267,6 +269,25 @@ async def test_one_limiter_is_shared_by_clients_for_reads_and_writes() -> None:
                 reader.request("GET", "/customers"),
                 writer.request("PUT", "/customers/1", json={}),
             )
+    assert clock.wakes == [100.1, 100.2, 100.3]
+
+
+async def test_oauth_token_requests_and_the_retry_after_a_401_wait_for_the_limiter() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    oauth = {"type": "oauth2_client_credentials", "token_url": "/oauth/token"}
+    api = ApiConfig(name="crm", base_url=BASE, rate_limit=10, auth=oauth)
+    credentials = Credentials(client_id="c", client_secret=SecretStr("client-secret-value"))
+    tokens = iter(["revoked-token", "fresh-token"])
+    with respx.mock:
+        token_route = respx.post("http://127.0.0.1:8999/oauth/token").mock(
+            side_effect=lambda request: httpx.Response(200, json={"access_token": next(tokens)}))
+        respx.get(URL).mock(side_effect=lambda request: ok() if "fresh" in request.headers["authorization"]
+                            else httpx.Response(401))
+        async with RestClient(api, credentials, rate_limiter=limiter) as client:
+            await client.request("GET", "/customers")
+    assert token_route.call_count == 2
+    # token, GET (401), token again, GET again: four requests, each after the one before by 1/rate
     assert clock.wakes == [100.1, 100.2, 100.3]
 
 

@@ -117,8 +117,11 @@ class RestClient:
         install_log_redaction()
         RedactingFilter.register(self._secrets)
         limits = httpx.Limits(max_connections=api.concurrency * 2, max_keepalive_connections=api.concurrency * 2)
+        # The limiter waits in a request hook, which httpx runs for every request it sends: retries, and
+        # also those an auth flow yields (an OAuth2 token request, the request again after a 401).
         self._http = httpx.AsyncClient(
-            base_url=api.url, headers=api.headers, timeout=api.timeout, limits=limits, transport=transport
+            base_url=api.url, headers=api.headers, timeout=api.timeout, limits=limits, transport=transport,
+            event_hooks={"request": [self._before_send]},
         )
         self._base = httpx.URL(api.url)
         if isinstance(self._auth, OAuth2ClientCredentials):  # its access tokens are secrets too
@@ -143,6 +146,9 @@ class RestClient:
             self._secrets.append(secret)
             RedactingFilter.register([secret])
 
+    async def _before_send(self, request: httpx.Request) -> None:
+        await self._limiter.wait()
+
     def _endpoint(self, method: str, url: str | httpx.URL) -> str:
         return redact(f"{method} {self.api.name}:{httpx.URL(url).copy_with(query=None)}", self._secrets)
 
@@ -156,7 +162,6 @@ class RestClient:
         self._check_origin(url, endpoint)
         safe = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
         for attempt in range(1, self.api.max_attempts + 1):
-            await self._limiter.wait()
             outcome, unsent = await self._send(method, url, endpoint, kwargs)
             if isinstance(outcome, httpx.Response):
                 return outcome

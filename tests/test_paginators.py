@@ -109,6 +109,24 @@ STYLES = [
         id="cursor-from-body-path",
     ),
     pytest.param(
+        {"type": "cursor", "cursor_path": "next"},
+        [page({"data": rows(1), "next": "c1"}), page({"data": rows(2), "next": False})],
+        ["/api/customers", "/api/customers?cursor=c1"],
+        id="cursor-false-stops",
+    ),
+    pytest.param(
+        {"type": "cursor", "cursor_path": "next"},
+        [page({"data": rows(1), "next": 0}), page({"data": rows(2), "next": None})],
+        ["/api/customers", "/api/customers?cursor=0"],
+        id="cursor-zero-is-a-token",
+    ),
+    pytest.param(
+        {"type": "next_url", "next_url_path": "next"},
+        [page({"data": rows(1), "next": "?after=1"}), page({"data": rows(2), "next": False})],
+        ["/api/customers", "/api/customers?after=1"],
+        id="next-url-false-stops",
+    ),
+    pytest.param(
         {"type": "next_url", "next_url_path": "links.next"},
         [
             page({"data": rows(1), "links": {"next": f"{BASE}/customers?after=1"}}),

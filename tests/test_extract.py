@@ -14,6 +14,7 @@ from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.extract import ExtractJob, run_extract
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.tables import EtlWatermark
@@ -141,6 +142,15 @@ async def test_records_that_fail_the_entity_schema_are_error_events(tmp_path: Pa
     assert len(staged) == total - len(events)
     assert {e.column for e in events} >= {"email"}
     assert all(e.screen == "entity schema" and e.natural_key for e in events)
+
+
+@pytest.mark.parametrize("api_path", ["/all/customers", "/docs"], ids=["a-json-list", "html"])
+async def test_a_schema_path_that_gives_no_json_object_is_a_config_error(tmp_path: Path, crm_apis: DemoApis,
+                                                                        api_path: str) -> None:
+    extract_job = job(*STYLES["page-number"], entity_schema={"api_path": api_path})
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        with pytest.raises(ConfigError, match=f"entity_schema.api_path: crm:{api_path} did not answer"):
+            await extract(ctx, extract_job)
 
 
 async def test_a_child_endpoint_is_read_for_every_parent(tmp_path: Path, crm_apis: DemoApis) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect_restful_etl.tasks.engine.children import iter_child_pages
 from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.incremental import Cursor, Incremental
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.report import JobReport
@@ -146,10 +148,22 @@ async def _checker(link: EntitySchema | None, client: RestClient) -> SchemaCheck
     if link is None:
         return None
     if link.api_path is not None:
-        schema = (await client.request("GET", link.api_path)).json()
-        return SchemaChecker(schema, source=f"{client.api.name}:{link.api_path}")
+        source = f"{client.api.name}:{link.api_path}"
+        return SchemaChecker(_schema_object(await client.request("GET", link.api_path), source), source=source)
     assert link.source is not None
     return await SchemaChecker.load(link.source)
+
+
+def _schema_object(response: httpx.Response, source: str) -> dict[str, Any]:
+    """The body as a JSON Schema; any other answer (HTML, a list of records) means api_path names the wrong
+    endpoint, a configuration mistake rather than a crash of the checker."""
+    try:
+        schema = response.json()
+    except ValueError:
+        schema = None
+    if not isinstance(schema, dict):
+        raise ConfigError("entity_schema.api_path", f"{source} did not answer with a JSON Schema (a JSON object)")
+    return schema
 
 
 async def _screen_schema(

@@ -313,7 +313,8 @@ def test_rate_limiter_serves_jobs_in_other_threads_and_event_loops() -> None:
         pytest.param({"data": {"items": [{"id": 1}]}}, "data.items", [{"id": 1}], id="dotted-path"),
         pytest.param({"id": 7}, None, [{"id": 7}], id="single-object"),
         pytest.param({"data": None}, "data", [], id="null-is-empty"),
-        pytest.param({"other": 1}, "data", [], id="missing-is-empty"),
+        pytest.param({"data": []}, "data", [], id="empty-list-is-empty"),
+        pytest.param({"results": {"items": None}}, "results.items", [], id="nested-null-is-empty"),
     ],
 )
 def test_extract_records(body: Any, records_path: str | None, expected: list[dict[str, Any]]) -> None:
@@ -321,12 +322,19 @@ def test_extract_records(body: Any, records_path: str | None, expected: list[dic
 
 
 @pytest.mark.parametrize(
-    "response,message",
+    "response,records_path,message",
     [
-        pytest.param(httpx.Response(200, text="<html>"), "not JSON", id="not-json"),
-        pytest.param(httpx.Response(200, json={"data": 5}), "not a list", id="not-a-list"),
+        pytest.param(httpx.Response(200, text="<html>"), "data", "not JSON", id="not-json"),
+        pytest.param(httpx.Response(200, json={"data": 5}), "data", "not a list", id="not-a-list"),
+        pytest.param(httpx.Response(200, json={"dta": [], "total": 0}), "data",
+                     r"GET crm:/x answered 200: records_path 'data' is not in the body \(its keys: dta, total\)",
+                     id="missing-path"),
+        pytest.param(httpx.Response(200, json={"results": {}}), "results.items",
+                     "records_path 'results.items' is not in the body", id="missing-nested-path"),
+        pytest.param(httpx.Response(200, json=[{"id": 1}]), "data",
+                     r"is not in the body \(the body is a JSON list\)", id="path-into-a-list"),
     ],
 )
-def test_extract_records_rejects_bad_bodies(response: httpx.Response, message: str) -> None:
+def test_extract_records_rejects_bad_bodies(response: httpx.Response, records_path: str, message: str) -> None:
     with pytest.raises(SourceError, match=message):
-        extract_records(response, "data", "GET crm:/x")
+        extract_records(response, records_path, "GET crm:/x")

@@ -14,7 +14,7 @@ from prefect_restful_etl.deployments.demo_apis import DemoApis
 from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError, SourceError
 from prefect_restful_etl.tasks.engine.extract import ExtractJob, run_extract
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.tables import EtlWatermark
@@ -142,6 +142,14 @@ async def test_records_that_fail_the_entity_schema_are_error_events(tmp_path: Pa
     assert len(staged) == total - len(events)
     assert {e.column for e in events} >= {"email"}
     assert all(e.screen == "entity schema" and e.natural_key for e in events)
+
+
+async def test_a_mistyped_records_path_fails_the_extract(tmp_path: Path, crm_apis: DemoApis) -> None:
+    mistyped = job("/customers", "dta", {"type": "page_number", "page_size": 30})
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        with pytest.raises(SourceError, match=r"GET crm:.*/customers answered 200: records_path 'dta' is not in "
+                                              r"the body \(its keys: data, has_more, page, per_page, total\)"):
+            await extract(ctx, mistyped)
 
 
 @pytest.mark.parametrize("api_path", ["/all/customers", "/docs"], ids=["a-json-list", "html"])

@@ -292,13 +292,24 @@ def _with_params(page: PageRequest) -> str:
     return str(httpx.URL(page.url).copy_merge_params(page.params)) if page.params else page.url
 
 
+_ABSENT = object()
+
+
 def extract_records(response: httpx.Response, records_path: str | None, endpoint: str) -> list[dict[str, Any]]:
-    """The list of records at `records_path` in the body; a single object counts as one record."""
+    """The list of records at `records_path` in the body; a single object counts as one record.
+
+    `null` or `[]` there is an empty page. A body without the path at all is an error: it is far more often
+    a mistyped `records_path` than an API that leaves the key out, and read as empty it would give an
+    extract that succeeds with nothing (and a full-refresh load that expires everything).
+    """
     try:
         body = response.json()
     except ValueError as ex:
         raise SourceError(endpoint, response.status_code, "the body is not JSON") from ex
-    records = get_path(body, records_path)
+    records = get_path(body, records_path, _ABSENT)
+    if records is _ABSENT:
+        raise SourceError(endpoint, response.status_code, f"records_path {records_path!r} is not in the body"
+                          + _keys_hint(body))
     if records is None:
         return []
     if isinstance(records, dict):
@@ -306,3 +317,11 @@ def extract_records(response: httpx.Response, records_path: str | None, endpoint
     if not isinstance(records, list):
         raise SourceError(endpoint, response.status_code, f"{records_path or 'the body'} is not a list of records")
     return records
+
+
+def _keys_hint(body: Any, limit: int = 10) -> str:
+    """The body's top-level keys (names, never values), so that a typo in the path is easy to see."""
+    if not isinstance(body, dict):
+        return f" (the body is a JSON {type(body).__name__})" if isinstance(body, list) else ""
+    keys = sorted(map(str, body))
+    return f" (its keys: {', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''})"

@@ -131,6 +131,24 @@ async def test_incremental_reads_only_what_changed_and_drops_what_it_saw(tmp_pat
     assert changed.watermark_after > first.watermark_after
 
 
+async def test_a_record_without_its_natural_key_is_never_dropped_at_the_watermark(tmp_path: Path,
+                                                                                 crm_apis: DemoApis) -> None:
+    keyless, *keyed = control(crm_apis, "POST", "dirty")["data"]  # four at one stamp; the first has no email
+    incremental = {"incremental": {"cursor_field": "meta.updated_at", "param": "updated_since"}}
+    extract_job = job(*STYLES["page-number"], natural_key=["email"], **incremental)
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        first, _ = await extract(ctx, extract_job)
+        assert first.watermark_after == keyless["updated_at"]
+        assert sorted(first.keys_at_watermark) == sorted(c["email"] for c in keyed)  # no "" for the keyless one
+        await ctx.audit.set_watermark(EtlWatermark(
+            tenant_id=ctx.tenant_id, batch_type=ctx.batch_type, job=extract_job.slug, cursor_field="meta.updated_at",
+            value=first.watermark_after, keys_at_value=first.keys_at_watermark,
+        ))
+        second, staged = await extract(ctx, extract_job)
+    assert [r["id"] for r in staged] == [keyless["id"]]  # not certainly seen, so kept
+    assert second.counts["skipped"] == len(keyed)
+
+
 async def test_records_that_fail_the_entity_schema_are_error_events(tmp_path: Path, crm_apis: DemoApis) -> None:
     control(crm_apis, "POST", "dirty")
     extract_job = job(*STYLES["page-number"], entity_schema={"api_path": "/schemas/customer.json"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import SecretStr
 
 from engine_support import batch_context
 from prefect_restful_etl.deployments.demo_apis import DemoApis
+from prefect_restful_etl.deployments.demo_crm import customer_schema
 from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
@@ -160,6 +162,22 @@ async def test_records_that_fail_the_entity_schema_are_error_events(tmp_path: Pa
     assert len(staged) == total - len(events)
     assert {e.column for e in events} >= {"email"}
     assert all(e.screen == "entity schema" and e.natural_key for e in events)
+    assert report.schema_drift == {}  # a record missing a field is a violation, not drift: others have it
+
+
+async def test_fields_that_appear_or_disappear_against_the_schema_are_reported_as_drift(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    with httpx.Client(base_url=crm_apis.crm_url, headers={"Authorization": f"Bearer {crm_apis.crm_token}"}) as c:
+        c.patch("/customers/17", json={"nickname": "Al"}).raise_for_status()  # a field the schema lacks
+    schema = customer_schema()
+    schema["properties"]["vat_number"] = {"type": "string"}  # a property no record has
+    (tmp_path / "customer.json").write_text(json.dumps(schema))
+    extract_job = job(*STYLES["page-number"], entity_schema={"source": str(tmp_path / "customer.json")})
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        report, staged = await extract(ctx, extract_job)
+    assert report.schema_drift == {"unexpected_fields": ["nickname"], "unseen_properties": ["vat_number"]}
+    assert len(staged) == len(crm_ids(crm_apis))  # drift is reported, never rejected
 
 
 async def test_a_mistyped_records_path_fails_the_extract(tmp_path: Path, crm_apis: DemoApis) -> None:

@@ -12,7 +12,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -31,6 +30,7 @@ from prefect_restful_etl.tasks.engine.redaction import (
     redact,
     redact_excerpt,
 )
+from prefect_restful_etl.tasks.engine.window import fetch_in_order
 
 logger = logging.getLogger(__name__)
 
@@ -259,32 +259,16 @@ class RestClient:
         if pager.max_pages is not None and pages > pager.max_pages:
             raise PaginationError(f"{self._endpoint('GET', path)}: more than max_pages={pager.max_pages} pages")
 
-    async def _fetch_planned(
+    def _fetch_planned(
         self, plan: PagePlan, records_path: str | None, concurrency: int
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """A sliding window of at most `concurrency` tasks: created as earlier pages are yielded, never all at once."""
+        """The planned pages in order, with `concurrency` requests in flight all along (see `fetch_in_order`)."""
 
         async def fetch(page: PageRequest) -> list[dict[str, Any]]:
             response = await self.request("GET", _with_params(page))
             return extract_records(response, records_path, self._endpoint("GET", page.url))
 
-        requests = iter(plan)
-        window: deque[asyncio.Task[list[dict[str, Any]]]] = deque()
-        try:
-            for page in requests:
-                window.append(asyncio.ensure_future(fetch(page)))
-                if len(window) >= concurrency:
-                    break
-            while window:
-                records = await window.popleft()
-                following = next(requests, None)
-                if following is not None:
-                    window.append(asyncio.ensure_future(fetch(following)))
-                yield records
-        finally:
-            for task in window:
-                task.cancel()
-            await asyncio.gather(*window, return_exceptions=True)
+        return fetch_in_order(plan, fetch, concurrency)
 
 
 def _with_params(page: PageRequest) -> str:

@@ -1,4 +1,4 @@
-"""A batch's artifacts in Prefect: the audit summary, the quality screen report and the first error events.
+"""A batch's artifacts in Prefect: the audit summary, the quality report (screens, schema drift), the first errors.
 
 Keys are per batch type and tenant (`crm-to-accounting-demo-audit`), so each key's history in Prefect's
 Artifacts page is that tenant's sync history. The progress artifact lives with the live status
@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from prefect_restful_etl.tasks.engine.audit import AuditStore
-from prefect_restful_etl.tasks.engine.report import BatchReport
+from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport, describe_drift
 from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent
 from prefect_restful_etl.tasks.status import artifact_key
 
@@ -62,13 +62,25 @@ def quality_markdown(report: BatchReport, screens: list[dict[str, Any]]) -> str:
         )
     else:
         lines.append(f"No screen figures in this batch; {report.counts.get('rejected', 0)} records rejected.")
-    lines.append("")
+    lines += ["", *_drift_lines(report)]
     if not screens:
         lines.append("No error events.")
         return "\n".join(lines)
     lines += ["| screen | job | action | max severity | records |", "| --- | --- | --- | ---: | ---: |"]
     lines += [f"| {s['screen']} | {s['job']} | {s['action']} | {s['max_severity']} | {s['records']} |" for s in screens]
     return "\n".join(lines)
+
+
+def drifted_jobs(report: BatchReport) -> list[JobReport]:
+    return [job for job in report.jobs if job.schema_drift]
+
+
+def _drift_lines(report: BatchReport) -> list[str]:
+    """Schema drift per extract: the API's records no longer match the entity schema they link to."""
+    jobs = drifted_jobs(report)
+    if not jobs:
+        return []
+    return ["**Schema drift**", "", *(f"- {job.job}: {describe_drift(job.schema_drift)}" for job in jobs), ""]
 
 
 async def first_errors(audit: AuditStore, batch_id: str, limit: int = FIRST_ERRORS) -> list[dict[str, Any]]:
@@ -92,7 +104,8 @@ async def publish_artifacts(audit: AuditStore, report: BatchReport) -> None:
     await acreate_markdown_artifact(
         quality_markdown(report, screens), key=key("quality"),
         description=(f"Quality score {score}" if score is not None else "No screen figures")
-        + f", {len(screens)} failing screen{'' if len(screens) == 1 else 's'} (batch `{report.batch_id}`).",
+        + f", {len(screens)} failing screen{'' if len(screens) == 1 else 's'}"
+        + (", schema drift" if drifted_jobs(report) else "") + f" (batch `{report.batch_id}`).",
     )
     errors = await first_errors(audit, report.batch_id)
     total = sum(s["records"] for s in screens)

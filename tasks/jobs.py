@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from prefect_restful_etl.tasks import runtime
 from prefect_restful_etl.tasks.caching import STAGED_JOB
@@ -14,9 +17,19 @@ from prefect_restful_etl.tasks.engine.extract import run_extract
 from prefect_restful_etl.tasks.engine.jobrun import audited_job
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
 from prefect_restful_etl.tasks.engine.load import run_load
-from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.report import JobReport, describe_drift
 from prefect_restful_etl.tasks.engine.transform import run_transform
 from prefect_restful_etl.tasks.status import job_status
+
+
+logger = logging.getLogger(__name__)
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()  # the task run's log, so that the warning shows in the UI
+    except MissingContextError:
+        return logger
 
 
 def _job_id() -> str:
@@ -30,6 +43,9 @@ async def extract_job(job: ExtractJob, batch_type: BatchType, batch_id: str) -> 
     async with audited_job(ctx, job.name, job.kind, _job_id()) as report, job_status(ctx, report):
         parents = ctx.stage_key(batch_type.job(job.parent.job).slug) if job.parent else None
         await run_extract(job, ctx, report, ErrorSink(ctx, job.name, report.job_id), parents=parents)
+    if report.schema_drift:  # the API changed shape: worth a look, though no record failed for it
+        _run_logger().warning("%s: schema drift against its entity schema: %s", job.name,
+                              describe_drift(report.schema_drift))
     return report
 
 

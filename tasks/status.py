@@ -8,6 +8,7 @@ websocket by the batch's resource id (see `deployments/watch.py`):
 | `restful-etl.batch.started` / `.finished` | `restful-etl.batch.<batch id>` | status, counts, jobs |
 | `restful-etl.job.started` / `.progress` / `.finished` | `restful-etl.job.<job id>` | job, kind, status, counts |
 
+An extract's finished event also carries its `schema_drift` when its records drifted from the entity schema.
 Related resources: `restful-etl.batch.<id>` (role `batch`, on job events), `restful-etl.tenant.<tenant>`
 (`tenant`), `restful-etl.batch-type.<name>` (`batch-type`) and the flow run (`flow-run`). Payloads hold
 counts and names, never records or secrets.
@@ -103,6 +104,8 @@ def job_event(ctx: BatchContext, name: str, report: JobReport, status: str, mess
         "job": report.job, "kind": report.kind, "job_id": report.job_id, "status": status,
         "counts": dict(report.counts), "records": records_seen(report),
     }
+    if report.schema_drift:  # field names only (unexpected_fields, unseen_properties), never values
+        payload["schema_drift"] = report.schema_drift
     if message:
         payload["message"] = message
     return {"event": name, "resource": resource, "related": _related(ctx, with_batch=True), "payload": payload}

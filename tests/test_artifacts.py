@@ -49,3 +49,12 @@ async def test_the_quality_report_groups_error_events_by_screen_worst_first(tmp_
 def test_a_batch_without_screens_or_errors_says_so() -> None:
     text = quality_markdown(report(), [])
     assert "No screen figures" in text and "No error events." in text
+
+
+def test_the_quality_report_lists_schema_drift_per_extract() -> None:
+    drifted = report()
+    drifted.jobs[0].schema_drift = {"unexpected_fields": ["nickname", "tier"], "unseen_properties": ["vat_number"]}
+    text = quality_markdown(drifted, [])
+    assert ("- Extract: fields not in the schema: nickname, tier; schema properties no record had: vat_number"
+            in text)
+    assert "Schema drift" not in quality_markdown(report(), [])

@@ -202,6 +202,49 @@ async def test_oauth_concurrent_401s_refresh_the_token_once() -> None:
     assert len(server.issued) == 2
 
 
+ACCESS_TOKEN = "ACCESS-TOKEN-0f1e2d3c4b5a69788796"
+
+
+@pytest.mark.parametrize(
+    "echo,error",
+    [
+        pytest.param(httpx.Response(403, text=f"forbidden for Bearer {ACCESS_TOKEN}"), SourceError, id="4xx-echo"),
+        pytest.param(httpx.Response(503, text=f"overloaded; token {ACCESS_TOKEN}"), RetriableError, id="5xx-echo"),
+    ],
+)
+async def test_an_oauth_access_token_is_masked_in_errors_and_log_lines(
+    echo: httpx.Response, error: type[Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with respx.mock as mock:
+        mock.post(TOKEN_URL).mock(return_value=httpx.Response(200, json={"access_token": ACCESS_TOKEN}))
+        mock.get(url__startswith=BASE).mock(return_value=echo)
+        async with RestClient(api(OAUTH), OAUTH_CREDENTIALS) as client:
+            with pytest.raises(error) as caught:
+                await client.request("GET", "/customers")
+            logging.getLogger("httpx").warning("a proxy said: %s", f"Bearer {ACCESS_TOKEN}")
+        logging.getLogger("httpx").warning("later: %s", ACCESS_TOKEN)
+    assert ACCESS_TOKEN not in str(caught.value) and "A**********6" in str(caught.value)
+    assert [r.getMessage() for r in caplog.records if r.name == "httpx"][-2:] == [
+        "a proxy said: Bearer A**********6", f"later: {ACCESS_TOKEN}"  # masked while the client was open
+    ]
+
+
+async def test_a_shared_oauth_token_is_masked_by_a_client_that_did_not_fetch_it() -> None:
+    config = api(OAUTH)
+    shared = config.auth.build(OAUTH_CREDENTIALS, "crm")
+    with respx.mock as mock:
+        mock.post(TOKEN_URL).mock(return_value=httpx.Response(200, json={"access_token": ACCESS_TOKEN}))
+        mock.get(url__startswith=BASE).mock(side_effect=[httpx.Response(200, json=[]),
+                                                         httpx.Response(404, text=f"no {ACCESS_TOKEN}")])
+        async with RestClient(config, OAUTH_CREDENTIALS, auth=shared) as first:
+            await first.request("GET", "/customers")
+        async with RestClient(config, OAUTH_CREDENTIALS, auth=shared) as second:
+            with pytest.raises(SourceError) as caught:
+                await second.request("GET", "/customers")
+    assert ACCESS_TOKEN not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "status,body,error",
     [
@@ -221,6 +264,19 @@ async def test_oauth_token_failures_name_the_credential_never_the_secret(
                 await client.request("GET", "/customers")
     assert "credentials.crm.client_id" in str(caught.value)
     assert "client-s3cret-value" not in str(caught.value)
+
+
+async def test_an_oauth_error_description_is_redacted_before_it_is_cut() -> None:
+    secret = OAUTH_CREDENTIALS.client_secret.get_secret_value()  # type: ignore[union-attr]
+    description = "x" * (190 - len("bad secret ")) + f"bad secret {secret} in the request"  # straddles char 200
+    with respx.mock as mock:
+        mock.post(TOKEN_URL).mock(return_value=httpx.Response(
+            401, json={"error": "invalid_client", "error_description": description}))
+        async with RestClient(api(OAUTH), OAUTH_CREDENTIALS) as client:
+            with pytest.raises(SourceError) as caught:
+                await client.request("GET", "/customers")
+    assert "client-s3" not in str(caught.value)
+    assert "bad secret c****" in str(caught.value)  # masked, not merely cut off
 
 
 QUERY_KEY_API = {"type": "api_key", "name": "api_key", "location": "query"}

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pydantic import SecretStr
 
 from prefect_restful_etl.tasks.engine import client as client_module
 from prefect_restful_etl.tasks.engine.api import ApiConfig
@@ -20,6 +21,7 @@ from prefect_restful_etl.tasks.engine.client import (
     extract_records,
     parse_retry_after,
 )
+from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import RetriableError, SourceError
 
 BASE = "http://127.0.0.1:8999/api"
@@ -77,6 +79,27 @@ def test_classify_is_the_one_place_statuses_get_a_meaning(status: int, retriable
         classify(response, "GET crm:/customers")
     assert isinstance(caught.value, RetriableError) is retriable
     assert caught.value.status == status and "GET crm:/customers" in str(caught.value)
+
+
+SECRET = "supersecretkey-0123456789"
+
+
+@pytest.mark.parametrize(
+    "status,start",
+    [
+        pytest.param(404, 290, id="fatal-secret-straddles-the-cut"),
+        pytest.param(503, 280, id="retriable-secret-straddles-the-cut"),
+        pytest.param(400, 300 - len(SECRET), id="secret-ends-at-the-cut"),
+    ],
+)
+def test_classify_redacts_the_body_before_cutting_it(status: int, start: int) -> None:
+    body = "x" * (start - len("api_key=")) + f"api_key={SECRET}" + " trailing" * 50  # the secret at `start`
+    response = httpx.Response(status, text=body, request=httpx.Request("GET", URL))
+    with pytest.raises(SourceError) as caught:
+        classify(response, "GET crm:/customers", [SECRET])
+    message = str(caught.value)
+    assert SECRET[:6] not in message  # no part of it survives the cut
+    assert "api_key=s*" in message  # masked, not merely cut off
 
 
 RETRIES = [
@@ -249,6 +272,25 @@ async def test_one_limiter_is_shared_by_clients_for_reads_and_writes() -> None:
     assert clock.wakes == [100.1, 100.2, 100.3]
 
 
+async def test_oauth_token_requests_and_the_retry_after_a_401_wait_for_the_limiter() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    oauth = {"type": "oauth2_client_credentials", "token_url": "/oauth/token"}
+    api = ApiConfig(name="crm", base_url=BASE, rate_limit=10, auth=oauth)
+    credentials = Credentials(client_id="c", client_secret=SecretStr("client-secret-value"))
+    tokens = iter(["revoked-token", "fresh-token"])
+    with respx.mock:
+        token_route = respx.post("http://127.0.0.1:8999/oauth/token").mock(
+            side_effect=lambda request: httpx.Response(200, json={"access_token": next(tokens)}))
+        respx.get(URL).mock(side_effect=lambda request: ok() if "fresh" in request.headers["authorization"]
+                            else httpx.Response(401))
+        async with RestClient(api, credentials, rate_limiter=limiter) as client:
+            await client.request("GET", "/customers")
+    assert token_route.call_count == 2
+    # token, GET (401), token again, GET again: four requests, each after the one before by 1/rate
+    assert clock.wakes == [100.1, 100.2, 100.3]
+
+
 def test_rate_limiter_serves_jobs_in_other_threads_and_event_loops() -> None:
     clock = FakeClock()
     limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
@@ -271,7 +313,8 @@ def test_rate_limiter_serves_jobs_in_other_threads_and_event_loops() -> None:
         pytest.param({"data": {"items": [{"id": 1}]}}, "data.items", [{"id": 1}], id="dotted-path"),
         pytest.param({"id": 7}, None, [{"id": 7}], id="single-object"),
         pytest.param({"data": None}, "data", [], id="null-is-empty"),
-        pytest.param({"other": 1}, "data", [], id="missing-is-empty"),
+        pytest.param({"data": []}, "data", [], id="empty-list-is-empty"),
+        pytest.param({"results": {"items": None}}, "results.items", [], id="nested-null-is-empty"),
     ],
 )
 def test_extract_records(body: Any, records_path: str | None, expected: list[dict[str, Any]]) -> None:
@@ -279,12 +322,19 @@ def test_extract_records(body: Any, records_path: str | None, expected: list[dic
 
 
 @pytest.mark.parametrize(
-    "response,message",
+    "response,records_path,message",
     [
-        pytest.param(httpx.Response(200, text="<html>"), "not JSON", id="not-json"),
-        pytest.param(httpx.Response(200, json={"data": 5}), "not a list", id="not-a-list"),
+        pytest.param(httpx.Response(200, text="<html>"), "data", "not JSON", id="not-json"),
+        pytest.param(httpx.Response(200, json={"data": 5}), "data", "not a list", id="not-a-list"),
+        pytest.param(httpx.Response(200, json={"dta": [], "total": 0}), "data",
+                     r"GET crm:/x answered 200: records_path 'data' is not in the body \(its keys: dta, total\)",
+                     id="missing-path"),
+        pytest.param(httpx.Response(200, json={"results": {}}), "results.items",
+                     "records_path 'results.items' is not in the body", id="missing-nested-path"),
+        pytest.param(httpx.Response(200, json=[{"id": 1}]), "data",
+                     r"is not in the body \(the body is a JSON list\)", id="path-into-a-list"),
     ],
 )
-def test_extract_records_rejects_bad_bodies(response: httpx.Response, message: str) -> None:
+def test_extract_records_rejects_bad_bodies(response: httpx.Response, records_path: str, message: str) -> None:
     with pytest.raises(SourceError, match=message):
-        extract_records(response, "data", "GET crm:/x")
+        extract_records(response, records_path, "GET crm:/x")

@@ -16,6 +16,7 @@ from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, ScreenStop
+from prefect_restful_etl.tasks.engine.tables import EtlWatermark
 
 pytestmark = pytest.mark.integration
 
@@ -281,3 +282,99 @@ async def test_a_stop_screen_stops_the_batch_before_anything_is_loaded(prefect_h
         ("email present", dirty[0], "reject"), ("email format", dirty[1], "reject"),
         ("lifetime value not negative", dirty[2], "reject"), (STOP_SCREEN["name"], dirty[2], "stop"),
     ]
+
+
+# --- watermarks: only a completed batch moves one; a full refresh ignores it, then resets it ---------------------
+
+
+async def watermark(etl_home: Path, tenant_id: str, batch_type: str = "crm-to-accounting") -> Any:
+    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    try:
+        return await audit.get_watermark(tenant_id, batch_type, "extract-crm-customers")
+    finally:
+        await audit.close()
+
+
+async def extract_job_row(etl_home: Path, batch_id: str) -> Any:
+    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    try:
+        return next(j for j in await audit.jobs(batch_id) if j.kind == "extract")
+    finally:
+        await audit.close()
+
+
+async def batches_oldest_first(etl_home: Path, tenant_id: str) -> list[Any]:
+    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    try:
+        return sorted(await audit.batches(tenant_id), key=lambda b: b.started_at)
+    finally:
+        await audit.close()
+
+
+def patch_crm(apis: DemoApis, customer_id: int, changes: dict[str, Any]) -> None:
+    with httpx.Client(base_url=apis.crm_url, headers={"Authorization": f"Bearer {apis.crm_token}"}) as crm:
+        crm.patch(f"/customers/{customer_id}", json=changes).raise_for_status()
+
+
+async def test_a_failed_batch_leaves_the_watermark_where_it_was(prefect_harness: Path, etl_home: Path,
+                                                                fresh_apis: DemoApis) -> None:
+    params = parameters(fresh_apis, "frail")
+    assert (await crm_to_accounting(**params)).status == "COMPLETED"
+    before = await watermark(etl_home, "frail")
+    patch_crm(fresh_apis, 5, {"email": "moved@example.org"})  # now past the watermark
+    with httpx.Client(base_url=fresh_apis.accounting_url) as accounting:  # the load's read of the destination
+        accounting.post("/_control/faults", json={"path": "/customers", "method": "GET", "status": 403}
+                        ).raise_for_status()
+
+    state = await crm_to_accounting(**params, return_state=True)
+    assert state.is_failed()
+    [_, failed] = await batches_oldest_first(etl_home, "frail")
+    extract = await extract_job_row(etl_home, failed.batch_id)
+    assert (failed.status, extract.status) == ("FAILED", "COMPLETED")
+    assert extract.watermark_after > before.value  # the extract did read further...
+    after = await watermark(etl_home, "frail")
+    assert (after.value, after.keys_at_value, after.batch_id) == (before.value, before.keys_at_value, before.batch_id)
+
+    again = await crm_to_accounting(**params)  # ...so the next batch reads the change again
+    assert (again.counts["extracted"], again.counts["updated"]) == (1, 1)
+    assert (await watermark(etl_home, "frail")).value == extract.watermark_after
+
+
+async def test_a_stopped_batch_leaves_the_watermark_where_it_was(prefect_harness: Path, etl_home: Path,
+                                                                 fresh_apis: DemoApis) -> None:
+    strict = strict_flow()
+    params = parameters(fresh_apis, "brake")
+    assert (await strict(**params)).status == "COMPLETED"
+    before = await watermark(etl_home, "brake", "crm-to-accounting-strict")
+    add_dirty_customers(fresh_apis)  # past the watermark; one has a negative lifetime value
+
+    state = await strict(**params, return_state=True)
+    assert state.is_failed()
+    [_, stopped] = await batches_oldest_first(etl_home, "brake")
+    assert stopped.status == "STOPPED"
+    assert (await extract_job_row(etl_home, stopped.batch_id)).watermark_after > before.value
+    after = await watermark(etl_home, "brake", "crm-to-accounting-strict")
+    assert (after.value, after.keys_at_value, after.batch_id) == (before.value, before.keys_at_value, before.batch_id)
+
+
+async def test_a_full_refresh_reads_everything_then_resets_the_watermark(prefect_harness: Path, etl_home: Path,
+                                                                         fresh_apis: DemoApis) -> None:
+    params = parameters(fresh_apis, "reset")
+    source = crm_customers(fresh_apis)
+    assert (await crm_to_accounting(**params)).counts["extracted"] == len(source)
+    reached = await watermark(etl_home, "reset")
+    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    try:  # a watermark beyond every record, as a clock skew or a bad restore might leave
+        await audit.set_watermark(EtlWatermark(tenant_id="reset", batch_type="crm-to-accounting",
+                                               job="extract-crm-customers", cursor_field="updated_at",
+                                               value="2999-01-01T00:00:00Z", keys_at_value=[]))
+    finally:
+        await audit.close()
+    assert (await crm_to_accounting(**params)).counts["extracted"] == 0  # an incremental batch trusts it
+
+    full = await crm_to_accounting(**params, full_refresh=True)
+    assert full.status == "COMPLETED" and full.counts["extracted"] == len(source)
+    assert full.jobs[0].watermark_before is None  # ignored...
+    after = await watermark(etl_home, "reset")
+    assert (after.value, after.batch_id) == (reached.value, full.batch_id)  # ...then reset to what it read
+    assert after.keys_at_value == reached.keys_at_value

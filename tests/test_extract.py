@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,11 @@ from pydantic import SecretStr
 
 from engine_support import batch_context
 from prefect_restful_etl.deployments.demo_apis import DemoApis
+from prefect_restful_etl.deployments.demo_crm import customer_schema
 from prefect_restful_etl.tasks.engine.api import ApiConfig
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError, SourceError
 from prefect_restful_etl.tasks.engine.extract import ExtractJob, run_extract
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.tables import EtlWatermark
@@ -130,6 +133,24 @@ async def test_incremental_reads_only_what_changed_and_drops_what_it_saw(tmp_pat
     assert changed.watermark_after > first.watermark_after
 
 
+async def test_a_record_without_its_natural_key_is_never_dropped_at_the_watermark(tmp_path: Path,
+                                                                                 crm_apis: DemoApis) -> None:
+    keyless, *keyed = control(crm_apis, "POST", "dirty")["data"]  # four at one stamp; the first has no email
+    incremental = {"incremental": {"cursor_field": "meta.updated_at", "param": "updated_since"}}
+    extract_job = job(*STYLES["page-number"], natural_key=["email"], **incremental)
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        first, _ = await extract(ctx, extract_job)
+        assert first.watermark_after == keyless["updated_at"]
+        assert sorted(first.keys_at_watermark) == sorted(c["email"] for c in keyed)  # no "" for the keyless one
+        await ctx.audit.set_watermark(EtlWatermark(
+            tenant_id=ctx.tenant_id, batch_type=ctx.batch_type, job=extract_job.slug, cursor_field="meta.updated_at",
+            value=first.watermark_after, keys_at_value=first.keys_at_watermark,
+        ))
+        second, staged = await extract(ctx, extract_job)
+    assert [r["id"] for r in staged] == [keyless["id"]]  # not certainly seen, so kept
+    assert second.counts["skipped"] == len(keyed)
+
+
 async def test_records_that_fail_the_entity_schema_are_error_events(tmp_path: Path, crm_apis: DemoApis) -> None:
     control(crm_apis, "POST", "dirty")
     extract_job = job(*STYLES["page-number"], entity_schema={"api_path": "/schemas/customer.json"})
@@ -141,6 +162,39 @@ async def test_records_that_fail_the_entity_schema_are_error_events(tmp_path: Pa
     assert len(staged) == total - len(events)
     assert {e.column for e in events} >= {"email"}
     assert all(e.screen == "entity schema" and e.natural_key for e in events)
+    assert report.schema_drift == {}  # a record missing a field is a violation, not drift: others have it
+
+
+async def test_fields_that_appear_or_disappear_against_the_schema_are_reported_as_drift(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    with httpx.Client(base_url=crm_apis.crm_url, headers={"Authorization": f"Bearer {crm_apis.crm_token}"}) as c:
+        c.patch("/customers/17", json={"nickname": "Al"}).raise_for_status()  # a field the schema lacks
+    schema = customer_schema()
+    schema["properties"]["vat_number"] = {"type": "string"}  # a property no record has
+    (tmp_path / "customer.json").write_text(json.dumps(schema))
+    extract_job = job(*STYLES["page-number"], entity_schema={"source": str(tmp_path / "customer.json")})
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        report, staged = await extract(ctx, extract_job)
+    assert report.schema_drift == {"unexpected_fields": ["nickname"], "unseen_properties": ["vat_number"]}
+    assert len(staged) == len(crm_ids(crm_apis))  # drift is reported, never rejected
+
+
+async def test_a_mistyped_records_path_fails_the_extract(tmp_path: Path, crm_apis: DemoApis) -> None:
+    mistyped = job("/customers", "dta", {"type": "page_number", "page_size": 30})
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        with pytest.raises(SourceError, match=r"GET crm:.*/customers answered 200: records_path 'dta' is not in "
+                                              r"the body \(its keys: data, has_more, page, per_page, total\)"):
+            await extract(ctx, mistyped)
+
+
+@pytest.mark.parametrize("api_path", ["/all/customers", "/docs"], ids=["a-json-list", "html"])
+async def test_a_schema_path_that_gives_no_json_object_is_a_config_error(tmp_path: Path, crm_apis: DemoApis,
+                                                                        api_path: str) -> None:
+    extract_job = job(*STYLES["page-number"], entity_schema={"api_path": api_path})
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        with pytest.raises(ConfigError, match=f"entity_schema.api_path: crm:{api_path} did not answer"):
+            await extract(ctx, extract_job)
 
 
 async def test_a_child_endpoint_is_read_for_every_parent(tmp_path: Path, crm_apis: DemoApis) -> None:

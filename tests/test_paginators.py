@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -107,6 +108,24 @@ STYLES = [
         [page({"data": rows(1), "meta": {"next": "c1"}}), page({"data": rows(2), "meta": {"next": None}})],
         ["/api/customers", "/api/customers?after=c1"],
         id="cursor-from-body-path",
+    ),
+    pytest.param(
+        {"type": "cursor", "cursor_path": "next"},
+        [page({"data": rows(1), "next": "c1"}), page({"data": rows(2), "next": False})],
+        ["/api/customers", "/api/customers?cursor=c1"],
+        id="cursor-false-stops",
+    ),
+    pytest.param(
+        {"type": "cursor", "cursor_path": "next"},
+        [page({"data": rows(1), "next": 0}), page({"data": rows(2), "next": None})],
+        ["/api/customers", "/api/customers?cursor=0"],
+        id="cursor-zero-is-a-token",
+    ),
+    pytest.param(
+        {"type": "next_url", "next_url_path": "next"},
+        [page({"data": rows(1), "next": "?after=1"}), page({"data": rows(2), "next": False})],
+        ["/api/customers", "/api/customers?after=1"],
+        id="next-url-false-stops",
     ),
     pytest.param(
         {"type": "next_url", "next_url_path": "links.next"},
@@ -295,7 +314,36 @@ async def test_a_huge_total_plans_lazily_and_early_exit_cancels_the_rest() -> No
             first = [await anext(pages) for _ in range(3)]
             await pages.aclose()
     assert [r["id"] for p in first for r in p] == list(range(6))
-    assert len(api.requested) <= 1 + 3 + 4  # page one, the pages read, and one window in flight
+    assert len(api.requested) <= 1 + 3 + 4 * 4  # page one, the pages read, and at most 4 x concurrency ahead
+
+
+async def test_a_slow_page_leaves_no_slot_idle() -> None:
+    slow = asyncio.Event()
+    requested: list[int] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params["page"])
+        requested.append(number)
+        if number == 2:
+            await slow.wait()
+        return httpx.Response(200, json={"data": rows(number), "total": 50})
+
+    paginator = {"type": "page_number", "page_size": 1, "total_path": "total", "concurrent": True}
+    with respx.mock:
+        respx.get(url__startswith=BASE).mock(side_effect=answer)
+        async with client_for(paginator, concurrency=3) as client:
+            reading = asyncio.ensure_future(anext_n(client.paginate("/customers", records_path="data"), 5))
+            for _ in range(50):
+                await asyncio.sleep(0)
+            # page 2 is still out, yet the other two slots went on: pages 3 to 13 (4 x concurrency ahead)
+            assert sorted(requested) == list(range(1, 14))
+            slow.set()
+            assert [r["id"] for p in await reading for r in p] == [1, 2, 3, 4, 5]
+
+
+async def anext_n(pages: Any, n: int) -> list[Any]:
+    async with aclosing(pages):
+        return [await anext(pages) for _ in range(n)]
 
 
 async def test_concurrent_plan_beyond_max_pages_fails_before_fetching_it() -> None:

@@ -114,6 +114,18 @@ async def test_a_job_event_names_the_batch_tenant_and_batch_type(ctx: BatchConte
     }
 
 
+@pytest.mark.parametrize(
+    "drift",
+    [{"unexpected_fields": ["nickname"], "unseen_properties": []}, {}],
+    ids=["drifted", "no-drift"],
+)
+async def test_a_job_finished_event_carries_the_schema_drift(ctx: BatchContext, drift: dict[str, list[str]]) -> None:
+    report = job({"extracted": 3})
+    report.schema_drift = drift
+    payload = status.job_event(ctx, status.JOB_FINISHED, report, "COMPLETED")["payload"]
+    assert payload.get("schema_drift") == (drift or None)
+
+
 async def test_a_batch_event_is_about_the_batch_itself(ctx: BatchContext) -> None:
     event = status.batch_event(ctx, status.BATCH_STARTED, {"status": "RUNNING"})
     assert event["resource"]["prefect.resource.id"] == status.batch_resource_id(ctx.batch_id)

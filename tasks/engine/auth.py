@@ -10,7 +10,7 @@ import base64
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RetriableError, SourceError
-from prefect_restful_etl.tasks.engine.redaction import redact
+from prefect_restful_etl.tasks.engine.redaction import redact_excerpt
 
 
 def _require(credentials: Credentials | None, field: str, api: str) -> Any:
@@ -157,6 +157,8 @@ class OAuth2ClientCredentials(httpx.Auth):
     The token request is yielded from the auth flow, so it goes through the same client and transport.
     One `asyncio.Lock` per event loop lets a single request fetch while the others wait; the token itself
     sits behind a `threading.Lock` because Prefect may run a run's jobs in several threads.
+    The access token is a secret that no configuration holds, so whoever masks secrets (each client using
+    this auth) learns every token through `add_token_listener`.
     """
 
     _EARLY = 30.0  # seconds: renew a token this long before it expires rather than risk a 401
@@ -173,6 +175,20 @@ class OAuth2ClientCredentials(httpx.Auth):
             weakref.WeakKeyDictionary()
         )
         self.fetches = 0  # how many tokens this run fetched: one, unless a token expired or was refused
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_token_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(token)` with the token held now, if any, and with every token fetched later."""
+        with self._state:
+            self._listeners.append(listener)
+            current = self._token
+        if current:
+            listener(current)
+
+    def remove_token_listener(self, listener: Callable[[str], None]) -> None:
+        with self._state:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         raise NotImplementedError("OAuth2ClientCredentials works with httpx.AsyncClient only")
@@ -223,13 +239,17 @@ class OAuth2ClientCredentials(httpx.Auth):
         body = _json_or_none(response)
         token = body.get("access_token") if isinstance(body, dict) else None
         if response.status_code != 200 or not isinstance(token, str) or not token:
-            detail = redact(_oauth_error(body), [self._client_secret.get_secret_value()])
+            detail = _oauth_error(body, [self._client_secret.get_secret_value()])
             message = f"no token for credentials.{self._api}.client_id: {detail}"
             if response.status_code == 429 or response.status_code >= 500:
                 raise RetriableError(endpoint, response.status_code, message)
             raise SourceError(endpoint, response.status_code, message)
         expires_in = body.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else float("inf")
+        with self._state:
+            listeners = list(self._listeners)
+        for listener in listeners:  # before any request carries the token, so an echo of it is masked
+            listener(token)
         with self._state:
             self._token, self._expires_at = token, time.monotonic() + lifetime
             self.fetches += 1
@@ -242,8 +262,9 @@ def _json_or_none(response: httpx.Response) -> Any:
         return None
 
 
-def _oauth_error(body: Any) -> str:
+def _oauth_error(body: Any, secrets: list[str]) -> str:
     """RFC 6749 section 5.2 (`{"error": "invalid_client", "error_description": ...}`), never the raw body."""
     if isinstance(body, dict) and body.get("error"):
-        return " - ".join(str(body[k])[:200] for k in ("error", "error_description") if body.get(k))
+        fields = ("error", "error_description")
+        return " - ".join(redact_excerpt(str(body[k]), secrets, 200) for k in fields if body.get(k))
     return "the token endpoint gave no access_token"

@@ -12,7 +12,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -20,11 +19,18 @@ from typing import Any
 import httpx
 
 from prefect_restful_etl.tasks.engine.api import ApiConfig
+from prefect_restful_etl.tasks.engine.auth import OAuth2ClientCredentials
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.paginators import BasePaginator, PagePlan, PageRequest
 from prefect_restful_etl.tasks.engine.paths import get_path
-from prefect_restful_etl.tasks.engine.redaction import RedactingFilter, install_log_redaction, redact
+from prefect_restful_etl.tasks.engine.redaction import (
+    RedactingFilter,
+    install_log_redaction,
+    redact,
+    redact_excerpt,
+)
+from prefect_restful_etl.tasks.engine.window import fetch_in_order
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ def classify(response: httpx.Response, endpoint: str, secrets: Sequence[str] = (
     if response.is_success:
         return
     status = response.status_code
-    message = redact(response.text[:300] or response.reason_phrase, secrets)
+    message = redact_excerpt(response.text, secrets, 300) or response.reason_phrase
     if status in (408, 425, 429) or (status >= 500 and status not in _NOT_RETRIABLE_5XX):
         raise RetriableError(endpoint, status, message, retry_after=parse_retry_after(response))
     raise SourceError(endpoint, status, message)
@@ -111,10 +117,15 @@ class RestClient:
         install_log_redaction()
         RedactingFilter.register(self._secrets)
         limits = httpx.Limits(max_connections=api.concurrency * 2, max_keepalive_connections=api.concurrency * 2)
+        # The limiter waits in a request hook, which httpx runs for every request it sends: retries, and
+        # also those an auth flow yields (an OAuth2 token request, the request again after a 401).
         self._http = httpx.AsyncClient(
-            base_url=api.url, headers=api.headers, timeout=api.timeout, limits=limits, transport=transport
+            base_url=api.url, headers=api.headers, timeout=api.timeout, limits=limits, transport=transport,
+            event_hooks={"request": [self._before_send]},
         )
         self._base = httpx.URL(api.url)
+        if isinstance(self._auth, OAuth2ClientCredentials):  # its access tokens are secrets too
+            self._auth.add_token_listener(self._add_secret)
 
     async def __aenter__(self) -> RestClient:
         return self
@@ -125,7 +136,18 @@ class RestClient:
     async def aclose(self) -> None:
         if not self._http.is_closed:
             await self._http.aclose()
+            if isinstance(self._auth, OAuth2ClientCredentials):
+                self._auth.remove_token_listener(self._add_secret)
             RedactingFilter.unregister(self._secrets)
+
+    def _add_secret(self, secret: str) -> None:
+        """A secret learnt while running (an OAuth2 access token): masked in errors and log lines from now on."""
+        if secret and secret not in self._secrets and not self._http.is_closed:  # closed: unregistered already
+            self._secrets.append(secret)
+            RedactingFilter.register([secret])
+
+    async def _before_send(self, request: httpx.Request) -> None:
+        await self._limiter.wait()
 
     def _endpoint(self, method: str, url: str | httpx.URL) -> str:
         return redact(f"{method} {self.api.name}:{httpx.URL(url).copy_with(query=None)}", self._secrets)
@@ -140,7 +162,6 @@ class RestClient:
         self._check_origin(url, endpoint)
         safe = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
         for attempt in range(1, self.api.max_attempts + 1):
-            await self._limiter.wait()
             outcome, unsent = await self._send(method, url, endpoint, kwargs)
             if isinstance(outcome, httpx.Response):
                 return outcome
@@ -238,32 +259,16 @@ class RestClient:
         if pager.max_pages is not None and pages > pager.max_pages:
             raise PaginationError(f"{self._endpoint('GET', path)}: more than max_pages={pager.max_pages} pages")
 
-    async def _fetch_planned(
+    def _fetch_planned(
         self, plan: PagePlan, records_path: str | None, concurrency: int
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """A sliding window of at most `concurrency` tasks: created as earlier pages are yielded, never all at once."""
+        """The planned pages in order, with `concurrency` requests in flight all along (see `fetch_in_order`)."""
 
         async def fetch(page: PageRequest) -> list[dict[str, Any]]:
             response = await self.request("GET", _with_params(page))
             return extract_records(response, records_path, self._endpoint("GET", page.url))
 
-        requests = iter(plan)
-        window: deque[asyncio.Task[list[dict[str, Any]]]] = deque()
-        try:
-            for page in requests:
-                window.append(asyncio.ensure_future(fetch(page)))
-                if len(window) >= concurrency:
-                    break
-            while window:
-                records = await window.popleft()
-                following = next(requests, None)
-                if following is not None:
-                    window.append(asyncio.ensure_future(fetch(following)))
-                yield records
-        finally:
-            for task in window:
-                task.cancel()
-            await asyncio.gather(*window, return_exceptions=True)
+        return fetch_in_order(plan, fetch, concurrency)
 
 
 def _with_params(page: PageRequest) -> str:
@@ -271,13 +276,24 @@ def _with_params(page: PageRequest) -> str:
     return str(httpx.URL(page.url).copy_merge_params(page.params)) if page.params else page.url
 
 
+_ABSENT = object()
+
+
 def extract_records(response: httpx.Response, records_path: str | None, endpoint: str) -> list[dict[str, Any]]:
-    """The list of records at `records_path` in the body; a single object counts as one record."""
+    """The list of records at `records_path` in the body; a single object counts as one record.
+
+    `null` or `[]` there is an empty page. A body without the path at all is an error: it is far more often
+    a mistyped `records_path` than an API that leaves the key out, and read as empty it would give an
+    extract that succeeds with nothing (and a full-refresh load that expires everything).
+    """
     try:
         body = response.json()
     except ValueError as ex:
         raise SourceError(endpoint, response.status_code, "the body is not JSON") from ex
-    records = get_path(body, records_path)
+    records = get_path(body, records_path, _ABSENT)
+    if records is _ABSENT:
+        raise SourceError(endpoint, response.status_code, f"records_path {records_path!r} is not in the body"
+                          + _keys_hint(body))
     if records is None:
         return []
     if isinstance(records, dict):
@@ -285,3 +301,11 @@ def extract_records(response: httpx.Response, records_path: str | None, endpoint
     if not isinstance(records, list):
         raise SourceError(endpoint, response.status_code, f"{records_path or 'the body'} is not a list of records")
     return records
+
+
+def _keys_hint(body: Any, limit: int = 10) -> str:
+    """The body's top-level keys (names, never values), so that a typo in the path is easy to see."""
+    if not isinstance(body, dict):
+        return f" (the body is a JSON {type(body).__name__})" if isinstance(body, list) else ""
+    keys = sorted(map(str, body))
+    return f" (its keys: {', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''})"

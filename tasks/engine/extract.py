@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect_restful_etl.tasks.engine.children import iter_child_pages
 from prefect_restful_etl.tasks.engine.client import RestClient
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.incremental import Cursor, Incremental
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
+from prefect_restful_etl.tasks.engine.paths import get_path
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.scd import natural_key
 from prefect_restful_etl.tasks.engine.schema import SchemaChecker
@@ -96,7 +99,7 @@ async def run_extract(
     counts = report.counts = {"extracted": 0, "skipped": 0, "rejected": 0}
     async for page in _pages(job, client, ctx, params, parents):
         if cursor is not None:
-            fresh = [r for r in page if cursor.admit(r, natural_key(r, job.natural_key))]
+            fresh = [r for r in page if cursor.admit(r, _seen_key(r, job.natural_key))]
             counts["skipped"] += len(page) - len(fresh)
             page = fresh
         if checker is not None:
@@ -115,6 +118,17 @@ async def run_extract(
         report.schema_drift = {"unexpected_fields": list(drift.unexpected_fields),
                                "unseen_properties": list(drift.unseen_properties)} if drift.drifted else {}
     return report
+
+
+def _seen_key(record: dict[str, Any], fields: list[str]) -> str | None:
+    """The natural key the watermark remembers the record by, or None when a part of it is missing.
+
+    A keyless record cannot be told from another keyless one, so it is never remembered as seen: else the
+    next run would drop every keyless record at the watermark. Read twice, it is harmless (a load diffs).
+    """
+    if any(get_path(record, field) is None for field in fields):
+        return None
+    return natural_key(record, fields)
 
 
 def _pages(
@@ -146,10 +160,22 @@ async def _checker(link: EntitySchema | None, client: RestClient) -> SchemaCheck
     if link is None:
         return None
     if link.api_path is not None:
-        schema = (await client.request("GET", link.api_path)).json()
-        return SchemaChecker(schema, source=f"{client.api.name}:{link.api_path}")
+        source = f"{client.api.name}:{link.api_path}"
+        return SchemaChecker(_schema_object(await client.request("GET", link.api_path), source), source=source)
     assert link.source is not None
     return await SchemaChecker.load(link.source)
+
+
+def _schema_object(response: httpx.Response, source: str) -> dict[str, Any]:
+    """The body as a JSON Schema; any other answer (HTML, a list of records) means api_path names the wrong
+    endpoint, a configuration mistake rather than a crash of the checker."""
+    try:
+        schema = response.json()
+    except ValueError:
+        schema = None
+    if not isinstance(schema, dict):
+        raise ConfigError("entity_schema.api_path", f"{source} did not answer with a JSON Schema (a JSON object)")
+    return schema
 
 
 async def _screen_schema(

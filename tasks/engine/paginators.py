@@ -286,7 +286,7 @@ class _ReferencePaginator(BasePaginator):
 
     def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
         found = self._find_next(response)
-        self._next = None if found in (None, "") else str(found)
+        self._next = None if _absent(found) else str(found)
         self._has_next = self._next is not None and not (self.stop_after_empty_page and not records)
 
     def update_request(self, request: PageRequest) -> None:
@@ -310,9 +310,15 @@ class _NextUrl(_ReferencePaginator):
         request.url, request.params = reference, {}
 
 
+def _absent(reference: Any) -> bool:
+    """No next page: a null, missing or empty reference, or `false` (`"next_cursor": false` on the last page),
+    which would otherwise be sent back as the token "False" and then again, a loop."""
+    return reference is None or reference is False or reference == ""
+
+
 def _absolute(response: httpx.Response, url: Any) -> str | None:
     # A relative next link is relative to the page that gave it, not to the API's base URL.
-    return str(response.request.url.join(str(url))) if url not in (None, "") else None
+    return None if _absent(url) else str(response.request.url.join(str(url)))
 
 
 class CursorPaginator(_CursorParam):

@@ -31,6 +31,12 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def redact_excerpt(text: str, secrets: Iterable[str], limit: int) -> str:
+    """The first `limit` characters of `text`, redacted. Redacted first and cut after: a cut first could
+    split a secret, and its remaining part would no longer match the secret, so it would survive."""
+    return redact(text, secrets)[:limit]
+
+
 class RedactingFilter(logging.Filter):
     """Masks the secrets of every open client in the log lines of third-party loggers.
 

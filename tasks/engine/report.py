@@ -24,6 +24,14 @@ class JobReport(BaseModel):
     quality: dict[str, Any] = Field(default_factory=dict, description="A transform's screen summary (screens.py).")
 
 
+def describe_drift(drift: dict[str, list[str]]) -> str:
+    """`fields not in the schema: nickname; schema properties no record had: vat_number` (names, never values)."""
+    parts = [f"{label}: {', '.join(drift[name])}" for name, label in
+             (("unexpected_fields", "fields not in the schema"), ("unseen_properties", "schema properties no record had"))
+             if drift.get(name)]
+    return "; ".join(parts)
+
+
 class BatchReport(BaseModel):
     """What one batch did, job by job."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import select
 
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport, describe_drift

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 # Before Prefect is imported: a private home, no telemetry, no calls off this machine.
@@ -15,6 +15,9 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("PREFECT_API_URL", None)
 
 import pytest  # noqa: E402
+
+from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage  # noqa: E402
+from prefect_restful_etl.tasks.engine.stage_redis import RedisStage  # noqa: E402
 
 pytest_plugins = [
     "fixtures.demo_apis",
@@ -49,3 +52,13 @@ def etl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("RESTFUL_ETL_AUDIT_URL", raising=False)
     monkeypatch.setenv("RESTFUL_ETL_STAGE_URL", "memory://")
     return tmp_path
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
+    """Each stage backend in turn; the Redis one on an emptied database of the session's redis-server."""
+    if request.param == "memory":
+        yield MemoryStage()
+        return
+    async with RedisStage.from_url(request.getfixturevalue("redis_url")) as redis_stage:
+        yield redis_stage

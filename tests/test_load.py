@@ -21,8 +21,7 @@ from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError, LoadLimitExceeded, RetriableError
 from prefect_restful_etl.tasks.engine.load import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage, StageKey
-from prefect_restful_etl.tasks.engine.stage_redis import RedisStage
+from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 
 BASE = "https://acct.example.com"
 KEY = "acct-key-123456"
@@ -126,16 +125,6 @@ class SmallChunks:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stage, name)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
-    """Each stage in turn: the load's index of the destination and its seen keys rest there."""
-    if request.param == "memory":
-        yield MemoryStage()
-        return
-    async with RedisStage.from_url(request.getfixturevalue("redis_url")) as redis_stage:
-        yield redis_stage
 
 
 def row(n: int, email: str | None = None, **more: Any) -> dict[str, Any]:

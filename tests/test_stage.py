@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, StageError
-from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage, StageKey
-from prefect_restful_etl.tasks.engine.stage_redis import RedisStage
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
-    """Each backend in turn; the Redis one on an emptied database of the session's redis-server."""
-    if request.param == "memory":
-        yield MemoryStage()
-        return
-    async with RedisStage.from_url(request.getfixturevalue("redis_url")) as redis_stage:
-        yield redis_stage
+from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
 
 
 @pytest.fixture

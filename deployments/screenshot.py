@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tab", default="Artifacts", help="the flow run page's tab (Artifacts, Logs, Task Runs ...)")
     parser.add_argument("--expect", default=None, help="text to wait for before the capture (an artifact key)")
     parser.add_argument("--api-url", default=os.environ.get("PREFECT_API_URL", ""))
+    parser.add_argument("--width", type=int, default=2200, help="window width in pixels (the audit table is wide)")
+    parser.add_argument("--height", type=int, default=1800, help="window height in pixels")
     args = parser.parse_args(argv)
     if not args.api_url:
         parser.error("set PREFECT_API_URL or give --api-url")
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a batch id or --artifact KEY")
     url = artifact_url(args.api_url, args.artifact, args.history) if args.artifact else ui_url(args.api_url, args.batch_id)
     expect = args.expect or args.artifact  # an artifact's page names its key once its data is in
-    print(screenshot(url, args.out, tab=None if args.artifact else args.tab, expect=expect))
+    tab = None if args.artifact else args.tab
+    print(screenshot(url, args.out, tab=tab, expect=expect, width=args.width, height=args.height))
     return 0
 
 

@@ -7,6 +7,7 @@ Artifacts page is that tenant's sync history. The progress artifact lives with t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
@@ -15,21 +16,27 @@ from sqlmodel import select
 
 from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport, describe_drift
-from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent
+from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent, EtlJob
 from prefect_restful_etl.tasks.status import artifact_key
 
 FIRST_ERRORS = 50
+_MESSAGE_CHARS = 300
 _SUMMARY_COUNTS = ("extracted", "transformed", "filtered", "rejected", "inserted", "updated", "expired", "unchanged",
                    "duplicates", "failed_writes")
 _ERROR_COLUMNS = ("job", "screen", "severity", "action", "natural_key", "column", "value", "message")
 
 
-def audit_summary(report: BatchReport) -> list[dict[str, Any]]:
-    """One row per job and a last row for the batch: status, counts, seconds."""
+def audit_summary(report: BatchReport, unreported: Sequence[EtlJob] = ()) -> list[dict[str, Any]]:
+    """One row per job and a last row for the batch: status, counts, seconds. `unreported` are the audit rows
+    of jobs that ended without a report (a job that failed): they show as the audit database holds them."""
     rows = []
     for job in report.jobs:
         counts = {name: job.counts.get(name, "") for name in _SUMMARY_COUNTS}
         rows.append({"job": job.job, "kind": job.kind, "status": job.status, **counts, "seconds": job.seconds})
+    for row in unreported:
+        seconds = round((row.ended_at - row.started_at).total_seconds(), 3) if row.ended_at else None
+        counts = {name: getattr(row, name) for name in _SUMMARY_COUNTS}
+        rows.append({"job": row.job, "kind": row.kind, "status": row.status, **counts, "seconds": seconds})
     totals = {name: report.counts.get(name, 0) for name in _SUMMARY_COUNTS}
     rows.append({"job": "batch", "kind": "", "status": report.status, **totals, "seconds": report.seconds})
     return rows
@@ -93,11 +100,14 @@ async def publish_artifacts(audit: AuditStore, report: BatchReport) -> None:
     """The three artifacts of a finished batch (any ending), attached to its flow run. Descriptions lead with
     the figures: the UI's artifact cards show only their first line or so."""
     counts, key = report.counts, lambda kind: artifact_key(report.batch_type, report.tenant_id, kind)
+    reported = {job.job for job in report.jobs}
+    unreported = [row for row in await audit.jobs(report.batch_id) if row.job not in reported]
+    why = f" {report.message[:_MESSAGE_CHARS]}" if report.message else ""  # already redacted by the batch
     await acreate_table_artifact(
-        audit_summary(report), key=key("audit"),
+        audit_summary(report, unreported), key=key("audit"),
         description=f"**{report.status}** in {report.seconds:.1f} s: {counts.get('extracted', 0)} extracted, "
         f"{counts.get('inserted', 0)} inserted, {counts.get('updated', 0)} updated, "
-        f"{counts.get('rejected', 0)} rejected (batch `{report.batch_id}`).",
+        f"{counts.get('rejected', 0)} rejected (batch `{report.batch_id}`).{why}",
     )
     screens = await screen_counts(audit, report.batch_id)
     score = report.quality.get("quality_score")

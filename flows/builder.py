@@ -13,6 +13,17 @@ from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.report import BatchReport
 
 
+def run_name() -> str:
+    """`acme incremental 2026-03-01 14:00` (UTC): runs of one tenant told apart in the UI's lists and histories."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    tenant = parameters.get("tenant_id")
+    kind = "full re-sync" if parameters.get("full_refresh") is True else "incremental"
+    when = flow_run.scheduled_start_time.in_timezone("UTC")
+    return f"{tenant if isinstance(tenant, str) and tenant else 'no tenant'} {kind} {when:%Y-%m-%d %H:%M}"
+
+
 def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
     """One flow per batch type; its parameters are the batch's: tenant, credentials, full or incremental."""
 
@@ -52,7 +63,7 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
     batch.__name__ = batch_type.name.replace("-", "_")
     options: dict[str, Any] = {
         "name": batch_type.name,
-        "flow_run_name": "{tenant_id}",
+        "flow_run_name": run_name,
         "description": batch_type.description or None,
         "persist_result": False,
         # validated by the batch after its stored parameters are masked: Prefect would log them as sent

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from engine_support import batch_context
 from prefect_restful_etl.flows.artifacts import audit_summary, first_errors, quality_markdown, screen_counts
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
+from prefect_restful_etl.tasks.engine.tables import EtlJob
 
 
 def report(quality: dict[str, float] | None = None) -> BatchReport:
@@ -27,6 +29,18 @@ def test_the_audit_summary_has_a_row_per_job_and_one_for_the_batch() -> None:
     assert rows[0]["extracted"] == 10 and rows[0]["inserted"] == ""  # a count the job does not keep is blank
     assert (rows[1]["filtered"], rows[-1]["filtered"]) == (1, 1)  # records a filter step dropped
     assert rows[-1] | {"seconds": 0} == rows[-1] | {"seconds": 0, "status": "COMPLETED", "inserted": 8, "rejected": 1}
+
+
+def test_a_job_that_failed_shows_as_its_audit_row_holds_it() -> None:
+    """A failed job returns no report; the batch's audit table still names it, with what it did."""
+    started = datetime(2026, 3, 1, tzinfo=UTC)
+    failed = EtlJob(job_id="2", batch_id="b", tenant_id="acme", job="Load", kind="load", status="FAILED",
+                    inserted=3, started_at=started, ended_at=started + timedelta(seconds=1.5))
+    failing = report().model_copy(update={"jobs": report().jobs[:2], "status": "FAILED"})
+    rows = audit_summary(failing, [failed])
+    assert [(r["job"], r["status"]) for r in rows] == [("Extract", "COMPLETED"), ("Shape", "COMPLETED"),
+                                                         ("Load", "FAILED"), ("batch", "FAILED")]
+    assert (rows[2]["inserted"], rows[2]["seconds"]) == (3, 1.5)
 
 
 async def test_the_quality_report_groups_error_events_by_screen_worst_first(tmp_path: Path) -> None:

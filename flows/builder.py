@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from prefect import Flow, flow
@@ -20,7 +21,7 @@ def run_name() -> str:
     parameters = flow_run.parameters
     tenant = parameters.get("tenant_id")
     kind = "full re-sync" if parameters.get("full_refresh") is True else "incremental"
-    when = flow_run.scheduled_start_time.in_timezone("UTC")
+    when = flow_run.scheduled_start_time.astimezone(UTC)  # a pendulum DateTime, or a datetime (Python 3.13+)
     return f"{tenant if isinstance(tenant, str) and tenant else 'no tenant'} {kind} {when:%Y-%m-%d %H:%M}"
 
 

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_rest import prefect_rest
 from typer.testing import CliRunner, Result
 
 from prefect_restful_etl.deployments.cli import app
@@ -53,7 +53,7 @@ class Operations:
     def __init__(self, server: PrefectServer, home: Path, settings: dict[str, str]) -> None:
         self.server, self.home, self.settings = server, home, settings
         self.env = {**os.environ, **server.client_environment(), **settings}
-        self.rest = httpx.Client(base_url=server.api_url, timeout=30)
+        self.rest = prefect_rest(server.api_url)
         self.log = home / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -428,6 +428,18 @@ async def test_without_compare_every_staged_field_is_compared(tmp_path: Path, st
     assert report.counts["updated"] == 2, "record 1 lost its email: a change too"
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@respx.mock
+async def test_a_field_a_record_lacks_is_written_as_null_so_a_rerun_settles(tmp_path: Path, method: str) -> None:
+    """Compared as null, it must be sent as null: a PATCH without it would keep the old value for ever."""
+    dest = FakeDestination(respx.mock, [row(1), row(2)])
+    lacking = [{"external_id": "1", "name": "Co 1"}, staged(2)]
+    first, _ = await load(tmp_path, job(compare=None, update_method=method), lacking)
+    again, _ = await load(tmp_path, job(compare=None, update_method=method), lacking)
+    assert (first.counts["updated"], again.counts["updated"], again.counts["unchanged"]) == (1, 0, 2)
+    assert dest.rows["AC-1"]["email"] is None
+
+
 @respx.mock
 async def test_audit_columns_are_stamped_and_never_compared(tmp_path: Path) -> None:
     dest = FakeDestination(respx.mock)

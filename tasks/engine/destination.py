@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import aclosing
 from typing import Any, Literal
 
 import orjson
@@ -157,8 +158,9 @@ class DestinationIndex:
         """Every row of the collection, page by page: any paginator the API or endpoint states."""
         pages = client.paginate(endpoint.path, params=endpoint.params, records_path=endpoint.records_path,
                                 paginator=endpoint.paginator)
-        async for page in pages:
-            await self.add(page)
+        async with aclosing(pages):  # a row that fails the index stops the pages still in flight
+            async for page in pages:
+                await self.add(page)
 
     async def look_up(
         self, client: RestClient, endpoint: Endpoint, lookup: Lookup, staged: Mapping[str, dict[str, Any]],

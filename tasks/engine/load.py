@@ -124,6 +124,7 @@ async def run_load(
             states = await index.fetch(latest)
             if mode == "by_key":
                 await index.look_up(client, job.endpoint, job.lookup, latest, states, job.concurrency)
+            latest = {key: _with_nulls(record, index.compare) for key, record in latest.items()}
             changes = [planner.plan(k, r, row_hash(r, index.compare), states.get(k)) for k, r in latest.items()]
             await writer.apply(changes, states)
             await index.save(states)
@@ -137,6 +138,13 @@ async def run_load(
         with contextlib.suppress(StageError):  # what the load did, not a stage hiccup in tidying up, is its outcome
             await _forget(ctx.stage, own)
     return report
+
+
+def _with_nulls(record: dict[str, Any], compare: list[str]) -> dict[str, Any]:
+    """The record with an explicit null for each compared (top-level) field it lacks: it is compared as null,
+    so it is written as null too, or a PATCH would leave the old value and every rerun would update again."""
+    absent = [name for name in compare if "." not in name and name not in record]
+    return {**record, **dict.fromkeys(absent)} if absent else record
 
 
 async def _open_index(

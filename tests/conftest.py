@@ -22,6 +22,7 @@ from prefect_restful_etl.tasks.engine.stage_redis import RedisStage  # noqa: E40
 pytest_plugins = [
     "fixtures.demo_apis",
     "fixtures.redis_server",
+    "fixtures.postgres_server",
     "fixtures.prefect_server",
 ]
 
@@ -62,3 +63,4 @@ async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
         return
     async with RedisStage.from_url(request.getfixturevalue("redis_url")) as redis_stage:
         yield redis_stage
+

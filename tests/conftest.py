@@ -64,3 +64,11 @@ async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
     async with RedisStage.from_url(request.getfixturevalue("redis_url")) as redis_stage:
         yield redis_stage
 
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each audit database in turn: a SQLite file of the test's own, and an empty database of the session's
+    PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    return str(request.getfixturevalue("postgres_url"))

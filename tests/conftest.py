@@ -65,10 +65,10 @@ async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
         yield redis_stage
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each audit database in turn: a SQLite file of the test's own, and an empty database of the session's
-    PostgreSQL server."""
+    PostgreSQL server (an integration test: `-m "not integration"` leaves it out)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'audit.db'}"
     return str(request.getfixturevalue("postgres_url"))

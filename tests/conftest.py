@@ -22,6 +22,7 @@ from prefect_restful_etl.tasks.engine.stage_redis import RedisStage  # noqa: E40
 pytest_plugins = [
     "fixtures.demo_apis",
     "fixtures.redis_server",
+    "fixtures.postgres_server",
     "fixtures.prefect_server",
 ]
 
@@ -62,3 +63,12 @@ async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
         return
     async with RedisStage.from_url(request.getfixturevalue("redis_url")) as redis_stage:
         yield redis_stage
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each audit database in turn: a SQLite file of the test's own, and an empty database of the session's
+    PostgreSQL server (an integration test: `-m "not integration"` leaves it out)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -1,4 +1,5 @@
-"""Helpers for engine tests: a batch context on a memory stage and a temporary SQLite audit database."""
+"""Helpers for engine tests: a batch context on a memory stage and a temporary SQLite audit database (or the
+audit database a test names, e.g. its `audit_url`)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from prefect_restful_etl.tasks.engine.tables import EtlBatch
 @asynccontextmanager
 async def batch_context(
     tmp_path: Path, apis: dict[str, tuple[ApiConfig, Credentials | None]], *, tenant_id: str = "t1",
-    full_refresh: bool = False,
+    full_refresh: bool = False, audit_url: str | None = None,
 ) -> AsyncIterator[BatchContext]:
-    audit = await AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
+    audit = await AuditStore.open(audit_url or f"sqlite:///{tmp_path / 'audit.db'}")
     clients = {name: RestClient(api, creds) for name, (api, creds) in apis.items()}
     ctx = BatchContext(
         tenant_id=tenant_id,

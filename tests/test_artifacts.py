@@ -43,8 +43,8 @@ def test_a_job_that_failed_shows_as_its_audit_row_holds_it() -> None:
     assert (rows[2]["inserted"], rows[2]["seconds"]) == (3, 1.5)
 
 
-async def test_the_quality_report_groups_error_events_by_screen_worst_first(tmp_path: Path) -> None:
-    async with batch_context(tmp_path, {}) as ctx:
+async def test_the_quality_report_groups_error_events_by_screen_worst_first(tmp_path: Path, audit_url: str) -> None:
+    async with batch_context(tmp_path, {}, audit_url=audit_url) as ctx:
         sink = ErrorSink(ctx, "Shape", "j1")
         for key in ("1", "2", "3"):
             await sink.add(screen="email_format", message="not an email", natural_key=key, column="email",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,51 @@ async def test_a_full_refresh_reads_everything_then_resets_the_watermark(prefect
     after = await watermark(etl_home, "reset")
     assert (after.value, after.batch_id) == (reached.value, full.batch_id)  # ...then reset to what it read
     assert after.keys_at_value == reached.keys_at_value
+
+
+# --- the audit database on a real PostgreSQL server ---------------------------------------------------------------
+
+
+async def postgres_rows(url: str, query: str) -> list[Any]:
+    import asyncpg
+
+    connection = await asyncpg.connect(url)
+    try:
+        return list(await connection.fetch(query))
+    finally:
+        await connection.close()
+
+
+async def test_a_batch_audits_to_postgresql_and_the_next_one_reads_its_watermark_there(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESTFUL_ETL_AUDIT_URL", postgres_url)
+    dirty = add_dirty_customers(fresh_apis)
+    params = parameters(fresh_apis, "elephant")
+    first = await crm_to_accounting(**params, full_refresh=True)
+    assert (first.status, first.counts["rejected"]) == ("COMPLETED", 4)
+    patch_crm(fresh_apis, 5, {"email": "moved@example.org"})  # past the watermark
+    second = await crm_to_accounting(**params)
+
+    assert second.status == "COMPLETED"
+    assert (second.counts["extracted"], second.counts["updated"], second.counts["inserted"]) == (1, 1, 0)
+    assert not (etl_home / "audit.db").exists(), "nothing went to the default SQLite file"
+    batches = await postgres_rows(postgres_url, "SELECT batch_id, status, full_refresh, extracted, rejected, started_at,"
+                                                " ended_at FROM etl_batch WHERE tenant_id = 'elephant' ORDER BY started_at")
+    assert [(b["batch_id"], b["status"], b["full_refresh"], b["rejected"]) for b in batches] == [
+        (first.batch_id, "COMPLETED", True, 4), (second.batch_id, "COMPLETED", False, 0)]
+    assert [b["extracted"] for b in batches] == [first.counts["extracted"], 1]
+    assert all(b["started_at"].tzinfo is not None and b["ended_at"] > b["started_at"] for b in batches)
+    jobs = await postgres_rows(postgres_url, "SELECT batch_id, kind, status, watermark_before, watermark_after"
+                                             " FROM etl_job WHERE kind = 'extract' ORDER BY started_at")
+    assert [(j["batch_id"], j["status"]) for j in jobs] == [(first.batch_id, "COMPLETED"), (second.batch_id, "COMPLETED")]
+    assert jobs[0]["watermark_before"] is None and jobs[1]["watermark_before"] == jobs[0]["watermark_after"]
+    events = await postgres_rows(postgres_url, "SELECT batch_id, tenant_id, screen, natural_key FROM etl_error_event"
+                                               " ORDER BY id")
+    assert [(e["batch_id"], e["tenant_id"], e["screen"], e["natural_key"]) for e in events] == [
+        (first.batch_id, "elephant", screen, key) for screen, key in zip(DIRTY_SCREENS, dirty, strict=True)]
+    [mark] = await postgres_rows(postgres_url, "SELECT tenant_id, batch_type, job, cursor_field, value, keys_at_value,"
+                                               " batch_id FROM etl_watermark")
+    assert (mark["tenant_id"], mark["batch_type"], mark["job"], mark["cursor_field"], mark["batch_id"]) == (
+        "elephant", "crm-to-accounting", "extract-crm-customers", "updated_at", second.batch_id)
+    assert mark["value"] == jobs[1]["watermark_after"] and json.loads(mark["keys_at_value"]) == ["5"]

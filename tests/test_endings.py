@@ -212,9 +212,11 @@ async def test_resume_refuses_a_batch_prefect_still_runs(
     ids=["killed-while-running", "its-own-code-saw-the-kill", "an-earlier-failure-stays", "completed-stays"],
 )
 async def test_mark_ended_marks_only_what_the_kill_left(
-    etl_home: Path, batch_status: str, job_rows: list[tuple[str, str | None]], expected: tuple[str, list[str]]
+    etl_home: Path, audit_url: str, monkeypatch: pytest.MonkeyPatch, batch_status: str,
+    job_rows: list[tuple[str, str | None]], expected: tuple[str, list[str]],
 ) -> None:
-    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    monkeypatch.setenv("RESTFUL_ETL_AUDIT_URL", audit_url)  # SQLite and PostgreSQL in turn
+    audit = await AuditStore.open(audit_url)
     await audit.add(EtlBatch(batch_id="b1", tenant_id="t", batch_type="bt", status=batch_status))
     for i, (status, message) in enumerate(job_rows):
         await audit.add(EtlJob(job_id=f"j{i}", batch_id="b1", tenant_id="t", job=f"job {i}", kind="load",
@@ -223,8 +225,13 @@ async def test_mark_ended_marks_only_what_the_kill_left(
 
     await mark_ended("b1", "CANCELLED", "cancelled through Prefect")
 
-    row, jobs = await audit_rows(etl_home, "b1")
+    audit = await AuditStore.open(audit_url)
+    try:
+        row, jobs = await audit.get_batch("b1"), await audit.jobs("b1")
+    finally:
+        await audit.close()
     assert row is not None and (row.status, [job.status for job in jobs]) == expected
+    assert all(job.ended_at is not None and job.ended_at >= job.started_at for job in jobs if job.status == "CANCELLED")
 
 
 async def test_mark_ended_marks_the_rows_in_the_audit_database_block_the_workers_use(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ def test_screen_dimension_lists_every_screen_in_processing_order() -> None:
     assert {(r.batch_type, r.job) for r in rows} == {("crm-to-accounting", "Shape accounting customers")}
 
 
-async def test_syncing_the_screen_dimension_drops_the_screens_a_configuration_no_longer_has(tmp_path: Path) -> None:
+async def test_syncing_the_screen_dimension_drops_the_screens_a_configuration_no_longer_has(audit_url: str) -> None:
     elsewhere = EtlScreen(batch_type="other", job="j", name="kept", type="column", severity=1, action="pass",
                           processing_order=1)
     extract, transform, load = CRM_TO_ACCOUNTING.jobs
@@ -41,7 +40,7 @@ async def test_syncing_the_screen_dimension_drops_the_screens_a_configuration_no
     screens += parse_screens([{"name": "name present", "check": "not_null", "column": "name", "severity": 3}])
     changed = CRM_TO_ACCOUNTING.model_copy(update={"jobs": [extract, transform.model_copy(update={"screens": screens}),
                                                              load]})  # fmt: skip
-    audit = await AuditStore.open(f"sqlite:///{tmp_path / 'audit.db'}")
+    audit = await AuditStore.open(audit_url)
     try:
         await audit.sync_screens("other", [elsewhere])
         await audit.sync_screens(CRM_TO_ACCOUNTING.name, screen_dimension(CRM_TO_ACCOUNTING))

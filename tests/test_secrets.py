@@ -172,3 +172,48 @@ def requests_served(apis: DemoApis) -> list[str]:
             stats = client.get(f"{base}/_control/stats").raise_for_status().json()
             served += [path for path in stats.get("requests", stats) if "_control" not in path]
     return served
+
+
+@pytest.mark.parametrize("ending", ["password-refused", "batch-failed"])
+async def test_the_audit_databases_password_never_shows_in_a_failed_batch(
+    prefect_harness: Path, etl_home: Path, demo_apis: DemoApis, private_postgres_server: Any,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, ending: str,
+) -> None:
+    """A PostgreSQL audit URL carries a password: a refused login, or a batch failing with its audit rows
+    written there, shows it in no message, log line or audit row."""
+    import asyncpg
+
+    server = private_postgres_server
+    wrong = "wr0ng-pg-p4ss-never-shown"
+    demo_apis.reset()
+    caplog.set_level(logging.DEBUG)
+    if ending == "password-refused":
+        monkeypatch.setenv("RESTFUL_ETL_AUDIT_URL", server.url.replace(server.password, wrong))
+    else:
+        monkeypatch.setenv("RESTFUL_ETL_AUDIT_URL", server.url)
+        with httpx.Client(base_url=demo_apis.accounting_url) as accounting:  # the load's read of the destination
+            accounting.post("/_control/faults", json={"path": "/customers", "method": "GET", "status": 403}
+                            ).raise_for_status()
+    state = await crm_to_accounting(
+        tenant_id="vault", credentials=credentials(demo_apis), full_refresh=True, return_state=True,
+        base_urls={"crm": demo_apis.crm_url, "accounting": demo_apis.accounting_url},
+    )
+
+    assert state.is_failed()
+    with pytest.raises(Exception) as raised:
+        await state.result()
+    shown = [state.message or "", str(raised.value), repr(raised.value), caplog.text]
+    shown += [log.message for log in await flow_run_logs(str(state.state_details.flow_run_id))]
+    if ending == "password-refused":
+        assert 'password authentication failed for user "etl"' in str(raised.value)
+    else:
+        connection = await asyncpg.connect(server.url)
+        try:
+            [batch] = await connection.fetch("SELECT status, message FROM etl_batch")
+            for table in ("etl_batch", "etl_job", "etl_error_event", "etl_watermark", "etl_screen"):
+                shown += [str(dict(row)) for row in await connection.fetch(f"SELECT * FROM {table}")]
+        finally:
+            await connection.close()
+        assert batch["status"] == "FAILED" and "403" in batch["message"]
+    for secret in (server.password, wrong):
+        assert not [text for text in shown if secret in text]

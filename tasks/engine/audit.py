@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -51,9 +51,13 @@ class AuditStore:
         engine = create_async_engine(parsed, pool_pre_ping=True)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        async with engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.create_all)
-            await conn.run_sync(_add_missing_counts)
+        async with engine.connect() as conn:
+            current = await conn.run_sync(_schema_is_current)
+        if not current:
+            async with engine.begin() as conn:
+                await _lock_schema(conn)
+                await conn.run_sync(SQLModel.metadata.create_all)
+                await conn.run_sync(_add_missing_counts)
         return cls(engine)
 
     async def close(self) -> None:
@@ -148,15 +152,40 @@ class AuditStore:
             await session.commit()
 
 
+def _schema_is_current(connection: Connection) -> bool:
+    inspector = inspect(connection)
+    if not set(SQLModel.metadata.tables) <= set(inspector.get_table_names()):
+        return False
+    return all(_missing_counts(inspector, table) == [] for table in (EtlBatch.__tablename__, EtlJob.__tablename__))
+
+
+def _missing_counts(inspector: Any, table: str) -> list[str]:
+    present = {column["name"] for column in inspector.get_columns(table)}
+    return [name for name in COUNT_FIELDS if name not in present]
+
+
+# Any constant will do: the key of the one advisory lock this schema takes on PostgreSQL.
+_SCHEMA_LOCK = 0x7265_7374_6574_6C  # "restetl"
+
+
+async def _lock_schema(conn: AsyncConnection) -> None:
+    """Hold the database's write lock until the tables are made: `create_all` checks which are missing, then
+    creates them, and two batches opening an empty database at once would both create them (one fails).
+    Taken only when something is missing, so opening a current database never waits for a writer."""
+    backend = conn.dialect.name
+    if backend == "postgresql":  # DDL is transactional there: the lock ends with the transaction
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+    elif backend == "sqlite":  # the driver begins no transaction before DDL; busy_timeout waits for the lock
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _add_missing_counts(connection: Connection) -> None:
     """Add the counts a database created by an earlier release lacks (`filtered`, `duplicates`), 0 in the rows it holds:
     `create_all` makes missing tables, never missing columns, and every insert names each count."""
     inspector = inspect(connection)
     for table in (EtlBatch.__tablename__, EtlJob.__tablename__):
-        present = {column["name"] for column in inspector.get_columns(table)}
-        for name in COUNT_FIELDS:
-            if name not in present:
-                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
+        for name in _missing_counts(inspector, table):
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from prefect_restful_etl.flows.resources import audit_settings
+from prefect_restful_etl.flows.resources import audit_settings, open_audit
 from prefect_restful_etl.tasks.engine.audit import AuditStore, elapsed
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.tables import EtlBatch, EtlErrorEvent, EtlJob
@@ -22,7 +22,7 @@ _JOB_COUNTS = _BATCH_COUNTS
 async def audit_store() -> AsyncIterator[AuditStore]:
     """The audit database the workers write, by the same settings (`RESTFUL_ETL_AUDIT_BLOCK` included)."""
     settings = await audit_settings(Settings())
-    store = await AuditStore.open(settings.audit_database())
+    store = await open_audit(settings)
     try:
         yield store
     finally:

@@ -16,9 +16,8 @@ from typing import Any
 
 from prefect.client.orchestration import get_client
 
-from prefect_restful_etl.flows.resources import audit_settings
+from prefect_restful_etl.flows.resources import audit_settings, open_audit
 from prefect_restful_etl.flows.secrecy import mask_stored_credentials
-from prefect_restful_etl.tasks.engine.audit import AuditStore
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.tables import utcnow
 
@@ -56,7 +55,7 @@ async def mark_ended(batch_id: str, status: str, message: str) -> None:
     """Mark the batch and its jobs that were still running (or stopped by the kill itself) as `status`, in the
     audit database the batch wrote: `RESTFUL_ETL_AUDIT_BLOCK`'s when it names one."""
     settings = await audit_settings(Settings())
-    audit = await AuditStore.open(settings.audit_database())
+    audit = await open_audit(settings)
     try:
         batch = await audit.get_batch(batch_id)
         if batch is None or batch.status in _ENDED:

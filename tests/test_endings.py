@@ -225,11 +225,7 @@ async def test_mark_ended_marks_only_what_the_kill_left(
 
     await mark_ended("b1", "CANCELLED", "cancelled through Prefect")
 
-    audit = await AuditStore.open(audit_url)
-    try:
-        row, jobs = await audit.get_batch("b1"), await audit.jobs("b1")
-    finally:
-        await audit.close()
+    row, jobs = await batch_rows(audit_url, "b1")
     assert row is not None and (row.status, [job.status for job in jobs]) == expected
     assert all(job.ended_at is not None and job.ended_at >= job.started_at for job in jobs if job.status == "CANCELLED")
 
@@ -248,13 +244,18 @@ async def test_mark_ended_marks_the_rows_in_the_audit_database_block_the_workers
 
     await mark_ended("b2", "CRASHED", "the flow run's process ended without finishing")
 
-    audit = await AuditStore.open(url)
-    try:
-        row, jobs = await audit.get_batch("b2"), await audit.jobs("b2")
-    finally:
-        await audit.close()
+    row, jobs = await batch_rows(url, "b2")
     assert row is not None and (row.status, [job.status for job in jobs]) == ("CRASHED", ["CRASHED"])
     assert not (etl_home / "audit.db").exists()  # RESTFUL_ETL_HOME's default database was never opened
+
+
+async def batch_rows(url: str, batch_id: str) -> tuple[EtlBatch | None, list[EtlJob]]:
+    """The batch's audit row and its jobs' rows, read afresh from the database at `url`."""
+    audit = await AuditStore.open(url)
+    try:
+        return await audit.get_batch(batch_id), list(await audit.jobs(batch_id))
+    finally:
+        await audit.close()
 
 
 PLAIN_SECRET = "plain-secret-never-started-5d1e"

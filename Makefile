@@ -41,7 +41,7 @@ test: $(INSTALLED) system-deps
 	$(BIN)/python -m pytest
 
 bench: $(INSTALLED)
-	$(BIN)/python -m prefect_restful_etl.deployments.bench_extract --records 50000
+	$(BIN)/python -m benchmarks.bench_extract --records 50000
 
 clean:
 	rm -rf $(VENV) .restful-etl .pytest_cache

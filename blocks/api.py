@@ -7,9 +7,9 @@ from typing import ClassVar
 from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl
 
-from prefect_restful_etl.tasks.engine.api import ApiConfig
-from prefect_restful_etl.tasks.engine.auth import AuthConfig, NoAuthConfig
-from prefect_restful_etl.tasks.engine.paginators import Paginator, SinglePagePaginator
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.auth import AuthConfig, NoAuthConfig
+from prefect_restful_etl.tasks.engine.http.paginators import Paginator, SinglePagePaginator
 
 
 class RestApi(Block):

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.settings import Settings
-from prefect_restful_etl.tasks.engine.stage_redis import DEFAULT_TTL, RedisStage
+from prefect_restful_etl.tasks.engine.stage.redis import DEFAULT_TTL, RedisStage
 
 
 class EtlStage(Block):

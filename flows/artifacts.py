@@ -14,9 +14,9 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from sqlalchemy import func
 from sqlmodel import select
 
-from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport, describe_drift
-from prefect_restful_etl.tasks.engine.tables import EtlErrorEvent, EtlJob
+from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent, EtlJob
 from prefect_restful_etl.tasks.status import artifact_key
 
 FIRST_ERRORS = 50

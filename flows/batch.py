@@ -34,8 +34,8 @@ from prefect_restful_etl.tasks.engine.quality import batch_quality, screen_dimen
 from prefect_restful_etl.tasks.engine.redaction import redact
 from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
 from prefect_restful_etl.tasks.engine.settings import Settings
-from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
-from prefect_restful_etl.tasks.engine.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
+from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
+from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
 from prefect_restful_etl.tasks.jobs import extract_job, load_job, transform_job
 
 

@@ -7,14 +7,15 @@ from pydantic import ValidationError
 from prefect_restful_etl.blocks.api import RestApi
 from prefect_restful_etl.blocks.audit import AuditDatabase
 from prefect_restful_etl.blocks.stage import EtlStage
-from prefect_restful_etl.tasks.engine.api import ApiConfig
-from prefect_restful_etl.tasks.engine.audit import AuditStore
-from prefect_restful_etl.tasks.engine.client import RateLimiter, RestClient
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
+from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.settings import Settings
-from prefect_restful_etl.tasks.engine.stage import MemoryStage, Stage
+from prefect_restful_etl.tasks.engine.stage.base import Stage
+from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
 
 
 async def stage_settings(settings: Settings) -> Settings:
@@ -33,7 +34,7 @@ def open_stage(settings: Settings) -> Stage:
     if url.startswith("memory:"):
         return MemoryStage()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from prefect_restful_etl.tasks.engine.stage_redis import RedisStage
+        from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 
         return RedisStage.from_url(url, prefix=settings.stage_prefix, ttl=settings.stage_ttl)
     raise ConfigError("RESTFUL_ETL_STAGE_URL", "must start with memory://, redis:// or rediss://")

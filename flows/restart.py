@@ -35,8 +35,8 @@ from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, StageError, StageUnavailable
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.stage import Stage, StageKey
-from prefect_restful_etl.tasks.engine.tables import COUNT_FIELDS, EtlBatch, EtlJob, utcnow
+from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
+from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlBatch, EtlJob, utcnow
 
 EPOCH_JOB = "~epoch"  # job slugs are [a-z0-9-], so no job's output can take this key
 _STAGED_COUNT = {"extract": "extracted", "transform": "transformed"}  # what a job of each kind stages

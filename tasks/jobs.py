@@ -13,12 +13,12 @@ from prefect.logging import get_run_logger
 from prefect_restful_etl.tasks import runtime
 from prefect_restful_etl.tasks.caching import STAGED_JOB
 from prefect_restful_etl.tasks.engine.context import ErrorSink
-from prefect_restful_etl.tasks.engine.extract import run_extract
+from prefect_restful_etl.tasks.engine.extract.job import run_extract
 from prefect_restful_etl.tasks.engine.jobrun import audited_job
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
-from prefect_restful_etl.tasks.engine.load import run_load
+from prefect_restful_etl.tasks.engine.load.job import run_load
 from prefect_restful_etl.tasks.engine.report import JobReport, describe_drift
-from prefect_restful_etl.tasks.engine.transform import run_transform
+from prefect_restful_etl.tasks.engine.transform.job import run_transform
 from prefect_restful_etl.tasks.status import job_status
 
 

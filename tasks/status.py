@@ -1,7 +1,7 @@
 """Live status: batch and job events on Prefect's event bus, and the batch's progress artifact.
 
 Every event names its batch, tenant and batch type, so a client follows one batch over Prefect's events
-websocket by the batch's resource id (see `deployments/watch.py`):
+websocket by the batch's resource id (see `deployments/cli/watch.py`):
 
 | event | resource | payload |
 | --- | --- | --- |

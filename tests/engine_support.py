@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from prefect_restful_etl.tasks.engine.api import ApiConfig
-from prefect_restful_etl.tasks.engine.audit import AuditStore
-from prefect_restful_etl.tasks.engine.client import RestClient
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.stage import MemoryStage
-from prefect_restful_etl.tasks.engine.tables import EtlBatch
+from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch
 
 
 @asynccontextmanager

@@ -18,8 +18,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_rest import prefect_rest
 from typer.testing import CliRunner, Result
 
-from prefect_restful_etl.deployments.cli import app
-from prefect_restful_etl.deployments.prefect_server import PrefectServer
+from prefect_restful_etl.deployments.cli.app import app
+from fixtures.servers.prefect import PrefectServer
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "restful-etl")
 DEPLOYMENTS = ("crm-to-accounting/crm-to-accounting", "crm-to-accounting/crm-to-accounting-full-resync")
@@ -62,7 +62,7 @@ class Operations:
     def serve(self) -> None:
         with self.log.open("wb") as out:  # its own session: stopped with its flow runs by process group
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "prefect_restful_etl.deployments.cli", "serve"], env=self.env, stdout=out,
+                [sys.executable, "-m", "prefect_restful_etl.deployments.cli.app", "serve"], env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         until(lambda: all(self.deployment(name) for name in DEPLOYMENTS) or self._died(), "both deployments served")

@@ -13,11 +13,11 @@ import httpx
 import redis
 from pydantic import SecretStr
 
-from prefect_restful_etl.deployments.demo_apis import DemoApis
+from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
-from prefect_restful_etl.tasks.engine.audit import AuditStore
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.tables import EtlBatch, EtlJob
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlJob
 
 EXTRACT, TRANSFORM, LOAD = (job.name for job in CRM_TO_ACCOUNTING.jobs)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_restful_etl.tasks.engine.paginators import Paginator
+from prefect_restful_etl.tasks.engine.http.paginators import Paginator
 
 
 class Endpoint(BaseModel):

@@ -9,11 +9,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prefect_restful_etl.tasks.engine.api import ApiConfig
-from prefect_restful_etl.tasks.engine.extract import ExtractJob
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.extract.job import ExtractJob
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
-from prefect_restful_etl.tasks.engine.load import LoadJob
-from prefect_restful_etl.tasks.engine.transform import TransformJob
+from prefect_restful_etl.tasks.engine.load.job import LoadJob
+from prefect_restful_etl.tasks.engine.transform.job import TransformJob
 
 __all__ = ["BatchType", "Endpoint", "ExtractJob", "JobBase", "JobType", "LoadJob", "TransformJob"]
 

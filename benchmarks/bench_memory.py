@@ -1,0 +1,126 @@
+"""Measure a batch's peak memory: crm-to-accounting's extract, transform and load of N customers, per stage.
+
+    python -m benchmarks.bench_memory --records 10000 200000 [--stage redis memory]
+
+Each count and stage runs in a fresh Python subprocess, because a process's peak RSS (ru_maxrss) never goes
+down. The child runs the engine's runners (what the Prefect tasks wrap) against the demo APIs with N CRM
+customers, on a private redis-server on a free loopback port (or the memory stage), and reports its peak RSS
+after each job. With the Redis stage a job holds a page or a chunk of records at a time, so what still grows
+with N is what the load keeps per natural key: its index of the destination (id and hashes per key) and the
+keys it has seen. A measurement, not a test: nothing here asserts, and CI does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from prefect_restful_etl.deployments.demo.apis import DemoApis
+from tests.fixtures.servers.redis import RedisServer
+from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
+from prefect_restful_etl.flows.resources import api_configs, close_stage, open_clients
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
+from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.extract.job import ExtractJob, run_extract
+from prefect_restful_etl.tasks.engine.load.job import LoadJob, run_load
+from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.stage.base import Stage
+from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
+from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch
+from prefect_restful_etl.tasks.engine.transform.job import TransformJob, run_transform
+
+_MODULE = "benchmarks.bench_memory"
+_CHILD_ENV = "BENCH_MEMORY_CHILD"  # URLs and secrets for the child: never on its command line
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, nargs="+", default=[10_000, 200_000], help="CRM customer counts")
+    parser.add_argument("--stage", nargs="+", choices=["redis", "memory"], default=["redis"], help="stages to run")
+    args = parser.parse_args(argv)
+    if os.environ.get(_CHILD_ENV):
+        print(json.dumps(asyncio.run(_batch(json.loads(os.environ[_CHILD_ENV])))), flush=True)
+        return
+    print(f"{'records':>8} {'stage':>6} {'seconds':>8} {'extracted':>9} {'inserted':>9}"
+          f" {'peak RSS MiB: start':>20} {'extract':>8} {'transform':>9} {'load':>8}")
+    with RedisServer() as redis_server:
+        for n in args.records:
+            with DemoApis(crm_customers=n, ready_timeout=600) as apis:
+                for stage in args.stage:
+                    apis.reset()
+                    row = _run_child(apis, redis_server.url if stage == "redis" else "memory://")
+                    peaks = row["peak_mib"]
+                    print(f"{n:>8} {stage:>6} {row['seconds']:>8.1f} {row['counts']['extracted']:>9}"
+                          f" {row['counts']['inserted']:>9} {peaks['start']:>20.1f} {peaks['extract']:>8.1f}"
+                          f" {peaks['transform']:>9.1f} {peaks['load']:>8.1f}", flush=True)
+
+
+def _run_child(apis: DemoApis, stage_url: str) -> dict[str, Any]:
+    """One batch in a fresh interpreter, so that its peak RSS is its own."""
+    config = {"crm": apis.crm_url, "accounting": apis.accounting_url, "crm_token": apis.crm_token,
+              "accounting_api_key": apis.accounting_api_key, "stage_url": stage_url}
+    done = subprocess.run([sys.executable, "-m", _MODULE], capture_output=True, text=True, check=True,
+                          env=os.environ | {_CHILD_ENV: json.dumps(config)})
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+async def _batch(config: dict[str, str]) -> dict[str, Any]:
+    """crm-to-accounting through the engine's runners, as the Prefect tasks run them; peak RSS after each job."""
+    peaks = {"start": _peak_mib()}
+    apis = api_configs(CRM_TO_ACCOUNTING, {"crm": config["crm"], "accounting": config["accounting"]})
+    credentials = {"crm": Credentials(token=SecretStr(config["crm_token"])),
+                   "accounting": Credentials(api_key=SecretStr(config["accounting_api_key"]))}
+    stage: Stage = RedisStage.from_url(config["stage_url"]) if config["stage_url"].startswith("redis") else MemoryStage()
+    counts: dict[str, int] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:
+        audit = await AuditStore.open(f"sqlite:///{Path(workdir) / 'audit.db'}")
+        ctx = BatchContext(tenant_id="bench", batch_id=str(uuid.uuid4()), batch_type=CRM_TO_ACCOUNTING.name,
+                           stage=stage, audit=audit, clients=open_clients(apis, credentials), full_refresh=True)
+        await audit.add(EtlBatch(batch_id=ctx.batch_id, tenant_id="bench", batch_type=CRM_TO_ACCOUNTING.name))
+        try:
+            for job in CRM_TO_ACCOUNTING.jobs:
+                counts.update((await _run(job, ctx)).counts)
+                peaks[job.kind] = _peak_mib()
+        finally:
+            await stage.drop_batch(ctx.tenant_id, ctx.batch_id)
+            for client in ctx.clients.values():
+                await client.aclose()
+            await close_stage(stage)
+            await audit.close()
+    return {"seconds": time.perf_counter() - started, "counts": counts, "peak_mib": peaks}
+
+
+async def _run(job: ExtractJob | TransformJob | LoadJob, ctx: BatchContext) -> JobReport:
+    report = JobReport(job=job.name, kind=job.kind, job_id=str(uuid.uuid4()))
+    errors = ErrorSink(ctx, job.name, report.job_id)
+    if isinstance(job, ExtractJob):
+        return await run_extract(job, ctx, report, errors)
+    source = ctx.stage_key(CRM_TO_ACCOUNTING.job(job.source).slug)
+    if isinstance(job, TransformJob):
+        key_fields = CRM_TO_ACCOUNTING.natural_key_of(job)
+        return await run_transform(job, ctx, report, errors, source=source, key_fields=key_fields)
+    return await run_load(job, ctx, report, errors, source=source)
+
+
+if __name__ == "__main__":
+    main()

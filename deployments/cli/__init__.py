@@ -1,0 +1,1 @@
+"""The restful-etl command line: the typer app, its Prefect REST client, watch, records and output."""

@@ -1,0 +1,235 @@
+"""The demo accounting API: customers and bills in memory, in insertion order, behind an `X-API-Key` header.
+
+Records keep whatever JSON fields they are given (SCD2 or audit columns too); only a few fields are validated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from itertools import islice
+from secrets import compare_digest
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+
+from prefect_restful_etl.deployments.demo.crm import (
+    CONTROL_PREFIX,
+    MAX_PAGE_SIZE,
+    ControlState,
+    Record,
+    add_control,
+    json_object,
+    json_response,
+    next_link,
+    read_json,
+)
+
+MAX_BULK = 100
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+Validator = Callable[[Record], str | None]
+
+
+class Invalid(Exception):
+    """A record the API refuses: the message names the field and why."""
+
+
+class Collection:
+    """One kind of record: ids like `AC-000001` in insertion order, and an index on `external_id`."""
+
+    def __init__(self, prefix: str, noun: str, validate: Validator) -> None:
+        self.prefix, self.noun, self.validate = prefix, noun, validate
+        self.reset()
+
+    def reset(self) -> None:
+        self.records: dict[str, Record] = {}
+        self._by_external: dict[str, dict[str, None]] = {}  # str(external_id) -> ids, as an ordered set
+        self._next = 1
+
+    def get(self, record_id: str) -> Record:
+        if record_id not in self.records:
+            raise HTTPException(404, f"{self.noun} {record_id} not found")
+        return self.records[record_id]
+
+    def matching(self, filters: dict[str, str]) -> Iterator[Record]:
+        """Records whose fields equal every filter (compared as text, so `?external_id=7` finds 7 and "7")."""
+        external = filters.get("external_id")
+        pool = (self.records[i] for i in self._by_external.get(external, ())) if external is not None else (
+            iter(self.records.values()))
+        return (r for r in pool if all(str(r.get(k)) == v for k, v in filters.items()))
+
+    def create(self, body: Record) -> Record:
+        record_id = f"{self.prefix}-{self._next:06d}"
+        record = self._store(_with_id(record_id, body))
+        self._next += 1
+        return record
+
+    def replace(self, record_id: str, body: Record) -> Record:
+        self.get(record_id)
+        return self._store(_with_id(record_id, body))
+
+    def merge(self, record_id: str, changes: Record) -> Record:
+        return self._store(_with_id(record_id, {**self.get(record_id), **changes}))
+
+    def delete(self, record_id: str) -> None:
+        self._unindex(self.get(record_id))
+        del self.records[record_id]
+
+    def upsert(self, item: Any) -> Record:
+        """One bulk item: update the one record with its `external_id`, or create one; a per-item result."""
+        try:
+            if not isinstance(item, dict) or item.get("external_id") in (None, ""):
+                raise Invalid("external_id: every bulk item needs one")
+            found = list(self._by_external.get(str(item["external_id"]), ()))
+            if len(found) > 1:
+                raise Invalid(f"external_id: {item['external_id']!r} matches {len(found)} {self.noun}s")
+            record = self.merge(found[0], item) if found else self.create(item)
+        except Invalid as ex:
+            return {"id": None, "status": "error", "detail": str(ex)}
+        return {"id": record["id"], "status": "updated" if found else "created", "detail": None}
+
+    def _store(self, record: Record) -> Record:
+        problem = self.validate(record)
+        if problem:
+            raise Invalid(problem)
+        old = self.records.get(record["id"])
+        if old is not None:
+            self._unindex(old)
+        self.records[record["id"]] = record  # a replaced record keeps its place in the insertion order
+        if record.get("external_id") is not None:
+            self._by_external.setdefault(str(record["external_id"]), {})[record["id"]] = None
+        return record
+
+    def _unindex(self, record: Record) -> None:
+        if record.get("external_id") is not None:
+            self._by_external.get(str(record["external_id"]), {}).pop(record["id"], None)
+
+
+def _with_id(record_id: str, body: Record) -> Record:
+    """The server's id first, whatever `id` the client sent."""
+    return {"id": record_id, **{k: v for k, v in body.items() if k != "id"}}
+
+
+def validate_customer(record: Record) -> str | None:
+    name, email = record.get("name"), record.get("email")
+    if not isinstance(name, str) or not name.strip():
+        return "name: is required and must be a non-empty string"
+    if not isinstance(email, str) or not _EMAIL.match(email):
+        return f"email: {email!r} is not a valid email address"
+    return None
+
+
+def bill_validator(customers: Collection) -> Validator:
+    def validate_bill(record: Record) -> str | None:
+        if record.get("customer_id") not in customers.records:
+            return f"customer_id: {record.get('customer_id')!r} is not an existing customer id"
+        amount = record.get("amount")
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            return f"amount: {amount!r} is not a number"
+        return None
+
+    return validate_bill
+
+
+def collection_routes(path: str, collection: Collection, control: ControlState, filters: tuple[str, ...]) -> APIRouter:
+    """List (filtered, paged), read, create, replace, merge, delete and bulk upsert under `path`."""
+    router = APIRouter(prefix=path, tags=[path.strip("/")])
+
+    @router.get("")
+    async def listing(request: Request, page: Annotated[int, Query(ge=1)] = 1,
+                      per_page: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100) -> Response:
+        wanted = {k: v for k, v in request.query_params.items() if k in filters}
+        rows = list(collection.matching(wanted)) if wanted else collection.records.values()
+        data = list(islice(rows, (page - 1) * per_page, page * per_page))
+        total = len(rows)
+        headers = next_link(request, page=page + 1) if page * per_page < total else None
+        return json_response({"data": data, "page": page, "per_page": per_page, "total": total}, headers=headers)
+
+    @router.post("/bulk")
+    async def bulk(request: Request) -> Response:
+        items = await read_json(request)
+        if not isinstance(items, list) or len(items) > MAX_BULK:
+            raise HTTPException(422, f"body: expected a JSON list of at most {MAX_BULK} records")
+        results = [collection.upsert(item) for item in items]
+        if any(r["status"] != "error" for r in results):
+            control.writes["POST"] += 1
+        return json_response(results)
+
+    @router.get("/{record_id}")
+    async def one(record_id: str) -> Response:
+        return json_response(collection.get(record_id))
+
+    @router.post("", status_code=201)
+    async def create(request: Request) -> Response:
+        body = await json_object(request)
+        return _written(control, "POST", 201, lambda: collection.create(body))
+
+    @router.put("/{record_id}")
+    async def replace(request: Request, record_id: str) -> Response:
+        body = await json_object(request)
+        return _written(control, "PUT", 200, lambda: collection.replace(record_id, body))
+
+    @router.patch("/{record_id}")
+    async def merge(request: Request, record_id: str) -> Response:
+        changes = await json_object(request)
+        return _written(control, "PATCH", 200, lambda: collection.merge(record_id, changes))
+
+    @router.delete("/{record_id}", status_code=204)
+    async def delete(record_id: str) -> Response:
+        collection.delete(record_id)
+        control.writes["DELETE"] += 1
+        return Response(status_code=204)
+
+    return router
+
+
+def _written(control: ControlState, method: str, status: int, act: Callable[[], Record]) -> Response:
+    """Run one write: a refused record is a 422 naming the field; a stored one is counted and returned."""
+    try:
+        record = act()
+    except Invalid as ex:
+        raise HTTPException(422, str(ex)) from ex
+    control.writes[method] += 1
+    return json_response(record, status)
+
+
+def api_key_guard(api_key: str) -> Callable[[Request], Awaitable[None]]:
+    async def require_api_key(request: Request) -> None:
+        given = request.headers.get("x-api-key")
+        if given is None or not compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or invalid X-API-Key header")
+
+    return require_api_key
+
+
+def accounting_control_router(customers: Collection, bills: Collection) -> APIRouter:
+    """`/_control/dump` (everything stored, for tests to compare) and `/_control/reset` (empty both)."""
+    router = APIRouter(prefix=CONTROL_PREFIX, tags=["control"])
+
+    @router.get("/dump")
+    async def dump() -> Response:
+        return json_response({"customers": list(customers.records.values()), "bills": list(bills.records.values())})
+
+    @router.post("/reset")
+    async def reset() -> Response:
+        customers.reset()
+        bills.reset()
+        return json_response({"customers": 0, "bills": 0})
+
+    return router
+
+
+def create_accounting_app(api_key: str = "demo-accounting-api-key") -> FastAPI:
+    """The demo accounting API, empty; every endpoint but `/_control/*` needs `X-API-Key: <api_key>`."""
+    customers = Collection("AC", "customer", validate_customer)
+    bills = Collection("BL", "bill", bill_validator(customers))
+    control = ControlState()
+    app = FastAPI(title="Demo accounting", summary="restful-etl's bundled demo destination API (in memory).")
+    routers = [collection_routes("/customers", customers, control, ("external_id",)),
+               collection_routes("/bills", bills, control, ("external_id", "customer_id"))]
+    for router in routers:
+        app.include_router(router, dependencies=[Depends(api_key_guard(api_key))])
+    app.include_router(accounting_control_router(customers, bills))
+    add_control(app, control, routers)
+    return app

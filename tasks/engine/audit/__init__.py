@@ -1,0 +1,1 @@
+"""The audit database: its SQLModel tables and the store that writes them."""

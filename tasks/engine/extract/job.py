@@ -1,0 +1,198 @@
+"""The extract job: read an entity from an API page by page and stage it, tracking the watermark.
+
+Optionally each record is checked against the entity's JSON Schema (its metadata), and a child endpoint
+is read for every record a parent extract staged (`/customers/{id}/bills`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from prefect_restful_etl.tasks.engine.extract.children import iter_child_pages
+from prefect_restful_etl.tasks.engine.http.client import RestClient
+from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.extract.incremental import Cursor, Incremental
+from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
+from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.load.scd import natural_key
+from prefect_restful_etl.tasks.engine.extract.schema import SchemaChecker
+from prefect_restful_etl.tasks.engine.stage.base import StageKey
+
+Records = list[dict[str, Any]]
+
+
+class EntitySchema(BaseModel):
+    """The entity's metadata: a JSON Schema from the API itself, a URL, or a file.
+
+    `{"api_path": "/schemas/customer.json"}` fetches it through the job's API (auth and all) once per run;
+    `{"source": "schemas/customer.json"}` reads a file (relative to the working directory) or an http(s) URL.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_path: str | None = None
+    source: str | None = None
+    on_violation: Literal["reject", "flag"] = Field(
+        default="reject", description="reject: the record goes only to the error table; flag: it is staged too."
+    )
+    severity: int = Field(default=6, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EntitySchema:
+        if (self.api_path is None) == (self.source is None):
+            raise ValueError("give exactly one of api_path or source")
+        return self
+
+
+class ParentLink(BaseModel):
+    """Read the endpoint once per record of an earlier extract: `{"job": "Extract CRM customers"}`.
+
+    The endpoint's path is a template of the parent's fields: `/customers/{id}/bills`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str = Field(description="The name of the extract job whose staged records are the parents.")
+    key: str = Field(default="id", description="The parent field copied onto each child record.")
+    field: str = Field(default="_parent_id", description="Where each child record gets the parent's key.")
+
+
+class ExtractJob(JobBase):
+    """Read an entity from an API, page by page, into the stage."""
+
+    kind: Literal["extract"] = "extract"
+    api: str
+    endpoint: Endpoint
+    natural_key: list[str] = Field(min_length=1, description="Dotted paths that identify a record in the source.")
+    incremental: Incremental | None = None
+    entity_schema: EntitySchema | None = Field(default=None, description="Check records against a JSON Schema.")
+    parent: ParentLink | None = None
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Pages (or parents) in flight at once; default: the API's concurrency."
+    )
+
+
+async def run_extract(
+    job: ExtractJob, ctx: BatchContext, report: JobReport, errors: ErrorSink, *, parents: StageKey | None = None
+) -> JobReport:
+    """Stream every page into the stage; the watermark is reported, and saved only when the batch succeeds.
+
+    `parents` is where the parent extract staged its records, for a job with a `parent` link.
+    """
+    client = ctx.client(job.api)
+    key = ctx.stage_key(job.slug)
+    report.stage_key = str(key)
+    await ctx.stage.clear(key)  # a retried extract starts its output afresh: nothing is staged twice
+
+    params = dict(job.endpoint.params)
+    cursor = await _cursor(job, ctx, report)
+    if cursor is not None:
+        params.update(cursor.request_params())
+    checker = await _checker(job.entity_schema, client)
+
+    counts = report.counts = {"extracted": 0, "skipped": 0, "rejected": 0}
+    async for page in _pages(job, client, ctx, params, parents):
+        if cursor is not None:
+            fresh = [r for r in page if cursor.admit(r, _seen_key(r, job.natural_key))]
+            counts["skipped"] += len(page) - len(fresh)
+            page = fresh
+        if checker is not None:
+            page = await _screen_schema(job, checker, page, errors, counts)
+        if page:
+            await ctx.stage.append(key, page)
+            counts["extracted"] += len(page)
+        await ctx.report_progress(report)
+
+    await errors.flush()
+    if cursor is not None:
+        report.watermark_after = cursor.value
+        report.keys_at_watermark = list(cursor.keys_at_value)
+    if checker is not None:
+        drift = checker.drift()
+        report.schema_drift = {"unexpected_fields": list(drift.unexpected_fields),
+                               "unseen_properties": list(drift.unseen_properties)} if drift.drifted else {}
+    return report
+
+
+def _seen_key(record: dict[str, Any], fields: list[str]) -> str | None:
+    """The natural key the watermark remembers the record by, or None when a part of it is missing.
+
+    A keyless record cannot be told from another keyless one, so it is never remembered as seen: else the
+    next run would drop every keyless record at the watermark. Read twice, it is harmless (a load diffs).
+    """
+    if any(get_path(record, field) is None for field in fields):
+        return None
+    return natural_key(record, fields)
+
+
+def _pages(
+    job: ExtractJob, client: RestClient, ctx: BatchContext, params: dict[str, Any], parents: StageKey | None
+) -> AsyncIterator[Records]:
+    endpoint = job.endpoint
+    if job.parent is None:
+        return client.paginate(endpoint.path, params=params, records_path=endpoint.records_path,
+                               paginator=endpoint.paginator, concurrency=job.concurrency)
+    assert parents is not None, "a job with a parent link is given its parents' stage key"
+    return iter_child_pages(
+        client, ctx.stage.read(parents), endpoint.path, parent_key=job.parent.key, parent_field=job.parent.field,
+        params=params, records_path=endpoint.records_path, paginator=endpoint.paginator,
+        concurrency=job.concurrency,
+    )
+
+
+async def _cursor(job: ExtractJob, ctx: BatchContext, report: JobReport) -> Cursor | None:
+    if job.incremental is None:
+        return None
+    stored = None if ctx.full_refresh else await ctx.audit.get_watermark(ctx.tenant_id, ctx.batch_type, job.slug)
+    cursor = Cursor(job.incremental, value=stored.value if stored else None,
+                    keys_at_value=stored.keys_at_value if stored else [])
+    report.watermark_before = cursor.value
+    return cursor
+
+
+async def _checker(link: EntitySchema | None, client: RestClient) -> SchemaChecker | None:
+    if link is None:
+        return None
+    if link.api_path is not None:
+        source = f"{client.api.name}:{link.api_path}"
+        return SchemaChecker(_schema_object(await client.request("GET", link.api_path), source), source=source)
+    assert link.source is not None
+    return await SchemaChecker.load(link.source)
+
+
+def _schema_object(response: httpx.Response, source: str) -> dict[str, Any]:
+    """The body as a JSON Schema; any other answer (HTML, a list of records) means api_path names the wrong
+    endpoint, a configuration mistake rather than a crash of the checker."""
+    try:
+        schema = response.json()
+    except ValueError:
+        schema = None
+    if not isinstance(schema, dict):
+        raise ConfigError("entity_schema.api_path", f"{source} did not answer with a JSON Schema (a JSON object)")
+    return schema
+
+
+async def _screen_schema(
+    job: ExtractJob, checker: SchemaChecker, page: Records, errors: ErrorSink, counts: dict[str, int]
+) -> Records:
+    """A record that fails the schema is an error event, never a crash; `flag` stages it all the same."""
+    link = job.entity_schema
+    assert link is not None
+    kept = []
+    for record in page:
+        violation = checker.check(record)
+        if violation is not None:
+            await errors.add(screen="entity schema", message=violation.message, column=violation.column,
+                             value=violation.value, natural_key=natural_key(record, job.natural_key),
+                             severity=link.severity, action=link.on_violation)
+            if link.on_violation == "reject":
+                counts["rejected"] += 1
+                continue
+        kept.append(record)
+    return kept

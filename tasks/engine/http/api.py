@@ -1,0 +1,44 @@
+"""An API: a REST endpoint family (base URL, auth style, pagination, limits), holding no secret."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+from prefect_restful_etl.tasks.engine.http.auth import AuthConfig, NoAuthConfig
+from prefect_restful_etl.tasks.engine.http.paginators import Paginator, SinglePagePaginator
+
+
+class ApiConfig(BaseModel):
+    """How to talk to one API; the secrets arrive separately, per run, as `Credentials`.
+
+    ```json
+    {"name": "crm", "base_url": "https://crm.example.com/api",
+     "auth": {"type": "bearer"}, "paginator": {"type": "page_number", "page_size": 100}}
+    ```
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
+    base_url: HttpUrl
+    auth: AuthConfig = Field(default_factory=NoAuthConfig)
+    paginator: Paginator = Field(default_factory=SinglePagePaginator)
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request; never secrets.")
+    timeout: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, description="Attempts per request on 429, 5xx and network errors.")
+    backoff_base: float = Field(default=0.5, ge=0, description="Seconds; doubled per attempt, with jitter.")
+    backoff_max: float = Field(default=30.0, ge=0)
+    rate_limit: float | None = Field(default=None, gt=0, description="Requests per second, shared by a run's jobs.")
+    concurrency: int = Field(default=4, ge=1, description="Requests in flight at once per job.")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if name.lower() in {"authorization", "x-api-key", "cookie"}:
+                raise ValueError(f"header {name!r} carries a secret: give it as credentials, not configuration")
+        return headers
+
+    @property
+    def url(self) -> str:
+        return str(self.base_url).rstrip("/")

@@ -1,0 +1,311 @@
+"""The HTTP client: one `httpx.AsyncClient` per API and job, with auth, retries, rate limit and paging.
+
+What a run shares between the clients of one API (the rate limit, an OAuth2 token) is passed in:
+`RateLimiter(api.rate_limit)` and `api.auth.build(credentials, api.name)`, built once per run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.auth import OAuth2ClientCredentials
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
+from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator, PagePlan, PageRequest
+from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.redaction import (
+    RedactingFilter,
+    install_log_redaction,
+    redact,
+    redact_excerpt,
+)
+from prefect_restful_etl.tasks.engine.http.window import fetch_in_order
+
+logger = logging.getLogger(__name__)
+
+_NOT_RETRIABLE_5XX = frozenset({501, 505})  # the server says it will never do this
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Failures where the request surely never reached the application, so even a POST may be sent again.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_DROPPED = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+_sleep = asyncio.sleep  # the backoff's pause, a module attribute so that tests can record it instead
+
+
+def classify(response: httpx.Response, endpoint: str, secrets: Sequence[str] = ()) -> None:
+    """The one place that decides what an HTTP status means: success, retry, or a fatal error."""
+    if response.is_success:
+        return
+    status = response.status_code
+    message = redact_excerpt(response.text, secrets, 300) or response.reason_phrase
+    if status in (408, 425, 429) or (status >= 500 and status not in _NOT_RETRIABLE_5XX):
+        raise RetriableError(endpoint, status, message, retry_after=parse_retry_after(response))
+    raise SourceError(endpoint, status, message)
+
+
+def parse_retry_after(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
+    """`Retry-After` in seconds (`120`) or as an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`)."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+class RateLimiter:
+    """At most `rate` requests per second, spread evenly, shared by every client (and job) that holds it.
+
+    The bookkeeping sits behind a `threading.Lock`, never awaited, so one limiter may serve jobs that
+    run in different threads and event loops; each caller then sleeps in its own loop.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.rate = rate
+        self._interval = 1.0 / rate if rate else 0.0
+        self._clock, self._sleep = clock, sleep
+        self._next = float("-inf")
+        self._lock = threading.Lock()
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = self._clock()
+            delay = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if delay > 0:
+            await self._sleep(delay)
+
+
+class RestClient:
+    """Requests against one API for one job; use as `async with RestClient(api, credentials) as client`."""
+
+    def __init__(
+        self,
+        api: ApiConfig,
+        credentials: Credentials | None = None,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        auth: httpx.Auth | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.api = api
+        self._secrets = credentials.secret_values() if credentials else []
+        self._auth = auth or api.auth.build(credentials, api.name)  # a missing credential fails here
+        self._limiter = rate_limiter or RateLimiter(api.rate_limit)
+        install_log_redaction()
+        RedactingFilter.register(self._secrets)
+        limits = httpx.Limits(max_connections=api.concurrency * 2, max_keepalive_connections=api.concurrency * 2)
+        # The limiter waits in a request hook, which httpx runs for every request it sends: retries, and
+        # also those an auth flow yields (an OAuth2 token request, the request again after a 401).
+        self._http = httpx.AsyncClient(
+            base_url=api.url, headers=api.headers, timeout=api.timeout, limits=limits, transport=transport,
+            event_hooks={"request": [self._before_send]},
+        )
+        self._base = httpx.URL(api.url)
+        if isinstance(self._auth, OAuth2ClientCredentials):  # its access tokens are secrets too
+            self._auth.add_token_listener(self._add_secret)
+
+    async def __aenter__(self) -> RestClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._http.is_closed:
+            await self._http.aclose()
+            if isinstance(self._auth, OAuth2ClientCredentials):
+                self._auth.remove_token_listener(self._add_secret)
+            RedactingFilter.unregister(self._secrets)
+
+    def _add_secret(self, secret: str) -> None:
+        """A secret learnt while running (an OAuth2 access token): masked in errors and log lines from now on."""
+        if secret and secret not in self._secrets and not self._http.is_closed:  # closed: unregistered already
+            self._secrets.append(secret)
+            RedactingFilter.register([secret])
+
+    async def _before_send(self, request: httpx.Request) -> None:
+        await self._limiter.wait()
+
+    def _endpoint(self, method: str, url: str | httpx.URL) -> str:
+        return redact(f"{method} {self.api.name}:{httpx.URL(url).copy_with(query=None)}", self._secrets)
+
+    async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """One request, retried on 429, 5xx, timeouts and dropped connections with backoff and jitter.
+
+        A request that is not `idempotent` (by default POST and PATCH) is sent again only when it surely
+        never reached the API (429, no connection): a retried POST after a 502 could create a record twice.
+        """
+        endpoint = self._endpoint(method, url)
+        self._check_origin(url, endpoint)
+        safe = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
+        for attempt in range(1, self.api.max_attempts + 1):
+            outcome, unsent = await self._send(method, url, endpoint, kwargs)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            if attempt == self.api.max_attempts or not (safe or unsent):
+                raise outcome
+            delay = self._backoff(attempt, outcome.retry_after)
+            logger.warning("%s; attempt %d of %d, retrying in %.2fs", outcome, attempt, self.api.max_attempts, delay)
+            await _sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self, method: str, url: str, endpoint: str, kwargs: dict[str, Any]
+    ) -> tuple[httpx.Response | RetriableError, bool]:
+        """The response, or a retriable error and whether the request surely never reached the API."""
+        failure = ""
+        try:
+            response = await self._http.request(method, url, auth=self._auth, **kwargs)
+            classify(response, endpoint, self._secrets)
+            return response, False
+        except RetriableError as ex:
+            return ex, ex.status == 429
+        except _DROPPED as ex:
+            error = RetriableError(endpoint, None, redact(f"{type(ex).__name__}: {ex}", self._secrets))
+            return error, isinstance(ex, _NOT_SENT)
+        except (httpx.HTTPError, httpx.InvalidURL) as ex:
+            failure = redact(f"{type(ex).__name__}: {ex}", self._secrets)
+        # Raised outside the `except`, so no chained httpx exception carries the URL (and a query secret).
+        raise SourceError(endpoint, None, failure)
+
+    def _check_origin(self, url: str, endpoint: str) -> None:
+        """A next URL from a response must not carry this API's credentials to another host."""
+        target = httpx.URL(url)
+        if target.is_absolute_url and (target.scheme, target.host, target.port) != (
+            self._base.scheme,
+            self._base.host,
+            self._base.port,
+        ):
+            raise SourceError(endpoint, None, f"refusing to send {self.api.name}'s credentials to another host")
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.api.backoff_max * 10)  # honour the server, within reason
+        ceiling = min(self.api.backoff_max, self.api.backoff_base * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never in lockstep
+
+    async def paginate(
+        self,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        records_path: str | None = None,
+        paginator: BasePaginator | None = None,
+        concurrency: int | None = None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield the records of each page in turn, in page order.
+
+        When the paginator plans the remaining pages after page one (a numbered style with `concurrent`
+        set and a total), they are fetched with at most `concurrency` (default `api.concurrency`) in flight.
+        """
+        pager = (paginator or self.api.paginator).fresh()
+        request = PageRequest(url=path, params=dict(params or {}))
+        pager.init_request(request)
+        first = PageRequest(request.url, dict(request.params))
+        pages = 0
+        while True:
+            response = await self.request("GET", _with_params(request))
+            records = extract_records(response, records_path, self._endpoint("GET", request.url))
+            self._step(pager.update_state, response, records)
+            pages += 1
+            plan = pager.planned_pages(first) if pages == 1 else None
+            if plan is not None:
+                self._check_max_pages(pager, 1 + len(plan), path)
+                yield records
+                planned = self._fetch_planned(plan, records_path, concurrency or self.api.concurrency)
+                async with aclosing(planned):  # a consumer that stops early cancels the pages in flight
+                    async for page in planned:
+                        yield page
+                return
+            yield records
+            if not pager.has_next:
+                return
+            self._check_max_pages(pager, pages + 1, path)
+            self._step(pager.update_request, request)
+
+    def _step(self, method: Callable[..., None], *args: Any) -> None:
+        """Run one paginator step; its error may quote a next URL, so it is redacted (and not chained)."""
+        try:
+            method(*args)
+            return
+        except PaginationError as ex:
+            message = redact(str(ex), self._secrets)
+        raise PaginationError(message)
+
+    def _check_max_pages(self, pager: BasePaginator, pages: int, path: str) -> None:
+        if pager.max_pages is not None and pages > pager.max_pages:
+            raise PaginationError(f"{self._endpoint('GET', path)}: more than max_pages={pager.max_pages} pages")
+
+    def _fetch_planned(
+        self, plan: PagePlan, records_path: str | None, concurrency: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The planned pages in order, with `concurrency` requests in flight all along (see `fetch_in_order`)."""
+
+        async def fetch(page: PageRequest) -> list[dict[str, Any]]:
+            response = await self.request("GET", _with_params(page))
+            return extract_records(response, records_path, self._endpoint("GET", page.url))
+
+        return fetch_in_order(plan, fetch, concurrency)
+
+
+def _with_params(page: PageRequest) -> str:
+    # httpx 0.28 replaces a URL's query by `params=` (even `{}`): merge, so a next URL keeps its own query.
+    return str(httpx.URL(page.url).copy_merge_params(page.params)) if page.params else page.url
+
+
+_ABSENT = object()
+
+
+def extract_records(response: httpx.Response, records_path: str | None, endpoint: str) -> list[dict[str, Any]]:
+    """The list of records at `records_path` in the body; a single object counts as one record.
+
+    `null` or `[]` there is an empty page. A body without the path at all is an error: it is far more often
+    a mistyped `records_path` than an API that leaves the key out, and read as empty it would give an
+    extract that succeeds with nothing (and a full-refresh load that expires everything).
+    """
+    try:
+        body = response.json()
+    except ValueError as ex:
+        raise SourceError(endpoint, response.status_code, "the body is not JSON") from ex
+    records = get_path(body, records_path, _ABSENT)
+    if records is _ABSENT:
+        raise SourceError(endpoint, response.status_code, f"records_path {records_path!r} is not in the body"
+                          + _keys_hint(body))
+    if records is None:
+        return []
+    if isinstance(records, dict):
+        return [records]
+    if not isinstance(records, list):
+        raise SourceError(endpoint, response.status_code, f"{records_path or 'the body'} is not a list of records")
+    return records
+
+
+def _keys_hint(body: Any, limit: int = 10) -> str:
+    """The body's top-level keys (names, never values), so that a typo in the path is easy to see."""
+    if not isinstance(body, dict):
+        return f" (the body is a JSON {type(body).__name__})" if isinstance(body, list) else ""
+    keys = sorted(map(str, body))
+    return f" (its keys: {', '.join(keys[:limit])}{', ...' if len(keys) > limit else ''})"

@@ -1,0 +1,399 @@
+"""Paginators: each reads a response (`update_state`) and shapes the next request (`update_request`).
+
+A paginator is chosen by name in configuration (`"page_number"`, or `{"type": "page_number", "page_size": 100}`);
+the client calls `fresh()` for every pagination run so that state never leaks between runs. Numbered styles
+that know the total may also plan every remaining page at once (`planned_pages`) for concurrent fetching.
+That is opt-in (`"concurrent": true`): it multiplies the load on the API, and an API that counts its total
+loosely would be asked for pages that do not exist, where sequential paging simply stops at an empty page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Self
+
+import httpx
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+
+from prefect_restful_etl.tasks.engine.exceptions import PaginationError
+from prefect_restful_etl.tasks.engine.http.paths import get_path
+
+
+@dataclass
+class PageRequest:
+    """The request a paginator shapes: a URL (absolute or relative to the API) and its query."""
+
+    url: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class PagePlan:
+    """The remaining pages of a numbered style, built lazily: a plan of a million pages costs a `range`."""
+
+    def __init__(self, base: PageRequest, param: str, values: range) -> None:
+        self._base, self._param, self._values = base, param, values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[PageRequest]:
+        for value in self._values:
+            yield PageRequest(self._base.url, {**self._base.params, self._param: value})
+
+
+class BasePaginator(BaseModel):
+    """The contract: `init_request` once, then `update_state` per response and `update_request` per page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_pages: int | None = Field(default=None, ge=1, description="Stop with an error past this many pages.")
+    _has_next: bool = PrivateAttr(default=True)
+    _seen: set[Any] = PrivateAttr(default_factory=set)
+
+    def fresh(self) -> Self:
+        """A copy with clean state, for one pagination run."""
+        return self.model_copy(deep=True, update={})._reset()
+
+    def _reset(self) -> Self:
+        self._has_next, self._seen = True, set()
+        return self
+
+    @property
+    def has_next(self) -> bool:
+        return self._has_next
+
+    def init_request(self, request: PageRequest) -> None:
+        """Shape the first request (the first page's parameters)."""
+
+    def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def update_request(self, request: PageRequest) -> None:
+        raise NotImplementedError
+
+    def planned_pages(self, first: PageRequest) -> PagePlan | None:
+        """After the first page: every remaining request, if this style may fetch them concurrently."""
+        return None
+
+    def _guard(self, token: Any) -> None:
+        """Every style passes its next token or URL here, so no style can spin forever."""
+        if token in self._seen:
+            raise PaginationError(f"loop detected: {type(self).__name__} was given {token!r} twice")
+        self._seen.add(token)
+
+
+class SinglePagePaginator(BasePaginator):
+    """The endpoint returns everything at once: `[{"id": 1}, {"id": 2}]`."""
+
+    type: Literal["single_page"] = "single_page"
+
+    def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
+        self._has_next = False
+
+    def update_request(self, request: PageRequest) -> None:
+        pass
+
+
+class _NumberedPaginator(BasePaginator):
+    """Shared by page-number and offset styles: stop signals, the total, and the concurrent plan.
+
+    Stops on an empty page; else on `has_more_path` when given; else past the total when it is given; else
+    on a short page (only when the size is sent, since otherwise the server picks the size).
+    """
+
+    total_path: str | None = Field(default=None, description="Where the body gives the total record count.")
+    has_more_path: str | None = Field(default=None, description="Where the body says whether more pages follow.")
+    concurrent: bool = Field(
+        default=False, description="Once page one gives the total, fetch the other pages concurrently."
+    )
+    _fetched: int = PrivateAttr(default=0)
+    _total: int | None = PrivateAttr(default=None)
+    _previous: list[dict[str, Any]] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _concurrent_needs_total(self) -> Self:
+        if self.concurrent and not self._can_plan():
+            raise ValueError("concurrent paging needs the total and the page size: set total_path and the size")
+        return self
+
+    def _can_plan(self) -> bool:
+        raise NotImplementedError
+
+    def _page_size(self) -> int | None:
+        raise NotImplementedError
+
+    def _more_by_total(self) -> bool | None:
+        raise NotImplementedError
+
+    def _reset(self) -> Self:
+        self._fetched, self._total, self._previous = 0, None, None
+        return super()._reset()
+
+    def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
+        # An API that ignores the page parameter answers page one forever: that is a loop too.
+        if records and records == self._previous:
+            raise PaginationError(f"loop detected: {type(self).__name__} got the same page twice")
+        self._previous = records
+        self._fetched += len(records)
+        body = response.json() if self._reads_body() else None
+        self._read_totals(body)
+        more = self._more_by_total()
+        size = self._page_size()
+        if not records:
+            self._has_next = False
+        elif self.has_more_path is not None:
+            self._has_next = bool(get_path(body, self.has_more_path))
+        elif more is not None:
+            self._has_next = more
+        elif size is not None:
+            self._has_next = len(records) >= size
+
+    def _reads_body(self) -> bool:
+        return self.total_path is not None or self.has_more_path is not None
+
+    def _read_totals(self, body: Any) -> None:
+        if self.total_path is not None and self._total is None:
+            self._total = _as_int(get_path(body, self.total_path), self.total_path)
+
+
+def _as_int(value: Any, path: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PaginationError(f"{path} should be a number, got {type(value).__name__}") from None
+
+
+class PageNumberPaginator(_NumberedPaginator):
+    """Numbered pages: `GET /customers?page=2&per_page=100` answered by
+
+    ```json
+    {"data": [{"id": 101}, ...], "page": 2, "total": 1234, "total_pages": 13}
+    ```
+    handled by `{"type": "page_number", "page_size": 100, "total_path": "total"}` (or `total_pages_path`);
+    add `"concurrent": true` to fetch pages 2..13 at once after page 1.
+    """
+
+    type: Literal["page_number"] = "page_number"
+    page_param: str = "page"
+    size_param: str | None = "per_page"
+    page_size: int = Field(default=100, ge=1)
+    first_page: int = 1
+    total_pages_path: str | None = Field(default=None, description="Where the body gives the page count.")
+    _page: int = PrivateAttr(default=1)
+    _last_page: int | None = PrivateAttr(default=None)
+
+    def _can_plan(self) -> bool:
+        return self.total_pages_path is not None or (self.total_path is not None and self.size_param is not None)
+
+    def _page_size(self) -> int | None:
+        return self.page_size if self.size_param else None
+
+    def _reads_body(self) -> bool:
+        return super()._reads_body() or self.total_pages_path is not None
+
+    def _read_totals(self, body: Any) -> None:
+        super()._read_totals(body)
+        if self.total_pages_path is not None and self._last_page is None:
+            pages = _as_int(get_path(body, self.total_pages_path), self.total_pages_path)
+            self._last_page = None if pages is None else self.first_page + pages - 1
+        elif self._last_page is None and self._total is not None and self.size_param:
+            self._last_page = self.first_page + math.ceil(self._total / self.page_size) - 1
+
+    def _more_by_total(self) -> bool | None:
+        if self._last_page is not None:
+            return self._page < self._last_page
+        return None if self._total is None else self._fetched < self._total
+
+    def _reset(self) -> Self:
+        self._last_page = None
+        return super()._reset()
+
+    def init_request(self, request: PageRequest) -> None:
+        self._page = self.first_page
+        request.params[self.page_param] = self._page
+        if self.size_param:
+            request.params[self.size_param] = self.page_size
+
+    def update_request(self, request: PageRequest) -> None:
+        self._page += 1
+        self._guard(self._page)
+        request.params[self.page_param] = self._page
+
+    def planned_pages(self, first: PageRequest) -> PagePlan | None:
+        if not (self.concurrent and self._has_next and self._last_page is not None):
+            return None
+        return PagePlan(first, self.page_param, range(self._page + 1, self._last_page + 1))
+
+
+class OffsetPaginator(_NumberedPaginator):
+    """Offset and limit: `GET /invoices?offset=200&limit=100` answered by
+
+    ```json
+    {"items": [{"id": 201}, ...], "count": 1234}
+    ```
+    handled by `{"type": "offset", "limit": 100, "total_path": "count"}`; without `total_path` it stops on
+    an empty or short page. `total_path` is the collection's size, so offsets run up to it.
+    """
+
+    type: Literal["offset"] = "offset"
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    limit: int = Field(default=100, ge=1)
+    initial_offset: int = Field(default=0, ge=0)
+    _offset: int = PrivateAttr(default=0)
+
+    def _can_plan(self) -> bool:
+        return self.total_path is not None
+
+    def _page_size(self) -> int | None:
+        return self.limit
+
+    def _more_by_total(self) -> bool | None:
+        return None if self._total is None else self._offset + self.limit < self._total
+
+    def init_request(self, request: PageRequest) -> None:
+        self._offset = self.initial_offset
+        request.params[self.offset_param] = self._offset
+        request.params[self.limit_param] = self.limit
+
+    def update_request(self, request: PageRequest) -> None:
+        self._offset += self.limit
+        self._guard(self._offset)
+        request.params[self.offset_param] = self._offset
+
+    def planned_pages(self, first: PageRequest) -> PagePlan | None:
+        if not (self.concurrent and self._has_next and self._total is not None):
+            return None
+        return PagePlan(first, self.offset_param, range(self._offset + self.limit, self._total, self.limit))
+
+
+class _ReferencePaginator(BasePaginator):
+    """Shared by styles where each response names the next page (a token or a URL): stop when it names none."""
+
+    stop_after_empty_page: bool = Field(default=True, description="An empty page ends paging whatever it says.")
+    _next: str | None = PrivateAttr(default=None)
+
+    def _reset(self) -> Self:
+        self._next = None
+        return super()._reset()
+
+    def _find_next(self, response: httpx.Response) -> str | None:
+        raise NotImplementedError
+
+    def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
+        found = self._find_next(response)
+        self._next = None if _absent(found) else str(found)
+        self._has_next = self._next is not None and not (self.stop_after_empty_page and not records)
+
+    def update_request(self, request: PageRequest) -> None:
+        assert self._next is not None
+        self._guard(self._next)
+        self._apply(request, self._next)
+
+    def _apply(self, request: PageRequest, reference: str) -> None:
+        raise NotImplementedError
+
+
+class _CursorParam(_ReferencePaginator):
+    cursor_param: str = "cursor"
+
+    def _apply(self, request: PageRequest, reference: str) -> None:
+        request.params[self.cursor_param] = reference
+
+
+class _NextUrl(_ReferencePaginator):
+    def _apply(self, request: PageRequest, reference: str) -> None:
+        request.url, request.params = reference, {}
+
+
+def _absent(reference: Any) -> bool:
+    """No next page: a null, missing or empty reference, or `false` (`"next_cursor": false` on the last page),
+    which would otherwise be sent back as the token "False" and then again, a loop."""
+    return reference is None or reference is False or reference == ""
+
+
+def _absolute(response: httpx.Response, url: Any) -> str | None:
+    # A relative next link is relative to the page that gave it, not to the API's base URL.
+    return None if _absent(url) else str(response.request.url.join(str(url)))
+
+
+class CursorPaginator(_CursorParam):
+    """A cursor (next token) in the body, sent back as a query parameter:
+
+    ```json
+    {"results": [...], "meta": {"next_cursor": "eyJpZCI6MTAwfQ"}}
+    ```
+    handled by `{"type": "cursor", "cursor_path": "meta.next_cursor", "cursor_param": "cursor"}`;
+    paging stops when the cursor is null, empty or missing.
+    """
+
+    type: Literal["cursor"] = "cursor"
+    cursor_path: str = "next_cursor"
+
+    def _find_next(self, response: httpx.Response) -> str | None:
+        return get_path(response.json(), self.cursor_path)
+
+
+class NextUrlPaginator(_NextUrl):
+    """The next page's URL in the body (absolute, or relative to the page that gave it):
+
+    ```json
+    {"data": [...], "links": {"next": "https://api.example.com/v1/bills?after=99"}}
+    ```
+    handled by `{"type": "next_url", "next_url_path": "links.next"}`.
+    """
+
+    type: Literal["next_url"] = "next_url"
+    next_url_path: str = "next"
+
+    def _find_next(self, response: httpx.Response) -> str | None:
+        return _absolute(response, get_path(response.json(), self.next_url_path))
+
+
+class HeaderLinkPaginator(_NextUrl):
+    """RFC 8288 `Link` header: `Link: <https://api.example.com/customers?page=3>; rel="next"`.
+
+    Handled by `"header_link"` (or `{"type": "header_link", "rel": "next"}`).
+    """
+
+    type: Literal["header_link"] = "header_link"
+    rel: str = "next"
+
+    def _find_next(self, response: httpx.Response) -> str | None:
+        link = response.links.get(self.rel)
+        return _absolute(response, link.get("url")) if link else None
+
+
+class HeaderCursorPaginator(_CursorParam):
+    """A cursor in a response header, sent back as a query parameter: `X-Next-Cursor: c2FsdA`.
+
+    Handled by `{"type": "header_cursor", "cursor_header": "X-Next-Cursor", "cursor_param": "cursor"}`.
+    """
+
+    type: Literal["header_cursor"] = "header_cursor"
+    cursor_header: str = "X-Next-Cursor"
+
+    def _find_next(self, response: httpx.Response) -> str | None:
+        return response.headers.get(self.cursor_header)
+
+
+def _by_name(value: Any) -> Any:
+    """`"page_number"` is short for `{"type": "page_number"}`."""
+    return {"type": value} if isinstance(value, str) else value
+
+
+Paginator = Annotated[
+    SinglePagePaginator
+    | PageNumberPaginator
+    | OffsetPaginator
+    | CursorPaginator
+    | NextUrlPaginator
+    | HeaderLinkPaginator
+    | HeaderCursorPaginator,
+    Field(discriminator="type"),
+    BeforeValidator(_by_name),
+]

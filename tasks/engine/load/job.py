@@ -1,0 +1,216 @@
+"""The load job: learn what the destination holds, diff the staged records by natural key, write only the changes.
+
+Type 0 inserts new keys and never touches existing ones; type 1 overwrites changed ones; type 2 keeps history
+(a changed key gets a new current version and its old one is expired). A rerun of the same batch writes
+nothing, and a load cut off half way converges when it runs again: every run diffs against the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
+from prefect_restful_etl.tasks.engine.load.destination import DestinationIndex, IndexChunk, Lookup, LookupMode
+from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, StageError
+from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
+from prefect_restful_etl.tasks.engine.load.occurrences import LastOccurrences
+from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.load.history import History
+from prefect_restful_etl.tasks.engine.load.scd import Missing, Planner, format_moment, row_hash
+from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
+from prefect_restful_etl.tasks.engine.audit.tables import utcnow
+from prefect_restful_etl.tasks.engine.load.writers import AuditColumns, BulkWrite, ErrorThreshold, Writer, WriterSettings
+
+# duplicates: staged records that a later record of the same natural key replaced, so never written
+COUNTS = ("read", "inserted", "updated", "expired", "deleted", "unchanged", "duplicates", "failed_writes")
+
+
+class LoadJob(JobBase):
+    """Write staged records to a destination API as a slowly changing dimension.
+
+    ```json
+    {"kind": "load", "name": "Load accounting customers", "source": "Shape accounting customers",
+     "api": "accounting", "endpoint": {"path": "/customers", "records_path": "data"},
+     "natural_key": ["external_id"], "compare": ["name", "email", "country"],
+     "scd_type": 2, "history": {"valid_from": "valid_from", "valid_to": "valid_to",
+                                "current": "is_current", "version": "version"},
+     "update_method": "PATCH", "missing": "expire", "lookup": {"mode": "auto", "by_key_max": 200},
+     "concurrency": 8, "error_threshold": {"count": 100, "fraction": 0.05},
+     "audit_columns": {"batch_id": "etl_batch_id", "loaded_at": "etl_loaded_at"}}
+    ```
+    Creates are `POST {path}`, updates `PUT|PATCH {path}/{id}`, expiries and soft deletes `PATCH {path}/{id}`
+    with only their fields, deletes `DELETE {path}/{id}`; or creates and updates in batches through `bulk`.
+    """
+
+    kind: Literal["load"] = "load"
+    source: str
+    api: str
+    endpoint: Endpoint = Field(description="The destination collection: read to diff, then written.")
+    natural_key: list[str] = Field(min_length=1, description="Fields that match a staged record to a destination one.")
+    compare: list[str] | None = Field(default=None, description="Fields compared for change; default: every staged "
+                                      "field but those the load writes itself.")
+    id_field: str = Field(default="id", description="The destination's own id, used in update URLs.")
+    scd_type: Literal[0, 1, 2] = Field(default=1, description="0: insert only; 1: overwrite; 2: keep history.")
+    history: History | None = Field(default=None, description="Type 2's validity fields; default: History().")
+    update_method: Literal["PUT", "PATCH"] = "PUT"
+    bulk: BulkWrite | None = Field(default=None, description="An upsert endpoint for creates and updates (types 0, 1).")
+    missing: Missing = Field(default_factory=Missing, description="Keys a full refresh no longer holds.")
+    lookup: Lookup = Field(default_factory=Lookup)
+    concurrency: int = Field(default=4, ge=1, description="Keys written at once (the API's rate limit also applies).")
+    error_threshold: ErrorThreshold | None = Field(default=None, description="Default: refused writes never fail it.")
+    dry_run: bool = Field(default=False, description="Compute and report the changes; write nothing.")
+    audit_columns: AuditColumns | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoadJob:
+        if self.scd_type == 2:
+            self.history = self.history or History()
+            if self.bulk is not None:
+                raise ValueError("bulk: an upsert by natural key cannot keep type 2 history; write one by one")
+            if self.missing.action in ("delete", "soft_delete"):
+                raise ValueError(f'missing: type 2 keeps history; use "expire", not {self.missing.action!r}')
+        elif self.missing.action == "expire":
+            raise ValueError('missing: "expire" closes type 2 versions; use "soft_delete" or "delete"')
+        clash = set(self.compare or ()) & self.managed_fields()
+        if clash:
+            raise ValueError(f"compare: {sorted(clash)} are written by the load itself, not compared")
+        return self
+
+    def managed_fields(self) -> set[str]:
+        """Fields the load writes itself (id, validity, audit), so never compared for change."""
+        history = self.history.fields() if self.history and self.scd_type == 2 else set()
+        audit = self.audit_columns.fields() if self.audit_columns else set()
+        return {self.id_field, *history, *audit}
+
+
+def compared_fields(job: LoadJob, staged_fields: set[str]) -> list[str]:
+    """The job's `compare` list, or every field any staged record has (one lacking a field compares it as null)."""
+    return list(job.compare) if job.compare else sorted(staged_fields - job.managed_fields())
+
+
+async def run_load(
+    job: LoadJob, ctx: BatchContext, report: JobReport, errors: ErrorSink, *, source: StageKey
+) -> JobReport:
+    """Diff and write the records staged under `source`; keys missing from a full refresh last."""
+    client = ctx.client(job.api)
+    counts = dict.fromkeys(COUNTS, 0)
+    report.counts = counts
+    dry_run = job.dry_run or ctx.dry_run
+    if dry_run:
+        counts["dry_run"] = 1
+    acts_on_missing = ctx.full_refresh and job.missing.action != "ignore"
+    mode = job.lookup.choose(await ctx.stage.count(source), must_pull=acts_on_missing)
+    planner = Planner(job.scd_type, format_moment(ctx.effective_at), job.history, job.missing.soft_delete)
+    writer = Writer(client, _writer_settings(job, ctx, dry_run), errors, counts)
+    own = StageKey(ctx.tenant_id, ctx.batch_id, job.slug)  # the load stages no records; its index rests beside
+    last = LastOccurrences(ctx.stage, own.part("last"), job.natural_key)
+    await _forget(ctx.stage, own)  # an earlier attempt's index may lack writes that landed: diff afresh
+    index: DestinationIndex | None = None
+    try:
+        # A key staged twice is written once, with its last record: planning it again in a later chunk, against
+        # what the earlier one wrote, would write twice (type 2: a zero-length version) and again on every rerun.
+        staged_fields = await last.record(source)
+        position = 0
+        async for chunk in ctx.stage.read(source):
+            if index is None:
+                index = await _open_index(job, ctx, own, compared_fields(job, staged_fields), mode)
+            latest = await last.latest(chunk, position)
+            position += len(chunk)
+            counts["read"] += len(chunk)
+            counts["duplicates"] += len(chunk) - len(latest)
+            states = await index.fetch(latest)
+            if mode == "by_key":
+                await index.look_up(client, job.endpoint, job.lookup, latest, states, job.concurrency)
+            latest = {key: _with_nulls(record, index.compare) for key, record in latest.items()}
+            changes = [planner.plan(k, r, row_hash(r, index.compare), states.get(k)) for k, r in latest.items()]
+            await writer.apply(changes, states)
+            await index.save(states)
+            await ctx.report_progress(report)
+        _check_fraction(job, counts)  # before any key is removed: a load refused this often removes none
+        if acts_on_missing:
+            index = index or await _open_index(job, ctx, own, list(job.compare or ()), mode)
+            await _retire_missing(job, index, last, planner, writer)
+    finally:
+        await errors.flush()
+        with contextlib.suppress(StageError):  # what the load did, not a stage hiccup in tidying up, is its outcome
+            await _forget(ctx.stage, own)
+    return report
+
+
+def _with_nulls(record: dict[str, Any], compare: list[str]) -> dict[str, Any]:
+    """The record with an explicit null for each compared (top-level) field it lacks: it is compared as null,
+    so it is written as null too, or a PATCH would leave the old value and every rerun would update again."""
+    absent = [name for name in compare if "." not in name and name not in record]
+    return {**record, **dict.fromkeys(absent)} if absent else record
+
+
+async def _open_index(
+    job: LoadJob, ctx: BatchContext, own: StageKey, compare: list[str], mode: LookupMode
+) -> DestinationIndex:
+    index = DestinationIndex(ctx.stage, own.part("index"), key_fields=job.natural_key, id_field=job.id_field,
+                             compare=compare, history=job.history if job.scd_type == 2 else None,
+                             soft_delete=job.missing.soft_delete)
+    if mode == "pull":
+        await index.pull(ctx.client(job.api), job.endpoint)
+    return index
+
+
+async def _forget(stage: Stage, own: StageKey) -> None:
+    """Drop the load's bookkeeping: its index of the destination and where each staged key last occurs."""
+    for name in ("index", "last"):
+        await stage.index_drop(own.part(name))
+
+
+async def _retire_missing(
+    job: LoadJob, index: DestinationIndex, seen: LastOccurrences, planner: Planner, writer: Writer
+) -> None:
+    """Expire, soft-delete or delete the keys the destination held that the full refresh did not, within
+    `max_fraction` of the keys it held when pulled: neither keys this run inserted (an extract whose keys all
+    changed form) nor soft-deleted ones count, in the share or its total.
+
+    Two passes over the index, a chunk at a time: count, then (within the limit) retire. A key the index
+    yields twice is harmless: counted twice at worst, and once retired it is no longer present.
+    """
+    gone, held = 0, index.pulled_keys
+    async for states in index.scan():
+        gone += len(await _unseen_present(states, seen))
+    if gone and gone > job.missing.max_fraction * held:
+        raise LoadLimitExceeded(f"the full refresh lacks {gone} of the destination's {held} live keys, more "
+                                f"than missing.max_fraction={job.missing.max_fraction}: nothing was removed")
+    async for states in index.scan():
+        changes = [planner.plan_missing(key, states[key], job.missing) for key in await _unseen_present(states, seen)]
+        await writer.apply(changes, states)
+        await index.save(states)
+
+
+async def _unseen_present(states: IndexChunk, seen: LastOccurrences) -> list[str]:
+    """The chunk's keys the destination holds (not soft-deleted) and the stage does not: each was pulled, since
+    every key this run wrote is staged."""
+    present = [key for key, state in states.items() if state.present]
+    return [key for key, was_seen in zip(present, await seen.contains(present), strict=True) if not was_seen]
+
+
+def _check_fraction(job: LoadJob, counts: dict[str, int]) -> None:
+    threshold = job.error_threshold
+    keys = counts["read"] - counts["duplicates"]  # each staged key is written once
+    if threshold is None or threshold.fraction is None or not keys:
+        return
+    share = counts["failed_writes"] / keys
+    if share > threshold.fraction:
+        raise LoadLimitExceeded(f"{counts['failed_writes']} of {keys} staged keys refused ({share:.1%}), "
+                                f"more than error_threshold.fraction={threshold.fraction}")
+
+
+def _writer_settings(job: LoadJob, ctx: BatchContext, dry_run: bool) -> WriterSettings:
+    stamp: dict[str, Any] = {}
+    if job.audit_columns is not None:
+        if job.audit_columns.batch_id:
+            stamp[job.audit_columns.batch_id] = ctx.batch_id
+        if job.audit_columns.loaded_at:
+            stamp[job.audit_columns.loaded_at] = format_moment(utcnow())
+    return WriterSettings(path=job.endpoint.path, id_field=job.id_field, update_method=job.update_method,
+                          concurrency=job.concurrency, bulk=job.bulk, threshold=job.error_threshold,
+                          stamp=stamp or None, dry_run=dry_run)

@@ -1,0 +1,1 @@
+"""The stage: its contract and its backends (memory, Redis)."""

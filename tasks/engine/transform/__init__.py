@@ -1,0 +1,1 @@
+"""The transform job: steps, the expression language, lookups and quality screens."""

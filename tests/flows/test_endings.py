@@ -1,0 +1,277 @@
+"""Batches that end outside their own code, through a real Prefect server and a served flow in a subprocess.
+
+- the flow run's process killed mid-load: Prefect marks it Crashed, the on_crashed hook marks the audit rows,
+  and a run with `resume_batch_id` finishes it with no duplicate and no loss;
+- cancelled through Prefect's API mid-load: it stops, its rows say CANCELLED, the destination holds only
+  whole records, the stage is kept, and a resumed run finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import Cancelled, Crashed, Failed
+from prefect_rest import prefect_rest
+from restart_support import (
+    EXTRACT,
+    LOAD,
+    TRANSFORM,
+    assert_complete,
+    audit_rows,
+    clear_faults,
+    destination_keys,
+    extract_requests,
+    job_statuses,
+    rest_parameters,
+    stage_batches,
+    stall_writes,
+    wait_for,
+    wait_for_audit,
+    written,
+)
+
+from prefect_restful_etl.blocks import AuditDatabase
+from prefect_restful_etl.deployments.demo.apis import DemoApis
+from fixtures.servers.prefect import PrefectServer
+from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed, mark_ended, mask_failed
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
+from prefect_restful_etl.tasks.engine.redaction import MASK
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlJob
+
+pytestmark = pytest.mark.integration
+
+DEPLOYMENT = "endings-test"
+# A module entrypoint, as prefect.yaml declares it: the one Prefect derives for a flow made by build_flow
+# (`flows/builder.py:build_flow.<locals>.batch`) cannot be imported by the flow run's process.
+_SERVE = f"""
+from prefect import serve
+from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+deployment = crm_to_accounting.to_deployment(name={DEPLOYMENT!r})
+deployment.entrypoint = "prefect_restful_etl.flows.crm_to_accounting:crm_to_accounting"
+serve(deployment, print_starting_message=False)
+"""
+
+
+class Served:
+    """`serve()` of crm-to-accounting in a subprocess of its own session; runs created through the REST API."""
+
+    def __init__(self, server: PrefectServer, environment: dict[str, str], log: Path) -> None:
+        self.api = prefect_rest(server.api_url)
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _SERVE], env=os.environ | server.client_environment() | environment,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def deployment_id(self) -> str | None:
+        response = self.api.get(f"/deployments/name/crm-to-accounting/{DEPLOYMENT}")
+        return str(response.json()["id"]) if response.status_code == 200 else None
+
+    def start_run(self, parameters: dict[str, Any]) -> str:
+        deployment = self.deployment_id()
+        assert deployment is not None
+        response = self.api.post(f"/deployments/{deployment}/create_flow_run", json={"parameters": parameters})
+        return str(response.raise_for_status().json()["id"])
+
+    def state(self, flow_run_id: str) -> str:
+        return str(self.api.get(f"/flow_runs/{flow_run_id}").raise_for_status().json()["state"]["type"])
+
+    def cancel(self, flow_run_id: str) -> None:
+        """What the UI's Cancel and `prefect flow-run cancel` do: propose Cancelling; the runner does the rest."""
+        state = {"type": "CANCELLING", "name": "Cancelling", "message": "cancelled by the test"}
+        self.api.post(f"/flow_runs/{flow_run_id}/set_state", json={"state": state}).raise_for_status()
+
+    def flow_run_process(self) -> int:
+        """The PID of the process the runner started for the flow run: its only child (Linux /proc)."""
+        children = [pid for task in Path(f"/proc/{self.process.pid}/task").iterdir()
+                    for pid in (task / "children").read_text().split()]
+        assert len(children) == 1, f"the runner has children {children}"
+        return int(children[0])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # its own session: the runner and any flow run
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        self.api.close()
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture
+async def served(prefect_server: PrefectServer, etl_home: Path, redis_url: str) -> AsyncIterator[Served]:
+    """The flow served against the session's Prefect server, on this test's audit database and Redis stage."""
+    runner = Served(prefect_server, {"RESTFUL_ETL_HOME": str(etl_home), "RESTFUL_ETL_STAGE_URL": redis_url},
+                    etl_home / "serve.log")
+    try:
+        await wait_for(lambda: runner.deployment_id() is not None, "the served deployment registered")
+        yield runner
+    finally:
+        runner.stop()
+
+
+async def resume(served: Served, apis: DemoApis, tenant_id: str, batch_id: str) -> str:
+    """A new run with credentials and `resume_batch_id`, created through the REST API; its batch id."""
+    clear_faults(apis.accounting_url)
+    new = served.start_run(rest_parameters(apis, tenant_id, resume_batch_id=batch_id))
+    await wait_for(lambda: served.state(new) in {"COMPLETED", "FAILED", "CRASHED"}, "the resumed run ended")
+    assert served.state(new) == "COMPLETED", served.log_tail()
+    return new
+
+
+async def test_a_batch_killed_mid_load_is_resumed_with_no_duplicate_and_no_loss(
+    served: Served, etl_home: Path, redis_url: str, demo_state: DemoApis
+) -> None:
+    stall_writes(demo_state, after=50)
+    killed = served.start_run(rest_parameters(demo_state, "killed"))
+    await wait_for(lambda: written(demo_state) >= 50, "the load wrote 50 customers")
+    pages_per_extract = extract_requests(demo_state)
+
+    os.kill(served.flow_run_process(), signal.SIGKILL)  # no except block, no finally: the process is gone
+
+    await wait_for(lambda: served.state(killed) == "CRASHED", "Prefect says Crashed")
+    await wait_for_audit(etl_home, killed, "CRASHED")  # the runner ran the on_crashed hook
+    _, jobs = await audit_rows(etl_home, killed)
+    assert job_statuses(jobs) == [(EXTRACT, "COMPLETED"), (TRANSFORM, "COMPLETED"), (LOAD, "CRASHED")]
+    assert stage_batches(redis_url) == {killed}  # kept for the restart
+
+    resumed = await resume(served, demo_state, "killed", killed)
+
+    assert_complete(demo_state)
+    assert extract_requests(demo_state) == pages_per_extract  # the resumed run did not extract again
+    row, jobs = await audit_rows(etl_home, resumed)
+    assert row is not None and (row.status, row.resumed_from) == ("COMPLETED", killed)
+    assert [job.message for job in jobs] == [f"reused from batch {killed}"] * 2 + [None]
+    assert stage_batches(redis_url) == set()
+
+
+async def test_a_batch_cancelled_through_prefect_stops_keeps_its_stage_and_resumes(
+    served: Served, etl_home: Path, redis_url: str, demo_state: DemoApis
+) -> None:
+    stall_writes(demo_state, after=30)
+    cancelled = served.start_run(rest_parameters(demo_state, "cancel"))
+    await wait_for(lambda: written(demo_state) >= 30, "the load wrote 30 customers")
+
+    served.cancel(cancelled)
+
+    await wait_for(lambda: served.state(cancelled) == "CANCELLED", "Prefect says Cancelled", timeout=30)
+    await wait_for_audit(etl_home, cancelled, "CANCELLED", timeout=30)
+    _, jobs = await audit_rows(etl_home, cancelled)
+    assert job_statuses(jobs) == [(EXTRACT, "COMPLETED"), (TRANSFORM, "COMPLETED"), (LOAD, "CANCELLED")]
+    held = destination_keys(demo_state)
+    assert sum(held.values()) == len(held) == 30  # the stalled writes never happened; none half-written
+    assert stage_batches(redis_url) == {cancelled}  # kept for the restart
+
+    resumed = await resume(served, demo_state, "cancel", cancelled)
+
+    assert_complete(demo_state)
+    row, _ = await audit_rows(etl_home, resumed)
+    assert row is not None and row.resumed_from == cancelled
+    assert stage_batches(redis_url) == set()
+
+
+async def test_resume_refuses_a_batch_prefect_still_runs(
+    served: Served, etl_home: Path, demo_state: DemoApis
+) -> None:
+    stall_writes(demo_state, after=10)
+    running = served.start_run(rest_parameters(demo_state, "busy"))
+    await wait_for(lambda: written(demo_state) >= 10, "the load wrote 10 customers")
+
+    second = served.start_run(rest_parameters(demo_state, "busy", resume_batch_id=running))
+
+    await wait_for(lambda: served.state(second) == "FAILED", "the resuming run failed")
+    row, _ = await audit_rows(etl_home, second)
+    assert row is not None and f"batch {running} is still Running in Prefect" in (row.message or "")
+    assert written(demo_state) == 10
+    served.cancel(running)
+    await wait_for(lambda: served.state(running) == "CANCELLED", "the first run cancelled", timeout=30)
+
+
+@pytest.mark.parametrize(
+    "batch_status,job_rows,expected",
+    [
+        ("RUNNING", [("COMPLETED", None), ("RUNNING", None)], ("CANCELLED", ["COMPLETED", "CANCELLED"])),
+        ("FAILED", [("FAILED", "TerminationSignal: 15")], ("CANCELLED", ["CANCELLED"])),
+        ("FAILED", [("FAILED", "RetriableError: 503"), ("RUNNING", None)], ("CANCELLED", ["FAILED", "CANCELLED"])),
+        ("COMPLETED", [("COMPLETED", None)], ("COMPLETED", ["COMPLETED"])),
+    ],
+    ids=["killed-while-running", "its-own-code-saw-the-kill", "an-earlier-failure-stays", "completed-stays"],
+)
+async def test_mark_ended_marks_only_what_the_kill_left(
+    etl_home: Path, audit_url: str, monkeypatch: pytest.MonkeyPatch, batch_status: str,
+    job_rows: list[tuple[str, str | None]], expected: tuple[str, list[str]],
+) -> None:
+    monkeypatch.setenv("RESTFUL_ETL_AUDIT_URL", audit_url)  # SQLite and PostgreSQL in turn
+    audit = await AuditStore.open(audit_url)
+    await audit.add(EtlBatch(batch_id="b1", tenant_id="t", batch_type="bt", status=batch_status))
+    for i, (status, message) in enumerate(job_rows):
+        await audit.add(EtlJob(job_id=f"j{i}", batch_id="b1", tenant_id="t", job=f"job {i}", kind="load",
+                               status=status, message=message))
+    await audit.close()
+
+    await mark_ended("b1", "CANCELLED", "cancelled through Prefect")
+
+    row, jobs = await batch_rows(audit_url, "b1")
+    assert row is not None and (row.status, [job.status for job in jobs]) == expected
+    assert all(job.ended_at is not None and job.ended_at >= job.started_at for job in jobs if job.status == "CANCELLED")
+
+
+async def test_mark_ended_marks_the_rows_in_the_audit_database_block_the_workers_use(
+    prefect_harness: Path, etl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker with RESTFUL_ETL_AUDIT_BLOCK writes its batches there, so its hooks must look there too."""
+    url = f"sqlite:///{etl_home / 'audit-from-block.db'}"
+    await AuditDatabase(url=url).save("endings-audit", overwrite=True)
+    monkeypatch.setenv("RESTFUL_ETL_AUDIT_BLOCK", "endings-audit")
+    audit = await AuditStore.open(url)
+    await audit.add(EtlBatch(batch_id="b2", tenant_id="t", batch_type="bt", status="RUNNING"))
+    await audit.add(EtlJob(job_id="j", batch_id="b2", tenant_id="t", job="load", kind="load", status="RUNNING"))
+    await audit.close()
+
+    await mark_ended("b2", "CRASHED", "the flow run's process ended without finishing")
+
+    row, jobs = await batch_rows(url, "b2")
+    assert row is not None and (row.status, [job.status for job in jobs]) == ("CRASHED", ["CRASHED"])
+    assert not (etl_home / "audit.db").exists()  # RESTFUL_ETL_HOME's default database was never opened
+
+
+async def batch_rows(url: str, batch_id: str) -> tuple[EtlBatch | None, list[EtlJob]]:
+    """The batch's audit row and its jobs' rows, read afresh from the database at `url`."""
+    audit = await AuditStore.open(url)
+    try:
+        return await audit.get_batch(batch_id), list(await audit.jobs(batch_id))
+    finally:
+        await audit.close()
+
+
+PLAIN_SECRET = "plain-secret-never-started-5d1e"
+
+
+@pytest.mark.parametrize("hook,state", [(mark_cancelled, Cancelled()), (mark_crashed, Crashed()),
+                                        (mask_failed, Failed())], ids=["cancelled", "crashed", "failed"])
+async def test_the_end_hooks_mask_plain_credentials_of_a_run_that_never_reached_its_body(
+    prefect_harness: Path, etl_home: Path, hook: Any, state: Any
+) -> None:
+    parameters = {"tenant_id": "t", "credentials": {"crm": {"token": PLAIN_SECRET}}}
+    async with get_client() as client:
+        flow_run = await client.create_flow_run(crm_to_accounting, parameters=parameters)
+        assert flow_run.parameters["credentials"]["crm"]["token"] == PLAIN_SECRET  # in clear, as the API keeps it
+
+        await hook(crm_to_accounting, flow_run, state)
+
+        stored = (await client.read_flow_run(flow_run.id)).parameters
+    assert stored == {"tenant_id": "t", "credentials": {"crm": {"token": MASK}}}

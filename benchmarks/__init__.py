@@ -1,1 +1,4 @@
-"""Benchmarks: each prints the product and a reference side by side; run from the repository root (`python -m benchmarks.bench_extract`)."""
+"""Benchmarks, not installed: each prints the product and a reference side by side.
+
+Run from the repository's root: `python -m benchmarks.bench_extract`.
+"""

@@ -27,15 +27,15 @@ from pydantic import SecretStr
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob, run_extract
+from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.load.job import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
-from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob, run_transform
 
 _MODULE = "benchmarks.bench_batch"
@@ -54,13 +54,24 @@ def scd2_batch_type(apis: DemoApis, concurrency: int) -> BatchType:
 
 async def product(apis: DemoApis, batch_type: BatchType, workdir: Path) -> dict[str, Any]:
     """One batch through the engine's runners; seconds per job and the counts that matter."""
-    credentials = {"crm": Credentials(token=SecretStr(apis.crm_token)),
-                   "accounting": Credentials(api_key=SecretStr(apis.accounting_api_key))}
-    clients = {name: RestClient(api, credentials[name], rate_limiter=RateLimiter(api.rate_limit))
-               for name, api in batch_type.apis.items()}
+    credentials = {
+        "crm": Credentials(token=SecretStr(apis.crm_token)),
+        "accounting": Credentials(api_key=SecretStr(apis.accounting_api_key)),
+    }
+    clients = {
+        name: RestClient(api, credentials[name], rate_limiter=RateLimiter(api.rate_limit))
+        for name, api in batch_type.apis.items()
+    }
     audit = await AuditStore.open(f"sqlite:///{workdir / 'audit.db'}")
-    ctx = BatchContext(tenant_id="bench", batch_id=str(uuid.uuid4()), batch_type=batch_type.name,
-                       stage=MemoryStage(), audit=audit, clients=clients, full_refresh=True)
+    ctx = BatchContext(
+        tenant_id="bench",
+        batch_id=str(uuid.uuid4()),
+        batch_type=batch_type.name,
+        stage=MemoryStage(),
+        audit=audit,
+        clients=clients,
+        full_refresh=True,
+    )
     await audit.add(EtlBatch(batch_id=ctx.batch_id, tenant_id="bench", batch_type=batch_type.name))
     seconds: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -92,18 +103,26 @@ async def _run(job: ExtractJob | TransformJob | LoadJob, batch_type: BatchType, 
 
 def bare_record(customer: dict[str, Any]) -> dict[str, Any]:
     """The least a copy must do for the accounting API to take a CRM customer."""
-    return {"external_id": str(customer["id"]), "name": customer["company"], "email": customer["email"],
-            "country": customer["country"], "phone": customer["phone"],
-            "lifetime_value": str(customer["lifetime_value"]), "status": customer.get("status") or "active"}
+    return {
+        "external_id": str(customer["id"]),
+        "name": customer["company"],
+        "email": customer["email"],
+        "country": customer["country"],
+        "phone": customer["phone"],
+        "lifetime_value": str(customer["lifetime_value"]),
+        "status": customer.get("status") or "active",
+    }
 
 
 async def bare_copy(apis: DemoApis, concurrency: int, page_size: int) -> dict[str, Any]:
     """Page through the CRM and POST every customer, at most `concurrency` POSTs in flight."""
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
-    crm = httpx.AsyncClient(base_url=apis.crm_url, headers={"Authorization": f"Bearer {apis.crm_token}"},
-                            limits=limits, timeout=30)
-    accounting = httpx.AsyncClient(base_url=apis.accounting_url, headers={"X-API-Key": apis.accounting_api_key},
-                                   limits=limits, timeout=30)
+    crm = httpx.AsyncClient(
+        base_url=apis.crm_url, headers={"Authorization": f"Bearer {apis.crm_token}"}, limits=limits, timeout=30
+    )
+    accounting = httpx.AsyncClient(
+        base_url=apis.accounting_url, headers={"X-API-Key": apis.accounting_api_key}, limits=limits, timeout=30
+    )
     gate = asyncio.Semaphore(concurrency)
 
     async def post(record: dict[str, Any]) -> None:
@@ -147,17 +166,23 @@ async def measure(apis: DemoApis, records: int, concurrency: int, rounds: int) -
     def rate(seconds: float) -> float:
         return records / seconds
 
-    print(f"{records} CRM customers -> demo accounting API, {concurrency} writes in flight, CRM pages of "
-          f"{page_size}, best of {rounds} round(s)")
+    print(
+        f"{records} CRM customers -> demo accounting API, {concurrency} writes in flight, CRM pages of "
+        f"{page_size}, best of {rounds} round(s)"
+    )
     for label, run in (("product: batch, SCD2 insert", first), ("product: rerun, no changes", rerun)):
         jobs = "  ".join(f"{kind} {s:.2f}s" for kind, s in run["jobs"].items())
         c = run["counts"]
-        print(f"{label:<30} {run['seconds']:7.2f}s {rate(run['seconds']):9,.0f} rec/s   ({jobs}; inserted "
-              f"{c.get('inserted', 0)}, unchanged {c.get('unchanged', 0)}, rejected {c.get('rejected', 0)})")
-    print(f"{'bare httpx: GET pages + POST':<30} {bare['seconds']:7.2f}s {rate(bare['seconds']):9,.0f} rec/s   "
-          f"({bare['records']} records)")
+        print(
+            f"{label:<30} {run['seconds']:7.2f}s {rate(run['seconds']):9,.0f} rec/s   ({jobs}; inserted "
+            f"{c.get('inserted', 0)}, unchanged {c.get('unchanged', 0)}, rejected {c.get('rejected', 0)})"
+        )
+    print(
+        f"{'bare httpx: GET pages + POST':<30} {bare['seconds']:7.2f}s {rate(bare['seconds']):9,.0f} rec/s   "
+        f"({bare['records']} records)"
+    )
     print(f"ratio product/bare (first batch): {rate(first['seconds']) / rate(bare['seconds']):.2f}")
-    spread = [f"{rate(f['seconds']):,.0f}/{rate(b['seconds']):,.0f}" for f, b in zip(firsts, bares)]
+    spread = [f"{rate(f['seconds']):,.0f}/{rate(b['seconds']):,.0f}" for f, b in zip(firsts, bares, strict=False)]
     print(f"each round, product/bare rec/s: {'  '.join(spread)}")
 
 

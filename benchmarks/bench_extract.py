@@ -18,28 +18,45 @@ import httpx
 from pydantic import SecretStr
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob, run_extract
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
 
 
 async def product(apis: DemoApis, audit: AuditStore, page_size: int, concurrency: int) -> int:
     """The extract job as a batch runs it: paginator, auth, retries, and every page into the stage."""
-    api = ApiConfig.model_validate({
-        "name": "crm", "base_url": apis.crm_url, "auth": "bearer", "concurrency": concurrency,
-        "paginator": {"type": "page_number", "page_size": page_size, "total_path": "total", "concurrent": True},
-    })
-    job = ExtractJob.model_validate({"name": "Extract CRM customers", "api": "crm", "natural_key": ["id"],
-                                     "endpoint": {"path": "/customers", "records_path": "data"}})
+    api = ApiConfig.model_validate(
+        {
+            "name": "crm",
+            "base_url": apis.crm_url,
+            "auth": "bearer",
+            "concurrency": concurrency,
+            "paginator": {"type": "page_number", "page_size": page_size, "total_path": "total", "concurrent": True},
+        }
+    )
+    job = ExtractJob.model_validate(
+        {
+            "name": "Extract CRM customers",
+            "api": "crm",
+            "natural_key": ["id"],
+            "endpoint": {"path": "/customers", "records_path": "data"},
+        }
+    )
     stage = MemoryStage()
     async with RestClient(api, Credentials(token=SecretStr(apis.crm_token))) as client:
-        ctx = BatchContext(tenant_id="bench", batch_id=str(uuid.uuid4()), batch_type="bench", stage=stage,
-                           audit=audit, clients={"crm": client})
+        ctx = BatchContext(
+            tenant_id="bench",
+            batch_id=str(uuid.uuid4()),
+            batch_type="bench",
+            stage=stage,
+            audit=audit,
+            clients={"crm": client},
+        )
         report = JobReport(job=job.name, kind="extract", job_id="bench")
         await run_extract(job, ctx, report, ErrorSink(ctx, job.name, "bench"))
         count = await stage.count(ctx.stage_key(job.slug))
@@ -75,16 +92,21 @@ async def measure(apis: DemoApis, records: int, page_size: int, concurrency: int
         for _ in range(rounds):
             for name in best:
                 started = time.perf_counter()
-                count = await (product(apis, audit, page_size, concurrency) if name == "product"
-                               else bare(apis, page_size, concurrency))
+                count = await (
+                    product(apis, audit, page_size, concurrency)
+                    if name == "product"
+                    else bare(apis, page_size, concurrency)
+                )
                 elapsed = time.perf_counter() - started
                 assert count == records, f"{name} read {count} of {records} records"
                 best[name] = min(best[name], elapsed)
         await audit.close()
     for name, seconds in best.items():
         print(f"{name:>11}: {records:,} records in {seconds:.2f}s = {records / seconds:,.0f} records/s")
-    print(f"ratio product / bare httpx: {best['bare httpx'] / best['product']:.2f}x "
-          f"(page size {page_size}, concurrency {concurrency}, best of {rounds})")
+    print(
+        f"ratio product / bare httpx: {best['bare httpx'] / best['product']:.2f}x "
+        f"(page size {page_size}, concurrency {concurrency}, best of {rounds})"
+    )
 
 
 def main() -> None:

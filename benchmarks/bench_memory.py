@@ -28,10 +28,10 @@ from typing import Any
 from pydantic import SecretStr
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
-from tests.fixtures.servers.redis import RedisServer
 from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
 from prefect_restful_etl.flows.resources import api_configs, close_stage, open_clients
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob, run_extract
@@ -40,8 +40,9 @@ from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import Stage
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
-from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob, run_transform
+
+from tests.fixtures.servers.redis import RedisServer
 
 _MODULE = "benchmarks.bench_memory"
 _CHILD_ENV = "BENCH_MEMORY_CHILD"  # URLs and secrets for the child: never on its command line
@@ -55,8 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     if os.environ.get(_CHILD_ENV):
         print(json.dumps(asyncio.run(_batch(json.loads(os.environ[_CHILD_ENV])))), flush=True)
         return
-    print(f"{'records':>8} {'stage':>6} {'seconds':>8} {'extracted':>9} {'inserted':>9}"
-          f" {'peak RSS MiB: start':>20} {'extract':>8} {'transform':>9} {'load':>8}")
+    print(
+        f"{'records':>8} {'stage':>6} {'seconds':>8} {'extracted':>9} {'inserted':>9}"
+        f" {'peak RSS MiB: start':>20} {'extract':>8} {'transform':>9} {'load':>8}"
+    )
     with RedisServer() as redis_server:
         for n in args.records:
             with DemoApis(crm_customers=n, ready_timeout=600) as apis:
@@ -64,17 +67,30 @@ def main(argv: list[str] | None = None) -> None:
                     apis.reset()
                     row = _run_child(apis, redis_server.url if stage == "redis" else "memory://")
                     peaks = row["peak_mib"]
-                    print(f"{n:>8} {stage:>6} {row['seconds']:>8.1f} {row['counts']['extracted']:>9}"
-                          f" {row['counts']['inserted']:>9} {peaks['start']:>20.1f} {peaks['extract']:>8.1f}"
-                          f" {peaks['transform']:>9.1f} {peaks['load']:>8.1f}", flush=True)
+                    print(
+                        f"{n:>8} {stage:>6} {row['seconds']:>8.1f} {row['counts']['extracted']:>9}"
+                        f" {row['counts']['inserted']:>9} {peaks['start']:>20.1f} {peaks['extract']:>8.1f}"
+                        f" {peaks['transform']:>9.1f} {peaks['load']:>8.1f}",
+                        flush=True,
+                    )
 
 
 def _run_child(apis: DemoApis, stage_url: str) -> dict[str, Any]:
     """One batch in a fresh interpreter, so that its peak RSS is its own."""
-    config = {"crm": apis.crm_url, "accounting": apis.accounting_url, "crm_token": apis.crm_token,
-              "accounting_api_key": apis.accounting_api_key, "stage_url": stage_url}
-    done = subprocess.run([sys.executable, "-m", _MODULE], capture_output=True, text=True, check=True,
-                          env=os.environ | {_CHILD_ENV: json.dumps(config)})
+    config = {
+        "crm": apis.crm_url,
+        "accounting": apis.accounting_url,
+        "crm_token": apis.crm_token,
+        "accounting_api_key": apis.accounting_api_key,
+        "stage_url": stage_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", _MODULE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ | {_CHILD_ENV: json.dumps(config)},
+    )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -87,15 +103,26 @@ async def _batch(config: dict[str, str]) -> dict[str, Any]:
     """crm-to-accounting through the engine's runners, as the Prefect tasks run them; peak RSS after each job."""
     peaks = {"start": _peak_mib()}
     apis = api_configs(CRM_TO_ACCOUNTING, {"crm": config["crm"], "accounting": config["accounting"]})
-    credentials = {"crm": Credentials(token=SecretStr(config["crm_token"])),
-                   "accounting": Credentials(api_key=SecretStr(config["accounting_api_key"]))}
-    stage: Stage = RedisStage.from_url(config["stage_url"]) if config["stage_url"].startswith("redis") else MemoryStage()
+    credentials = {
+        "crm": Credentials(token=SecretStr(config["crm_token"])),
+        "accounting": Credentials(api_key=SecretStr(config["accounting_api_key"])),
+    }
+    stage: Stage = (
+        RedisStage.from_url(config["stage_url"]) if config["stage_url"].startswith("redis") else MemoryStage()
+    )
     counts: dict[str, int] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:
         audit = await AuditStore.open(f"sqlite:///{Path(workdir) / 'audit.db'}")
-        ctx = BatchContext(tenant_id="bench", batch_id=str(uuid.uuid4()), batch_type=CRM_TO_ACCOUNTING.name,
-                           stage=stage, audit=audit, clients=open_clients(apis, credentials), full_refresh=True)
+        ctx = BatchContext(
+            tenant_id="bench",
+            batch_id=str(uuid.uuid4()),
+            batch_type=CRM_TO_ACCOUNTING.name,
+            stage=stage,
+            audit=audit,
+            clients=open_clients(apis, credentials),
+            full_refresh=True,
+        )
         await audit.add(EtlBatch(batch_id=ctx.batch_id, tenant_id="bench", batch_type=CRM_TO_ACCOUNTING.name))
         try:
             for job in CRM_TO_ACCOUNTING.jobs:

@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from tests.fixtures.servers.redis import RedisServer
+
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
+
+from tests.fixtures.servers.redis import RedisServer
 
 _MODULE = "benchmarks.bench_stage"
 
@@ -40,13 +42,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     with RedisServer() as server:
         print(f"redis-server pid {server.pid} on 127.0.0.1:{server.port}; chunk {args.chunk} records")
-        print(f"{'records':>9} {'bytes/rec':>9} {'write rec/s':>12} {'read rec/s':>11} {'RSS base MiB':>13}"
-              f" {'after write':>12} {'peak (read)':>12}")
+        print(
+            f"{'records':>9} {'bytes/rec':>9} {'write rec/s':>12} {'read rec/s':>11} {'RSS base MiB':>13}"
+            f" {'after write':>12} {'peak (read)':>12}"
+        )
         for n in args.records:
             row = _run_child(server.url, n, args.chunk)
-            print(f"{row['records']:>9} {row['record_bytes']:>9} {row['write_per_s']:>12,.0f}"
-                  f" {row['read_per_s']:>11,.0f} {row['rss_base_mib']:>13.1f} {row['rss_after_write_mib']:>12.1f}"
-                  f" {row['rss_peak_mib']:>12.1f}")
+            print(
+                f"{row['records']:>9} {row['record_bytes']:>9} {row['write_per_s']:>12,.0f}"
+                f" {row['read_per_s']:>11,.0f} {row['rss_base_mib']:>13.1f} {row['rss_after_write_mib']:>12.1f}"
+                f" {row['rss_peak_mib']:>12.1f}"
+            )
 
 
 def _run_child(url: str, n: int, chunk: int) -> dict[str, Any]:

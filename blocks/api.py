@@ -37,7 +37,7 @@ class RestApi(Block):
     """
 
     _block_type_name: ClassVar[str] = "RESTful ETL API"
-    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/webhook.png"  # noqa: E501
+    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/webhook.png"
     _documentation_url = "https://docs.prefect.io/v3/develop/blocks"
     _description: ClassVar[str] = (
         "How restful-etl reaches one REST API: base URL, auth style, pagination, retries and rate limit. "
@@ -47,7 +47,8 @@ class RestApi(Block):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$", description="The API's name in batch types (crm).")
     base_url: HttpUrl = Field(description="Where the API's paths start (https://crm.example.com/api).")
     auth: AuthConfig = Field(
-        default_factory=NoAuthConfig, description="Auth style (none, bearer, api_key, basic, oauth2_client_credentials)."
+        default_factory=NoAuthConfig,
+        description="Auth style (none, bearer, api_key, basic, oauth2_client_credentials).",
     )
     paginator: Paginator = Field(
         default_factory=SinglePagePaginator, description="Paging style of its list endpoints (page_number, cursor ...)."

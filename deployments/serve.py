@@ -40,10 +40,18 @@ def batch_deployments(
     common: dict[str, Any] = {"tags": [f"batch-type:{name}"], "entrypoint_type": EntrypointType.MODULE_PATH}
     flow = batch.flow
     deployments = [
-        flow.to_deployment(name=name, schedules=[hourly_schedule(tenant_id, sealed_credentials)],
-                           description=f"{name}, incremental: hourly per tenant, or on demand.", **common),
-        flow.to_deployment(name=f"{name}{FULL_RESYNC_SUFFIX}", parameters={"full_refresh": True},
-                           description=f"{name}, full re-sync: reads everything and resets the watermarks.", **common),
+        flow.to_deployment(
+            name=name,
+            schedules=[hourly_schedule(tenant_id, sealed_credentials)],
+            description=f"{name}, incremental: hourly per tenant, or on demand.",
+            **common,
+        ),
+        flow.to_deployment(
+            name=f"{name}{FULL_RESYNC_SUFFIX}",
+            parameters={"full_refresh": True},
+            description=f"{name}, full re-sync: reads everything and resets the watermarks.",
+            **common,
+        ),
     ]
     for deployment in deployments:
         deployment.entrypoint = batch.entrypoint  # the module that holds the flow, not builder.py that made it
@@ -54,6 +62,9 @@ def serve_all(*, limit: int | None = None, tenant_id: str | None = None, sealed_
     """Blocks until interrupted: polls Prefect for runs of every batch type's deployments and runs them."""
     if not os.environ.get(SEAL_KEY_ENV):
         logger.warning("%s is not set: runs with sealed credentials will fail", SEAL_KEY_ENV)
-    deployments = [d for name, flow in batch_flows().items()
-                   for d in batch_deployments(name, flow, tenant_id=tenant_id, sealed_credentials=sealed_credentials)]
+    deployments = [
+        d
+        for name, flow in batch_flows().items()
+        for d in batch_deployments(name, flow, tenant_id=tenant_id, sealed_credentials=sealed_credentials)
+    ]
     serve(*deployments, limit=limit)

@@ -15,14 +15,24 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport, describe_drift
 from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent, EtlJob
+from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport, describe_drift
 from prefect_restful_etl.tasks.status import artifact_key
 
 FIRST_ERRORS = 50
 _MESSAGE_CHARS = 300
-_SUMMARY_COUNTS = ("extracted", "transformed", "filtered", "rejected", "inserted", "updated", "expired", "unchanged",
-                   "duplicates", "failed_writes")
+_SUMMARY_COUNTS = (
+    "extracted",
+    "transformed",
+    "filtered",
+    "rejected",
+    "inserted",
+    "updated",
+    "expired",
+    "unchanged",
+    "duplicates",
+    "failed_writes",
+)
 _ERROR_COLUMNS = ("job", "screen", "severity", "action", "natural_key", "column", "value", "message")
 
 
@@ -45,16 +55,23 @@ def audit_summary(report: BatchReport, unreported: Sequence[EtlJob] = ()) -> lis
 async def screen_counts(audit: AuditStore, batch_id: str) -> list[dict[str, Any]]:
     """Error events grouped by job and screen, counted in the database rather than read row by row."""
     query = (
-        select(EtlErrorEvent.job, EtlErrorEvent.screen, EtlErrorEvent.action,
-               func.max(EtlErrorEvent.severity), func.count())
+        select(
+            EtlErrorEvent.job,
+            EtlErrorEvent.screen,
+            EtlErrorEvent.action,
+            func.max(EtlErrorEvent.severity),
+            func.count(),
+        )
         .where(EtlErrorEvent.batch_id == batch_id)
         .group_by(EtlErrorEvent.job, EtlErrorEvent.screen, EtlErrorEvent.action)
         .order_by(func.count().desc())
     )
     async with audit.session() as session:
         rows = (await session.exec(query)).all()
-    return [{"job": job, "screen": screen, "action": action, "max_severity": severity, "records": count}
-            for job, screen, action, severity, count in rows]
+    return [
+        {"job": job, "screen": screen, "action": action, "max_severity": severity, "records": count}
+        for job, screen, action, severity, count in rows
+    ]
 
 
 def quality_markdown(report: BatchReport, screens: list[dict[str, Any]]) -> str:
@@ -104,7 +121,8 @@ async def publish_artifacts(audit: AuditStore, report: BatchReport) -> None:
     unreported = [row for row in await audit.jobs(report.batch_id) if row.job not in reported]
     why = f" {report.message[:_MESSAGE_CHARS]}" if report.message else ""  # already redacted by the batch
     await acreate_table_artifact(
-        audit_summary(report, unreported), key=key("audit"),
+        audit_summary(report, unreported),
+        key=key("audit"),
         description=f"**{report.status}** in {report.seconds:.1f} s: {counts.get('extracted', 0)} extracted, "
         f"{counts.get('inserted', 0)} inserted, {counts.get('updated', 0)} updated, "
         f"{counts.get('rejected', 0)} rejected (batch `{report.batch_id}`).{why}",
@@ -112,15 +130,18 @@ async def publish_artifacts(audit: AuditStore, report: BatchReport) -> None:
     screens = await screen_counts(audit, report.batch_id)
     score = report.quality.get("quality_score")
     await acreate_markdown_artifact(
-        quality_markdown(report, screens), key=key("quality"),
+        quality_markdown(report, screens),
+        key=key("quality"),
         description=(f"Quality score {score}" if score is not None else "No screen figures")
         + f", {len(screens)} failing screen{'' if len(screens) == 1 else 's'}"
-        + (", schema drift" if drifted_jobs(report) else "") + f" (batch `{report.batch_id}`).",
+        + (", schema drift" if drifted_jobs(report) else "")
+        + f" (batch `{report.batch_id}`).",
     )
     errors = await first_errors(audit, report.batch_id)
     total = sum(s["records"] for s in screens)
     await acreate_table_artifact(
-        errors, key=key("errors"),
+        errors,
+        key=key("errors"),
         description=(f"First {len(errors)} of {total} error events" if errors else "No error events")
         + f" (batch `{report.batch_id}`).",
     )

@@ -14,18 +14,20 @@ from pydantic import SecretStr
 
 from prefect_restful_etl.flows.parameters import BatchParameters, parse_parameters
 from prefect_restful_etl.flows.publish import batch_ended, batch_started
-from prefect_restful_etl.flows.resources import close_stage, stage_settings
 from prefect_restful_etl.flows.resources import (
     api_configs,
     audit_settings,
+    close_stage,
     load_api_blocks,
     open_audit,
     open_clients,
     open_stage,
+    stage_settings,
 )
 from prefect_restful_etl.flows.restart import drop_resumed, prepare
 from prefect_restful_etl.flows.secrecy import open_credentials, redact_stored_parameters
 from prefect_restful_etl.tasks import runtime
+from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import all_secrets
 from prefect_restful_etl.tasks.engine.exceptions import ScreenStop, StageError
@@ -35,7 +37,6 @@ from prefect_restful_etl.tasks.engine.redaction import redact
 from prefect_restful_etl.tasks.engine.report import BatchReport, JobReport
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
-from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
 from prefect_restful_etl.tasks.jobs import extract_job, load_job, transform_job
 
 
@@ -84,8 +85,12 @@ async def run_batch(batch_type: BatchType, parameters: dict[str, Any]) -> BatchR
 
 
 async def _run(
-    ctx: BatchContext, batch_type: BatchType, given: BatchParameters, settings: Settings,
-    callback_secret: SecretStr | None, logger: Any,
+    ctx: BatchContext,
+    batch_type: BatchType,
+    given: BatchParameters,
+    settings: Settings,
+    callback_secret: SecretStr | None,
+    logger: Any,
 ) -> BatchReport:
     """The jobs in order, then the audit rows, watermarks and the report; whatever happens, the batch's ending."""
     tenant_id, batch_id, audit = ctx.tenant_id, ctx.batch_id, ctx.audit
@@ -93,8 +98,13 @@ async def _run(
     runtime.register(ctx)
     reports: list[JobReport] = []
     try:
-        await batch_started(ctx, len(batch_type.jobs), settings.progress_every, callback_url=given.callback_url,
-                            callback_secret=callback_secret)
+        await batch_started(
+            ctx,
+            len(batch_type.jobs),
+            settings.progress_every,
+            callback_url=given.callback_url,
+            callback_secret=callback_secret,
+        )
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
         await audit.sync_screens(batch_type.name, screen_dimension(batch_type))
         reused = await prepare(ctx, batch_type, given.resume_batch_id)  # the jobs a resumed batch need not run

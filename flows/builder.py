@@ -40,11 +40,20 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         api_blocks: dict[str, str] | None = None,
     ) -> BatchReport:
         # Prefect's own validation is off (see flows/parameters.py): the batch masks, then validates
-        return await run_batch(batch_type, {
-            "tenant_id": tenant_id, "credentials": credentials, "full_refresh": full_refresh, "base_urls": base_urls,
-            "dry_run": dry_run, "resume_batch_id": resume_batch_id, "sealed_credentials": sealed_credentials,
-            "callback_url": callback_url, "api_blocks": api_blocks,
-        })
+        return await run_batch(
+            batch_type,
+            {
+                "tenant_id": tenant_id,
+                "credentials": credentials,
+                "full_refresh": full_refresh,
+                "base_urls": base_urls,
+                "dry_run": dry_run,
+                "resume_batch_id": resume_batch_id,
+                "sealed_credentials": sealed_credentials,
+                "callback_url": callback_url,
+                "api_blocks": api_blocks,
+            },
+        )
 
     batch.__doc__ = f"""{batch_type.description or batch_type.name}
 

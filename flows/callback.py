@@ -39,8 +39,9 @@ def sign(body: bytes, secret: str, timestamp: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def verify(body: bytes, secret: str, signature: str, timestamp: str, *, tolerance: float = 300.0,
-           now: float | None = None) -> bool:
+def verify(
+    body: bytes, secret: str, signature: str, timestamp: str, *, tolerance: float = 300.0, now: float | None = None
+) -> bool:
     """The receiver's check: signed with `secret`, and sent within `tolerance` seconds of `now`."""
     try:
         sent = int(timestamp)
@@ -58,8 +59,12 @@ def where(url: str) -> str:
 
 
 async def post_report(
-    url: str, report: BatchReport, secret: SecretStr | None, logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    *, timeout: float = 10.0,
+    url: str,
+    report: BatchReport,
+    secret: SecretStr | None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    *,
+    timeout: float = 10.0,
 ) -> bool:
     """POST the report; True when the receiver answered 2xx. Never raises: the batch has already ended."""
     body = report.model_dump_json().encode()

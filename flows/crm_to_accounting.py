@@ -9,18 +9,54 @@ from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 # Screened after the steps, on the accounting customer as it will be loaded. The email pattern checks the
 # shape only (something@somewhere); the accounting API also wants a dot in the domain, and refuses the rest.
 SCREENS = [
-    {"name": "email present", "check": "not_null", "column": "email", "blank_is_null": True,
-     "category": "completeness", "severity": 8},
-    {"name": "email format", "check": "pattern", "column": "email", "pattern": r"^[^@\s]+@[^@\s]+$",
-     "category": "validity", "severity": 6},
-    {"name": "lifetime value not negative", "check": "rule", "column": "lifetime_value",
-     "expression": "is_null(lifetime_value) or float(lifetime_value) >= 0", "category": "validity", "severity": 7},
-    {"name": "known country", "check": "exists", "column": "country", "lookup": "countries",
-     "category": "validity", "severity": 6},
-    {"name": "one row per customer", "check": "unique", "columns": ["external_id"], "category": "uniqueness",
-     "severity": 9},
-    {"name": "phone present", "check": "not_null", "column": "phone", "blank_is_null": True,
-     "category": "completeness", "severity": 2, "action": "pass"},
+    {
+        "name": "email present",
+        "check": "not_null",
+        "column": "email",
+        "blank_is_null": True,
+        "category": "completeness",
+        "severity": 8,
+    },
+    {
+        "name": "email format",
+        "check": "pattern",
+        "column": "email",
+        "pattern": r"^[^@\s]+@[^@\s]+$",
+        "category": "validity",
+        "severity": 6,
+    },
+    {
+        "name": "lifetime value not negative",
+        "check": "rule",
+        "column": "lifetime_value",
+        "expression": "is_null(lifetime_value) or float(lifetime_value) >= 0",
+        "category": "validity",
+        "severity": 7,
+    },
+    {
+        "name": "known country",
+        "check": "exists",
+        "column": "country",
+        "lookup": "countries",
+        "category": "validity",
+        "severity": 6,
+    },
+    {
+        "name": "one row per customer",
+        "check": "unique",
+        "columns": ["external_id"],
+        "category": "uniqueness",
+        "severity": 9,
+    },
+    {
+        "name": "phone present",
+        "check": "not_null",
+        "column": "phone",
+        "blank_is_null": True,
+        "category": "completeness",
+        "severity": 2,
+        "action": "pass",
+    },
 ]
 
 CRM_TO_ACCOUNTING = BatchType.model_validate(
@@ -61,10 +97,27 @@ CRM_TO_ACCOUNTING = BatchType.model_validate(
                     {"op": "trim", "fields": ["email", "contact"]},
                     {"op": "lower", "fields": ["email"]},
                     {"op": "default", "values": {"status": "active"}},
-                    {"op": "lookup", "field": "country", "target": "country_name", "source": "countries",
-                     "on_miss": "default"},  # an unknown code is the `known country` screen's to report
-                    {"op": "select", "fields": ["external_id", "name", "contact", "email", "country", "country_name",
-                                                "phone", "lifetime_value", "status"]},
+                    {
+                        "op": "lookup",
+                        "field": "country",
+                        "target": "country_name",
+                        "source": "countries",
+                        "on_miss": "default",
+                    },  # an unknown code is the `known country` screen's to report
+                    {
+                        "op": "select",
+                        "fields": [
+                            "external_id",
+                            "name",
+                            "contact",
+                            "email",
+                            "country",
+                            "country_name",
+                            "phone",
+                            "lifetime_value",
+                            "status",
+                        ],
+                    },
                 ],
                 "lookups": {"countries": {"type": "static", "values": ISO_COUNTRIES}},
                 "screens": SCREENS,

@@ -18,8 +18,8 @@ from prefect.client.orchestration import get_client
 
 from prefect_restful_etl.flows.resources import audit_settings, open_audit
 from prefect_restful_etl.flows.secrecy import mask_stored_credentials
-from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.audit.tables import utcnow
+from prefect_restful_etl.tasks.engine.settings import Settings
 
 _ENDED = {"COMPLETED", "CANCELLED", "CRASHED"}  # what a hook must not overwrite
 

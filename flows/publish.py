@@ -57,10 +57,17 @@ async def batch_ended(ctx: BatchContext, report: BatchReport) -> None:
         await ctx.progress.update(f"{report.status.lower()} in {report.seconds:.1f} s", 100.0 if done else None)
     if ending.callback_url:
         await post_report(ending.callback_url, report, ending.callback_secret, run_logger)
-    payload = {"status": report.status, "counts": report.counts, "quality": report.quality,
-               "seconds": report.seconds, "message": report.message,
-               "jobs": [{"job": j.job, "kind": j.kind, "job_id": j.job_id, "status": j.status, "counts": j.counts}
-                        for j in report.jobs]}
+    payload = {
+        "status": report.status,
+        "counts": report.counts,
+        "quality": report.quality,
+        "seconds": report.seconds,
+        "message": report.message,
+        "jobs": [
+            {"job": j.job, "kind": j.kind, "job_id": j.job_id, "status": j.status, "counts": j.counts}
+            for j in report.jobs
+        ],
+    }
     emit(batch_event(ctx, BATCH_FINISHED, payload))
 
 

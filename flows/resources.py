@@ -7,11 +7,11 @@ from pydantic import ValidationError
 from prefect_restful_etl.blocks.api import RestApi
 from prefect_restful_etl.blocks.audit import AuditDatabase
 from prefect_restful_etl.blocks.stage import EtlStage
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage.base import Stage
@@ -93,7 +93,9 @@ def api_configs(
         if unknown:
             raise ConfigError(parameter, f"names no API of {batch_type.name}: {sorted(unknown)}")
     apis = {name: blocks.get(name, api) for name, api in batch_type.apis.items()}
-    return {name: _with_base_url(api, base_urls[name], name) if name in base_urls else api for name, api in apis.items()}
+    return {
+        name: _with_base_url(api, base_urls[name], name) if name in base_urls else api for name, api in apis.items()
+    }
 
 
 def _with_base_url(api: ApiConfig, base_url: str, name: str) -> ApiConfig:

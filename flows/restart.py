@@ -13,13 +13,13 @@ Every stage key of a batch lives `ttl` seconds after its last write, and every j
 did, so while the epoch is there every job's output is too; a memory stage's epoch dies with its process.
 A missing epoch therefore means "the staged data may be gone", and nothing staged under it is reused.
 
-What a stage outage, a kill or a cancel can leave in the destination: only whole records. Every write is one
-HTTP request of whole records (one, or a bulk upsert's batch), and the load reads the stage chunk by chunk, finishing each chunk's
-writes before it reads the next, so a stage outage fails it between chunks (`StageUnavailable`, naming the key
-and the server) once every write of the chunk before has been answered. A kill or a cancel may cut off writes
-in flight, each taken whole by the destination or not at all. It is not all or nothing for the batch: the
-chunks before the failure stay written. A retry or resume converges, because the load diffs against the
-destination by natural key: what is there already is left alone, and nothing is written twice.
+What a stage outage, a kill or a cancel can leave in the destination: only whole records. Every write is one HTTP
+request of whole records (one, or a bulk upsert's batch), and the load reads the stage chunk by chunk, finishing
+each chunk's writes before it reads the next, so a stage outage fails it between chunks (`StageUnavailable`, naming
+the key and the server) once every write of the chunk before has been answered. A kill or a cancel may cut off
+writes in flight, each taken whole by the destination or not at all. It is not all or nothing for the batch: the
+chunks before the failure stay written. A retry or resume converges, because the load diffs against the destination
+by natural key: what is there already is left alone, and nothing is written twice.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.logging import get_run_logger
 
+from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlBatch, EtlJob, utcnow
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, StageError, StageUnavailable
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
-from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlBatch, EtlJob, utcnow
 
 EPOCH_JOB = "~epoch"  # job slugs are [a-z0-9-], so no job's output can take this key
 _STAGED_COUNT = {"extract": "extracted", "transform": "transformed"}  # what a job of each kind stages

@@ -61,7 +61,9 @@ def unseal(token: str, key: str) -> dict[str, Credentials]:
     try:
         plain = _fernet(key).decrypt(token.strip().encode())
     except InvalidToken:
-        raise ConfigError("sealed_credentials", f"cannot be opened with {SEAL_KEY_ENV} (another key, or damaged)") from None
+        raise ConfigError(
+            "sealed_credentials", f"cannot be opened with {SEAL_KEY_ENV} (another key, or damaged)"
+        ) from None
     try:
         return _CREDENTIALS.validate_json(plain)
     except ValidationError as ex:

@@ -86,8 +86,11 @@ def open_credentials(
     receipt, so a retry finds masks: say so instead of sending them to the API as a password.
     """
     if any(secret == MASK for creds in credentials.values() for secret in creds.secret_values()):
-        raise ConfigError("credentials", "were masked when the run first started: a retry needs sealed "
-                          "credentials (`restful-etl seal`), or start a new run with the credentials")
+        raise ConfigError(
+            "credentials",
+            "were masked when the run first started: a retry needs sealed "
+            "credentials (`restful-etl seal`), or start a new run with the credentials",
+        )
     merged = dict(credentials)
     if sealed_credentials:
         opened = unseal(sealed_credentials, seal_key_from_env())

@@ -21,7 +21,6 @@ from prefect_restful_etl.tasks.engine.report import JobReport, describe_drift
 from prefect_restful_etl.tasks.engine.transform.job import run_transform
 from prefect_restful_etl.tasks.status import job_status
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -44,8 +43,9 @@ async def extract_job(job: ExtractJob, batch_type: BatchType, batch_id: str) -> 
         parents = ctx.stage_key(batch_type.job(job.parent.job).slug) if job.parent else None
         await run_extract(job, ctx, report, ErrorSink(ctx, job.name, report.job_id), parents=parents)
     if report.schema_drift:  # the API changed shape: worth a look, though no record failed for it
-        _run_logger().warning("%s: schema drift against its entity schema: %s", job.name,
-                              describe_drift(report.schema_drift))
+        _run_logger().warning(
+            "%s: schema drift against its entity schema: %s", job.name, describe_drift(report.schema_drift)
+        )
     return report
 
 

@@ -35,7 +35,11 @@ from prefect_restful_etl.tasks.engine.report import JobReport
 
 PREFIX = "restful-etl."
 BATCH_STARTED, BATCH_FINISHED = "restful-etl.batch.started", "restful-etl.batch.finished"
-JOB_STARTED, JOB_PROGRESS, JOB_FINISHED = "restful-etl.job.started", "restful-etl.job.progress", "restful-etl.job.finished"
+JOB_STARTED, JOB_PROGRESS, JOB_FINISHED = (
+    "restful-etl.job.started",
+    "restful-etl.job.progress",
+    "restful-etl.job.finished",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +75,16 @@ def records_seen(report: JobReport) -> int:
 
 def _related(ctx: BatchContext, *, with_batch: bool) -> list[dict[str, str]]:
     related = [
-        {"prefect.resource.id": f"restful-etl.tenant.{ctx.tenant_id}", "prefect.resource.role": "tenant",
-         "prefect.resource.name": ctx.tenant_id},
-        {"prefect.resource.id": f"restful-etl.batch-type.{ctx.batch_type}", "prefect.resource.role": "batch-type",
-         "prefect.resource.name": ctx.batch_type},
+        {
+            "prefect.resource.id": f"restful-etl.tenant.{ctx.tenant_id}",
+            "prefect.resource.role": "tenant",
+            "prefect.resource.name": ctx.tenant_id,
+        },
+        {
+            "prefect.resource.id": f"restful-etl.batch-type.{ctx.batch_type}",
+            "prefect.resource.role": "batch-type",
+            "prefect.resource.name": ctx.batch_type,
+        },
         {"prefect.resource.id": f"prefect.flow-run.{ctx.batch_id}", "prefect.resource.role": "flow-run"},
     ]
     if with_batch:
@@ -83,26 +93,44 @@ def _related(ctx: BatchContext, *, with_batch: bool) -> list[dict[str, str]]:
 
 
 def _labels(ctx: BatchContext) -> dict[str, str]:
-    return {"restful-etl.tenant": ctx.tenant_id, "restful-etl.batch-type": ctx.batch_type,
-            "restful-etl.batch": ctx.batch_id}
+    return {
+        "restful-etl.tenant": ctx.tenant_id,
+        "restful-etl.batch-type": ctx.batch_type,
+        "restful-etl.batch": ctx.batch_id,
+    }
 
 
 def batch_event(ctx: BatchContext, name: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of `emit_event` for a batch event."""
-    resource = {"prefect.resource.id": batch_resource_id(ctx.batch_id),
-                "prefect.resource.name": f"{ctx.batch_type} for {ctx.tenant_id}", **_labels(ctx)}
+    resource = {
+        "prefect.resource.id": batch_resource_id(ctx.batch_id),
+        "prefect.resource.name": f"{ctx.batch_type} for {ctx.tenant_id}",
+        **_labels(ctx),
+    }
     base = {"tenant_id": ctx.tenant_id, "batch_type": ctx.batch_type, "batch_id": ctx.batch_id}
     return {"event": name, "resource": resource, "related": _related(ctx, with_batch=False), "payload": base | payload}
 
 
-def job_event(ctx: BatchContext, name: str, report: JobReport, status: str, message: str | None = None) -> dict[str, Any]:
+def job_event(
+    ctx: BatchContext, name: str, report: JobReport, status: str, message: str | None = None
+) -> dict[str, Any]:
     """The keyword arguments of `emit_event` for a job event; `report.counts` as they stand now."""
-    resource = {"prefect.resource.id": f"restful-etl.job.{report.job_id}", "prefect.resource.name": report.job,
-                "restful-etl.kind": report.kind, **_labels(ctx)}
+    resource = {
+        "prefect.resource.id": f"restful-etl.job.{report.job_id}",
+        "prefect.resource.name": report.job,
+        "restful-etl.kind": report.kind,
+        **_labels(ctx),
+    }
     payload: dict[str, Any] = {
-        "tenant_id": ctx.tenant_id, "batch_type": ctx.batch_type, "batch_id": ctx.batch_id,
-        "job": report.job, "kind": report.kind, "job_id": report.job_id, "status": status,
-        "counts": dict(report.counts), "records": records_seen(report),
+        "tenant_id": ctx.tenant_id,
+        "batch_type": ctx.batch_type,
+        "batch_id": ctx.batch_id,
+        "job": report.job,
+        "kind": report.kind,
+        "job_id": report.job_id,
+        "status": status,
+        "counts": dict(report.counts),
+        "records": records_seen(report),
     }
     if report.schema_drift:  # field names only (unexpected_fields, unseen_properties), never values
         payload["schema_drift"] = report.schema_drift
@@ -146,8 +174,9 @@ class BatchProgress:
 
     async def job_finished(self, report: JobReport, status: str) -> None:
         self.done += 1
-        await self.update(f"{report.job}: {status.lower()}, {records_seen(report)} records "
-                          f"(job {self.done} of {self.jobs})")
+        await self.update(
+            f"{report.job}: {status.lower()}, {records_seen(report)} records (job {self.done} of {self.jobs})"
+        )
 
     async def update(self, description: str, progress: float | None = None) -> None:
         if self.artifact_id is None:

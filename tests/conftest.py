@@ -17,7 +17,6 @@ os.environ.pop("PREFECT_API_URL", None)
 import pytest  # noqa: E402
 
 from prefect_restful_etl.tasks.engine.stage.base import Stage  # noqa: E402
-
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage  # noqa: E402
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage  # noqa: E402
 

@@ -8,19 +8,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.http.client import RestClient
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
-from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch
 
 
 @asynccontextmanager
 async def batch_context(
-    tmp_path: Path, apis: dict[str, tuple[ApiConfig, Credentials | None]], *, tenant_id: str = "t1",
-    full_refresh: bool = False, audit_url: str | None = None,
+    tmp_path: Path,
+    apis: dict[str, tuple[ApiConfig, Credentials | None]],
+    *,
+    tenant_id: str = "t1",
+    full_refresh: bool = False,
+    audit_url: str | None = None,
 ) -> AsyncIterator[BatchContext]:
     audit = await AuditStore.open(audit_url or f"sqlite:///{tmp_path / 'audit.db'}")
     clients = {name: RestClient(api, creds) for name, (api, creds) in apis.items()}

@@ -19,6 +19,7 @@ from prefect_rest import prefect_rest
 from typer.testing import CliRunner, Result
 
 from prefect_restful_etl.deployments.cli.app import app
+
 from fixtures.servers.prefect import PrefectServer
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "restful-etl")
@@ -62,8 +63,12 @@ class Operations:
     def serve(self) -> None:
         with self.log.open("wb") as out:  # its own session: stopped with its flow runs by process group
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "prefect_restful_etl.deployments.cli.app", "serve"], env=self.env, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "prefect_restful_etl.deployments.cli.app", "serve"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         until(lambda: all(self.deployment(name) for name in DEPLOYMENTS) or self._died(), "both deployments served")
         assert self.process.poll() is None, self.log.read_text(errors="replace")[-3000:]
@@ -86,8 +91,12 @@ class Operations:
         env = {**self.env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], env=env, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         try:
             yield process
@@ -114,7 +123,9 @@ class Operations:
 
     def console(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The installed `restful-etl` console script, as a user runs it."""
-        return subprocess.run([CONSOLE_SCRIPT, *args], env=self.env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [CONSOLE_SCRIPT, *args], check=False, env=self.env, capture_output=True, text=True, timeout=300
+        )
 
     # --- Prefect's REST API -----------------------------------------------------------------------------
 
@@ -130,9 +141,13 @@ class Operations:
         return {a["key"]: a for a in self.rest.post("/artifacts/filter", json=body).raise_for_status().json()}
 
     def events(self, batch_id: str) -> list[dict[str, Any]]:
-        body = {"filter": {"any_resource": {"id": [f"restful-etl.batch.{batch_id}"]},
-                           "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}},
-                "limit": 50}  # the API's most per page; a batch of three jobs emits about a dozen
+        body = {
+            "filter": {
+                "any_resource": {"id": [f"restful-etl.batch.{batch_id}"]},
+                "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"},
+            },
+            "limit": 50,
+        }  # the API's most per page; a batch of three jobs emits about a dozen
         return list(self.rest.post("/events/filter", json=body).raise_for_status().json()["events"])
 
     def task_runs(self, batch_id: str) -> list[dict[str, Any]]:
@@ -149,8 +164,14 @@ class Operations:
         `--watch` returns on that event as the websocket brings it, before the run ends and the server writes."""
         final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
         until(lambda: self.flow_run(batch_id)["state"]["type"] in final, f"flow run {batch_id} ended", timeout)
-        logs = until(lambda: (got := self.logs(batch_id)) and any("Finished in state" in m for m in got) and got,
-                     f"flow run {batch_id}'s last log line stored", timeout)
-        until(lambda: any(e["event"] == "restful-etl.batch.finished" for e in self.events(batch_id)),
-              f"batch {batch_id}'s finished event stored", timeout)
+        logs = until(
+            lambda: (got := self.logs(batch_id)) and any("Finished in state" in m for m in got) and got,
+            f"flow run {batch_id}'s last log line stored",
+            timeout,
+        )
+        until(
+            lambda: any(e["event"] == "restful-etl.batch.finished" for e in self.events(batch_id)),
+            f"batch {batch_id}'s finished event stored",
+            timeout,
+        )
         return list(logs)

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlJob
+from prefect_restful_etl.tasks.engine.credentials import Credentials
 
 EXTRACT, TRANSFORM, LOAD = (job.name for job in CRM_TO_ACCOUNTING.jobs)
 
@@ -40,8 +40,15 @@ def fail_write(apis: DemoApis, nth: int) -> None:
 
 def stall_writes(apis: DemoApis, after: int, seconds: int = 30, times: int = 1000) -> None:
     """The `times` customer POSTs after the first `after` get a 429 with `Retry-After: seconds`: the load waits."""
-    add_fault(apis.accounting_url, method="POST", path="/customers", status=429, retry_after=seconds,
-              fail_nth=after + 1, times=times)
+    add_fault(
+        apis.accounting_url,
+        method="POST",
+        path="/customers",
+        status=429,
+        retry_after=seconds,
+        fail_nth=after + 1,
+        times=times,
+    )
 
 
 def extract_requests(apis: DemoApis) -> int:

@@ -36,22 +36,53 @@ app.add_typer(blocks_app, name="blocks")
 T = TypeVar("T")
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="The tenant whose batches these are.")]
 BatchTypeOpt = Annotated[str | None, typer.Option("--batch-type", "-b", help="Default: the only batch type there is.")]
-BatchTypeFilter = Annotated[str | None, typer.Option("--batch-type", "-b",
-                            help="Only this batch type's batches. Default: every batch type.")]
+BatchTypeFilter = Annotated[
+    str | None, typer.Option("--batch-type", "-b", help="Only this batch type's batches. Default: every batch type.")
+]
 Json = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
-CredentialsFile = Annotated[Path, typer.Option("--credentials", "-c", exists=True, dir_okay=False,
-                            help="JSON credentials by API name, or the output of `restful-etl seal`.")]
+CredentialsFile = Annotated[
+    Path,
+    typer.Option(
+        "--credentials",
+        "-c",
+        exists=True,
+        dir_okay=False,
+        help="JSON credentials by API name, or the output of `restful-etl seal`.",
+    ),
+]
 Seal = Annotated[bool, typer.Option("--seal", help=f"Seal plain credentials with {SEAL_KEY_ENV} before sending.")]
 Watch = Annotated[bool, typer.Option("--watch", "-w", help="Follow the batch until it ends.")]
 Pairs = Annotated[list[str] | None, typer.Option(help="API=VALUE, repeatable.")]
 
 # What a table shows (JSON has every field): narrow enough for an 80-column terminal
-HISTORY_COLUMNS = ("batch_id", "state", "started", "seconds", "full_refresh", "extracted", "inserted", "updated",
-                   "rejected")
+HISTORY_COLUMNS = (
+    "batch_id",
+    "state",
+    "started",
+    "seconds",
+    "full_refresh",
+    "extracted",
+    "inserted",
+    "updated",
+    "rejected",
+)
 JOB_COLUMNS = ("job", "status", "extracted", "transformed", "rejected", "inserted", "updated", "unchanged", "seconds")
 WATCH_COLUMNS = ("job", "status", "records", "counts")
-BATCH_FIELDS = ("batch_id", "batch_type", "state", "status", "started", "ended", "seconds", "full_refresh",
-                "resumed_from", *JOB_COLUMNS[2:-1], "failed_writes", "quality_score", "message")
+BATCH_FIELDS = (
+    "batch_id",
+    "batch_type",
+    "state",
+    "status",
+    "started",
+    "ended",
+    "seconds",
+    "full_refresh",
+    "resumed_from",
+    *JOB_COLUMNS[2:-1],
+    "failed_writes",
+    "quality_score",
+    "message",
+)
 
 
 def _sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -89,13 +120,17 @@ def _pairs(option: str, values: list[str] | None) -> dict[str, str]:
 
 def _credentials(path: Path, sealing: bool) -> dict[str, Any]:
     try:
-        parameters = prefect_api.credential_parameters(path.read_text(), seal_key=seal_key_from_env() if sealing else None)
+        parameters = prefect_api.credential_parameters(
+            path.read_text(), seal_key=seal_key_from_env() if sealing else None
+        )
     except ConfigError as ex:
         errors.print(f"[red]{ex}[/red]")
         raise typer.Exit(2) from None
     if "credentials" in parameters:
-        errors.print("[yellow]plain credentials: Prefect holds them in clear until the run starts or ends; "
-                     "`--seal` keeps them from Prefect altogether[/yellow]")
+        errors.print(
+            "[yellow]plain credentials: Prefect holds them in clear until the run starts or ends; "
+            "`--seal` keeps them from Prefect altogether[/yellow]"
+        )
     return parameters
 
 
@@ -107,6 +142,7 @@ async def _follow(batch_id: str, as_json: bool, deadline: float) -> BatchView:
     if as_json:
         return await watch_batch(batch_id, since=since, deadline=deadline, flow_state=state)
     with Live(table(f"batch {batch_id}", [], WATCH_COLUMNS), console=console, auto_refresh=False) as live:
+
         def render(view: BatchView) -> None:
             live.update(table(f"batch {batch_id}: {view.status}", view.rows(), WATCH_COLUMNS), refresh=True)
 
@@ -132,7 +168,9 @@ async def _trigger(batch_type: str, tenant: str, parameters: dict[str, Any], ful
     return {"batch_id": str(run.id), "name": run.name, "state": run.state.name if run.state else ""}
 
 
-def _start(batch_type: str, tenant: str, parameters: dict[str, Any], full_resync: bool, watch: bool, as_json: bool) -> None:
+def _start(
+    batch_type: str, tenant: str, parameters: dict[str, Any], full_resync: bool, watch: bool, as_json: bool
+) -> None:
     started = _sync(_trigger(batch_type, tenant, parameters, full_resync))
     if not watch:
         show_one("batch created", started, as_json=as_json)
@@ -143,31 +181,60 @@ def _start(batch_type: str, tenant: str, parameters: dict[str, Any], full_resync
 
 
 @app.command()
-def run(tenant: Tenant, credentials: CredentialsFile, batch_type: BatchTypeOpt = None, seal_: Seal = False,
-        full_refresh: Annotated[bool, typer.Option("--full-refresh")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run")] = False, base_url: Pairs = None, api_block: Pairs = None,
-        callback_url: Annotated[str | None, typer.Option(help="POST the batch report here when it ends.")] = None,
-        watch: Watch = False, as_json: Json = False) -> None:
+def run(
+    tenant: Tenant,
+    credentials: CredentialsFile,
+    batch_type: BatchTypeOpt = None,
+    seal_: Seal = False,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    base_url: Pairs = None,
+    api_block: Pairs = None,
+    callback_url: Annotated[str | None, typer.Option(help="POST the batch report here when it ends.")] = None,
+    watch: Watch = False,
+    as_json: Json = False,
+) -> None:
     """Start a batch of the tenant through the batch type's deployment."""
     parameters: dict[str, Any] = {**_credentials(credentials, seal_), "full_refresh": full_refresh}
-    extras = {"base_urls": _pairs("--base-url", base_url), "api_blocks": _pairs("--api-block", api_block),
-              "callback_url": callback_url, "dry_run": dry_run}
+    extras = {
+        "base_urls": _pairs("--base-url", base_url),
+        "api_blocks": _pairs("--api-block", api_block),
+        "callback_url": callback_url,
+        "dry_run": dry_run,
+    }
     parameters |= {name: value for name, value in extras.items() if value}
     _start(_batch_type(batch_type), tenant, parameters, False, watch, as_json)
 
 
 @app.command()
-def resync(tenant: Tenant, credentials: CredentialsFile, batch_type: BatchTypeOpt = None, seal_: Seal = False,
-           base_url: Pairs = None, watch: Watch = False, as_json: Json = False) -> None:
+def resync(
+    tenant: Tenant,
+    credentials: CredentialsFile,
+    batch_type: BatchTypeOpt = None,
+    seal_: Seal = False,
+    base_url: Pairs = None,
+    watch: Watch = False,
+    as_json: Json = False,
+) -> None:
     """Start a full re-sync (the `-full-resync` deployment): read everything, reset the watermarks."""
-    parameters = {**_credentials(credentials, seal_), **({"base_urls": _pairs("--base-url", base_url)} if base_url else {})}
+    parameters = {
+        **_credentials(credentials, seal_),
+        **({"base_urls": _pairs("--base-url", base_url)} if base_url else {}),
+    }
     _start(_batch_type(batch_type), tenant, parameters, True, watch, as_json)
 
 
 @app.command()
-def restart(batch_id: str, tenant: Tenant, credentials: CredentialsFile, seal_: Seal = False, watch: Watch = False,
-            as_json: Json = False) -> None:
+def restart(
+    batch_id: str,
+    tenant: Tenant,
+    credentials: CredentialsFile,
+    seal_: Seal = False,
+    watch: Watch = False,
+    as_json: Json = False,
+) -> None:
     """A new run that resumes a failed or cancelled batch at its first unfinished job."""
+
     async def go() -> dict[str, Any]:
         async with get_client() as client:
             new = await prefect_api.restart(client, batch_id, tenant, _credentials(credentials, seal_))
@@ -183,6 +250,7 @@ def restart(batch_id: str, tenant: Tenant, credentials: CredentialsFile, seal_: 
 @app.command()
 def cancel(batch_id: str, tenant: Tenant, as_json: Json = False) -> None:
     """Cancel a running or scheduled batch of the tenant."""
+
     async def go() -> dict[str, Any]:
         async with get_client() as client:
             return prefect_api.run_row(await prefect_api.cancel(client, batch_id, tenant))
@@ -191,9 +259,14 @@ def cancel(batch_id: str, tenant: Tenant, as_json: Json = False) -> None:
 
 
 @app.command()
-def watch(batch_id: str, tenant: Tenant, deadline: Annotated[float, typer.Option(help="Seconds.")] = 600.0,
-          as_json: Json = False) -> None:
+def watch(
+    batch_id: str,
+    tenant: Tenant,
+    deadline: Annotated[float, typer.Option(help="Seconds.")] = 600.0,
+    as_json: Json = False,
+) -> None:
     """A live table of the batch's jobs, from Prefect's events websocket, until the batch ends."""
+
     async def check() -> None:
         async with get_client() as client:
             await prefect_api.tenant_run(client, batch_id, tenant)
@@ -203,8 +276,12 @@ def watch(batch_id: str, tenant: Tenant, deadline: Annotated[float, typer.Option
 
 
 @app.command()
-def status(tenant: Tenant, batch_id: Annotated[str | None, typer.Argument()] = None, batch_type: BatchTypeFilter = None,
-           as_json: Json = False) -> None:
+def status(
+    tenant: Tenant,
+    batch_id: Annotated[str | None, typer.Argument()] = None,
+    batch_type: BatchTypeFilter = None,
+    as_json: Json = False,
+) -> None:
     """A batch's state in Prefect and its jobs in the audit database (default: the tenant's batch that started
     last; a scheduled one that has not started is in `history`)."""
     batch_type = _batch_type_filter(batch_type)
@@ -244,8 +321,10 @@ def history(tenant: Tenant, batch_type: BatchTypeFilter = None, limit: int = 20,
         async with records.audit_store() as store:
             audited = {row["batch_id"]: row for row in await records.history(store, tenant, batch_type, limit * 2)}
         keep = ("extracted", "inserted", "updated", "rejected")
-        return [{**(row := prefect_api.run_row(r)), **{k: audited.get(row["batch_id"], {}).get(k, "") for k in keep}}
-                for r in runs]
+        return [
+            {**(row := prefect_api.run_row(r)), **{k: audited.get(row["batch_id"], {}).get(k, "") for k in keep}}
+            for r in runs
+        ]
 
     show(f"history of {tenant}", _sync(go()), as_json=as_json, columns=HISTORY_COLUMNS)
 
@@ -294,10 +373,20 @@ def blocks_register() -> None:
 
 
 @app.command()
-def serve(limit: Annotated[int | None, typer.Option(help="Runs at once.")] = None,
-          tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Schedule this tenant hourly.")] = None,
-          credentials: Annotated[Path | None, typer.Option("--credentials", "-c", exists=True, dir_okay=False,
-                                 help="The scheduled tenant's sealed credentials (or plain, sealed here).")] = None) -> None:
+def serve(
+    limit: Annotated[int | None, typer.Option(help="Runs at once.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Schedule this tenant hourly.")] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            "--credentials",
+            "-c",
+            exists=True,
+            dir_okay=False,
+            help="The scheduled tenant's sealed credentials (or plain, sealed here).",
+        ),
+    ] = None,
+) -> None:
     """Serve every batch type (incremental and full re-sync deployments) from this process."""
     from prefect_restful_etl.deployments.serve import serve_all
 
@@ -311,7 +400,9 @@ def serve(limit: Annotated[int | None, typer.Option(help="Runs at once.")] = Non
 
 
 @app.command("seal")
-def seal_(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON credentials by API name.")]) -> None:
+def seal_(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON credentials by API name.")],
+) -> None:
     """Seal a credentials file with RESTFUL_ETL_SEAL_KEY; prints the ciphertext for `run --credentials`."""
     try:
         print(seal(json.loads(path.read_text()), seal_key_from_env()))

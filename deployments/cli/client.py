@@ -58,8 +58,10 @@ async def trigger(
     try:
         deployment = await client.read_deployment_by_name(name)
     except Exception as ex:  # ObjectNotFound, or the API is not reachable
-        raise ClientError(f"no deployment {name!r} on this Prefect API ({type(ex).__name__}): "
-                          "`prefect deploy --all` or `restful-etl serve` first") from None
+        raise ClientError(
+            f"no deployment {name!r} on this Prefect API ({type(ex).__name__}): "
+            "`prefect deploy --all` or `restful-etl serve` first"
+        ) from None
     return await client.create_flow_run_from_deployment(
         deployment.id, parameters={**parameters, "tenant_id": tenant_id}, tags=tags(tenant_id, batch_type)
     )
@@ -80,8 +82,9 @@ async def latest_started_run(client: PrefectClient, tenant_id: str, batch_type: 
     """The tenant's batch that started last; a Scheduled one due later sorts first by expected start, but is
     not the latest batch anyone means."""
     runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=tags(tenant_id, batch_type)),
-                                      start_time=FlowRunFilterStartTime(is_null_=False)),
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=tags(tenant_id, batch_type)), start_time=FlowRunFilterStartTime(is_null_=False)
+        ),
         sort=FlowRunSort.START_TIME_DESC,
         limit=1,
     )

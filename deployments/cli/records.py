@@ -11,8 +11,8 @@ from sqlmodel import col, select
 
 from prefect_restful_etl.flows.resources import audit_settings, open_audit
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore, elapsed
-from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlErrorEvent, EtlJob
+from prefect_restful_etl.tasks.engine.settings import Settings
 
 _BATCH_COUNTS = ("extracted", "transformed", "rejected", "inserted", "updated", "unchanged", "failed_writes")
 _JOB_COUNTS = _BATCH_COUNTS
@@ -31,24 +31,36 @@ async def audit_store() -> AsyncIterator[AuditStore]:
 
 def batch_row(batch: EtlBatch) -> dict[str, Any]:
     return {
-        "batch_id": batch.batch_id, "batch_type": batch.batch_type, "status": batch.status,
+        "batch_id": batch.batch_id,
+        "batch_type": batch.batch_type,
+        "status": batch.status,
         "started": batch.started_at.isoformat(timespec="seconds"),
         "ended": batch.ended_at.isoformat(timespec="seconds") if batch.ended_at else "",
-        "seconds": elapsed(batch.started_at, batch.ended_at), "full_refresh": batch.full_refresh,
-        **{name: getattr(batch, name) for name in _BATCH_COUNTS}, "quality_score": batch.quality_score,
+        "seconds": elapsed(batch.started_at, batch.ended_at),
+        "full_refresh": batch.full_refresh,
+        **{name: getattr(batch, name) for name in _BATCH_COUNTS},
+        "quality_score": batch.quality_score,
     }
 
 
 def job_row(job: EtlJob) -> dict[str, Any]:
-    return {"job": job.job, "kind": job.kind, "status": job.status, **{n: getattr(job, n) for n in _JOB_COUNTS},
-            "seconds": elapsed(job.started_at, job.ended_at), "message": job.message or ""}
+    return {
+        "job": job.job,
+        "kind": job.kind,
+        "status": job.status,
+        **{n: getattr(job, n) for n in _JOB_COUNTS},
+        "seconds": elapsed(job.started_at, job.ended_at),
+        "message": job.message or "",
+    }
 
 
 async def history(store: AuditStore, tenant_id: str, batch_type: str | None, limit: int) -> list[dict[str, Any]]:
     return [batch_row(b) for b in await store.batches(tenant_id, batch_type, limit=limit)]
 
 
-async def _first_completed(store: AuditStore, tenant_id: str, batch_type: str | None, *, latest: bool) -> EtlBatch | None:
+async def _first_completed(
+    store: AuditStore, tenant_id: str, batch_type: str | None, *, latest: bool
+) -> EtlBatch | None:
     query = select(EtlBatch).where(EtlBatch.tenant_id == tenant_id, EtlBatch.status == "COMPLETED")
     if batch_type:
         query = query.where(EtlBatch.batch_type == batch_type)
@@ -69,7 +81,9 @@ async def connected_since(store: AuditStore, tenant_id: str, batch_type: str | N
     return batch_row(batch) if batch else None
 
 
-async def batch_detail(store: AuditStore, batch_id: str, tenant_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+async def batch_detail(
+    store: AuditStore, batch_id: str, tenant_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """The batch row and its jobs, if the batch is the tenant's."""
     batch = await store.get_batch(batch_id)
     if batch is None or batch.tenant_id != tenant_id:
@@ -79,10 +93,25 @@ async def batch_detail(store: AuditStore, batch_id: str, tenant_id: str) -> tupl
 
 async def errors(store: AuditStore, batch_id: str, tenant_id: str, limit: int) -> list[dict[str, Any]]:
     """The batch's error events, oldest first; only the tenant's."""
-    query = (select(EtlErrorEvent).where(EtlErrorEvent.batch_id == batch_id, EtlErrorEvent.tenant_id == tenant_id)
-             .order_by(col(EtlErrorEvent.id)).limit(limit))
+    query = (
+        select(EtlErrorEvent)
+        .where(EtlErrorEvent.batch_id == batch_id, EtlErrorEvent.tenant_id == tenant_id)
+        .order_by(col(EtlErrorEvent.id))
+        .limit(limit)
+    )
     async with store.session() as session:
         events = (await session.exec(query)).all()
-    return [{"job": e.job, "screen": e.screen, "severity": e.severity, "action": e.action,
-             "natural_key": e.natural_key, "column": e.column, "value": e.value, "message": e.message,
-             "occurred": e.occurred_at.isoformat(timespec="seconds")} for e in events]
+    return [
+        {
+            "job": e.job,
+            "screen": e.screen,
+            "severity": e.severity,
+            "action": e.action,
+            "natural_key": e.natural_key,
+            "column": e.column,
+            "value": e.value,
+            "message": e.message,
+            "occurred": e.occurred_at.isoformat(timespec="seconds"),
+        }
+        for e in events
+    ]

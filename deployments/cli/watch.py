@@ -13,15 +13,21 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect.events import Event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventOccurredFilter
 
-from prefect_restful_etl.tasks.status import BATCH_FINISHED, BATCH_STARTED, JOB_FINISHED, JOB_PROGRESS, JOB_STARTED
-from prefect_restful_etl.tasks.status import batch_resource_id
+from prefect_restful_etl.tasks.status import (
+    BATCH_FINISHED,
+    BATCH_STARTED,
+    JOB_FINISHED,
+    JOB_PROGRESS,
+    JOB_STARTED,
+    batch_resource_id,
+)
 
 _PHASE = {JOB_STARTED: 0, JOB_PROGRESS: 1, JOB_FINISHED: 2}
 _FINAL_FLOW_STATES = {"Completed", "Failed", "Crashed", "Cancelled"}
@@ -39,8 +45,14 @@ class JobLine:
     counts: dict[str, int] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
-        return {"job": self.job, "kind": self.kind, "job_id": self.job_id, "status": self.status,
-                "records": self.records, "counts": dict(self.counts)}
+        return {
+            "job": self.job,
+            "kind": self.kind,
+            "job_id": self.job_id,
+            "status": self.status,
+            "records": self.records,
+            "counts": dict(self.counts),
+        }
 
 
 @dataclass
@@ -79,7 +91,9 @@ class BatchView:
         job_id = str(payload.get("job_id"))
         line = self.jobs.get(job_id)
         if line is None:
-            line = self.jobs[job_id] = JobLine(str(payload.get("job")), str(payload.get("kind")), job_id, event.occurred)
+            line = self.jobs[job_id] = JobLine(
+                str(payload.get("job")), str(payload.get("kind")), job_id, event.occurred
+            )
         line.first_seen = min(line.first_seen, event.occurred)
         if phase < line.phase or (phase == line.phase == 1 and int(payload.get("records", 0)) < line.records):
             return False  # late and stale: a finished job stays finished, counts never go back
@@ -91,14 +105,20 @@ class BatchView:
         return [line.row() for line in sorted(self.jobs.values(), key=lambda line: line.first_seen)]
 
     def as_json(self) -> dict[str, Any]:
-        return {"batch_id": self.batch_id, "status": self.status, "flow_state": self.flow_state,
-                "finished": self.finished, "counts": self.final.get("counts", {}), "jobs": self.rows()}
+        return {
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "flow_state": self.flow_state,
+            "finished": self.finished,
+            "counts": self.final.get("counts", {}),
+            "jobs": self.rows(),
+        }
 
 
 def batch_filter(batch_id: str, since: datetime, deadline_seconds: float) -> EventFilter:
     """The batch's own events and its flow run's; `until` lies past the deadline, because the server drops
     live events that occur after a filter's `until` (which defaults to the moment the filter was made)."""
-    until = datetime.now(timezone.utc) + timedelta(seconds=deadline_seconds + 60)
+    until = datetime.now(UTC) + timedelta(seconds=deadline_seconds + 60)
     return EventFilter(
         any_resource=EventAnyResourceFilter(id=[batch_resource_id(batch_id), f"prefect.flow-run.{batch_id}"]),
         occurred=EventOccurredFilter(since=since, until=until),
@@ -123,7 +143,7 @@ async def watch_batch(
     past events from its database, which takes them in a few seconds after they happen, so a batch that ended
     moments ago may only show its last events on a second look.
     """
-    since = since or datetime.now(timezone.utc) - timedelta(hours=1)
+    since = since or datetime.now(UTC) - timedelta(hours=1)
     view = BatchView(batch_id, flow_state=flow_state)
     if flow_state in _FINAL_FLOW_STATES:
         view.flow_ended_at = time.monotonic()
@@ -136,8 +156,14 @@ async def watch_batch(
     return view
 
 
-async def _follow(view: BatchView, events: EventFilter, ends_at: float, grace: float, settle: float,
-                  on_change: Callable[[BatchView], None] | None) -> None:
+async def _follow(
+    view: BatchView,
+    events: EventFilter,
+    ends_at: float,
+    grace: float,
+    settle: float,
+    on_change: Callable[[BatchView], None] | None,
+) -> None:
     """One connection: until the batch's final event, the deadline, or (flow run ended) `settle` quiet seconds."""
     queue: asyncio.Queue[Event] = asyncio.Queue()
     async with get_events_subscriber(filter=events) as subscriber:

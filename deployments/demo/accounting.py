@@ -55,8 +55,11 @@ class Collection:
     def matching(self, filters: dict[str, str]) -> Iterator[Record]:
         """Records whose fields equal every filter (compared as text, so `?external_id=7` finds 7 and "7")."""
         external = filters.get("external_id")
-        pool = (self.records[i] for i in self._by_external.get(external, ())) if external is not None else (
-            iter(self.records.values()))
+        pool = (
+            (self.records[i] for i in self._by_external.get(external, ()))
+            if external is not None
+            else (iter(self.records.values()))
+        )
         return (r for r in pool if all(str(r.get(k)) == v for k, v in filters.items()))
 
     def create(self, body: Record) -> Record:
@@ -137,8 +140,11 @@ def collection_routes(path: str, collection: Collection, control: ControlState, 
     router = APIRouter(prefix=path, tags=[path.strip("/")])
 
     @router.get("")
-    async def listing(request: Request, page: Annotated[int, Query(ge=1)] = 1,
-                      per_page: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100) -> Response:
+    async def listing(
+        request: Request,
+        page: Annotated[int, Query(ge=1)] = 1,
+        per_page: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+    ) -> Response:
         wanted = {k: v for k, v in request.query_params.items() if k in filters}
         rows = list(collection.matching(wanted)) if wanted else collection.records.values()
         data = list(islice(rows, (page - 1) * per_page, page * per_page))
@@ -226,8 +232,10 @@ def create_accounting_app(api_key: str = "demo-accounting-api-key") -> FastAPI:
     bills = Collection("BL", "bill", bill_validator(customers))
     control = ControlState()
     app = FastAPI(title="Demo accounting", summary="restful-etl's bundled demo destination API (in memory).")
-    routers = [collection_routes("/customers", customers, control, ("external_id",)),
-               collection_routes("/bills", bills, control, ("external_id", "customer_id"))]
+    routers = [
+        collection_routes("/customers", customers, control, ("external_id",)),
+        collection_routes("/bills", bills, control, ("external_id", "customer_id")),
+    ]
     for router in routers:
         app.include_router(router, dependencies=[Depends(api_key_guard(api_key))])
     app.include_router(accounting_control_router(customers, bills))

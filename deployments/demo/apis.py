@@ -88,8 +88,9 @@ def _loopback_socket() -> socket.socket:
 
 
 def _server(app: FastAPI) -> _Server:
-    config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None, lifespan="off",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, log_config=None, lifespan="off", timeout_graceful_shutdown=5
+    )
     return _Server(config)
 
 
@@ -124,8 +125,7 @@ async def serve(crm: FastAPI, accounting: FastAPI, *, stop_on_stdin_eof: bool = 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _request_stop, servers)
     if stop_on_stdin_eof:
-        threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), loop, servers),
-                         daemon=True).start()
+        threading.Thread(target=_stop_on_eof, args=(sys.stdin.fileno(), loop, servers), daemon=True).start()
     tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, sockets, strict=True)]
     started = await _until_started(servers, tasks, timeout)
     if started:
@@ -162,8 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 class DemoApis:
     """The demo APIs in a subprocess with fresh secrets: `with DemoApis() as apis: ... apis.crm_url ...`."""
 
-    def __init__(self, *, crm_customers: int = 200, seed: int = 42, ready_timeout: float = 30.0,
-                 stop_timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, crm_customers: int = 200, seed: int = 42, ready_timeout: float = 30.0, stop_timeout: float = 10.0
+    ) -> None:
         self.crm_customers, self.seed = crm_customers, seed
         self.ready_timeout, self.stop_timeout = ready_timeout, stop_timeout
         self.crm_token, self.crm_api_key = token_urlsafe(18), token_urlsafe(18)
@@ -185,11 +186,24 @@ class DemoApis:
         return {**crm, ACCOUNTING_ENV: self.accounting_api_key}
 
     def start(self) -> Self:
-        command = [sys.executable, "-m", MODULE, "--crm-customers", str(self.crm_customers), "--seed", str(self.seed),
-                   "--stop-on-stdin-eof"]
-        self._stderr = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                         env={**os.environ, **self.environment()})
+        command = [
+            sys.executable,
+            "-m",
+            MODULE,
+            "--crm-customers",
+            str(self.crm_customers),
+            "--seed",
+            str(self.seed),
+            "--stop-on-stdin-eof",
+        ]
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env={**os.environ, **self.environment()},
+        )
         self.pid = self._process.pid
         try:
             ready = json.loads(self._ready_line())

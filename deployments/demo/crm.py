@@ -207,17 +207,100 @@ def add_control(app: FastAPI, control: ControlState, routers: Iterable[APIRouter
 
 # --- the data: customers and bills, generated from a seed ---------------------------------------------------
 
-_COUNTRIES = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "NL": "EUR", "ES": "EUR", "SE": "SEK",
-              "CA": "CAD", "AU": "AUD", "JP": "JPY"}
+_COUNTRIES = {
+    "US": "USD",
+    "GB": "GBP",
+    "DE": "EUR",
+    "FR": "EUR",
+    "NL": "EUR",
+    "ES": "EUR",
+    "SE": "SEK",
+    "CA": "CAD",
+    "AU": "AUD",
+    "JP": "JPY",
+}
 COUNTRY_CODES = tuple(_COUNTRIES)
-_DIAL = {"US": "+1", "GB": "+44", "DE": "+49", "FR": "+33", "NL": "+31", "ES": "+34", "SE": "+46", "CA": "+1",
-         "AU": "+61", "JP": "+81"}
-_FIRST = ("Ada", "Ben", "Chloe", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Keiko", "Liam",
-          "Maya", "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Yara", "Zoe")
-_LAST = ("Andersen", "Baker", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito", "Jansen", "Kowalski",
-         "Larsen", "Moreau", "Nakamura", "Okafor", "Petrov", "Rossi", "Schmidt", "Tanaka", "Vogel", "Weber", "Young")
-_COMPANY = ("Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay", "Tyrell", "Soylent",
-            "Cyberdyne", "Wonka", "Aperture", "Gringotts", "Monarch", "Oscorp")
+_DIAL = {
+    "US": "+1",
+    "GB": "+44",
+    "DE": "+49",
+    "FR": "+33",
+    "NL": "+31",
+    "ES": "+34",
+    "SE": "+46",
+    "CA": "+1",
+    "AU": "+61",
+    "JP": "+81",
+}
+_FIRST = (
+    "Ada",
+    "Ben",
+    "Chloe",
+    "David",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Keiko",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pablo",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wei",
+    "Yara",
+    "Zoe",
+)
+_LAST = (
+    "Andersen",
+    "Baker",
+    "Costa",
+    "Dubois",
+    "Evans",
+    "Fischer",
+    "Garcia",
+    "Hansen",
+    "Ito",
+    "Jansen",
+    "Kowalski",
+    "Larsen",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Petrov",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Vogel",
+    "Weber",
+    "Young",
+)
+_COMPANY = (
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Hooli",
+    "Vandelay",
+    "Tyrell",
+    "Soylent",
+    "Cyberdyne",
+    "Wonka",
+    "Aperture",
+    "Gringotts",
+    "Monarch",
+    "Oscorp",
+)
 _SUFFIX = ("Ltd", "GmbH", "SA", "BV", "AB", "Inc", "KK", "Pty")
 _DOMAINS = ("example.com", "example.org", "example.net")
 
@@ -276,26 +359,39 @@ def generate_bills(customer_id: int, country: str, seed: int = 42, anchor: datet
     bills = []
     for n in range(1, rng.randint(0, 3) + 1):
         issued = anchor - timedelta(days=rng.randint(1, 400))
-        bills.append({
-            "id": customer_id * 10 + n,
-            "customer_id": customer_id,
-            "number": f"INV-{customer_id:06d}-{n}",
-            "amount": round(rng.uniform(20, 5_000), 2),
-            "currency": _COUNTRIES.get(country, "EUR"),
-            "issued_on": issued.date().isoformat(),
-            "updated_at": iso(issued + timedelta(minutes=rng.randint(0, 30 * 24 * 60))),
-        })
+        bills.append(
+            {
+                "id": customer_id * 10 + n,
+                "customer_id": customer_id,
+                "number": f"INV-{customer_id:06d}-{n}",
+                "amount": round(rng.uniform(20, 5_000), 2),
+                "currency": _COUNTRIES.get(country, "EUR"),
+                "issued_on": issued.date().isoformat(),
+                "updated_at": iso(issued + timedelta(minutes=rng.randint(0, 30 * 24 * 60))),
+            }
+        )
     return sorted(bills, key=lambda bill: (bill["updated_at"], bill["id"]))
 
 
 def dirty_customers(first_id: int, stamp: str) -> list[Record]:
     """Four customers that quality screens must catch, in this order: no email, a malformed email,
     a negative lifetime value, an unknown country."""
+
     def customer(customer_id: int, **changes: Any) -> Record:
-        record = {"id": customer_id, "email": f"dirty.{customer_id}@example.com", "first_name": "Dirty",
-                  "last_name": f"Record{customer_id}", "company": "Dirty Data Ltd", "country": "GB",
-                  "phone": "+44 20 7946 0000", "lifetime_value": 100.0, "status": "active",
-                  "created_at": stamp, "updated_at": stamp, "meta": {"updated_at": stamp, "source": "crm"}}
+        record = {
+            "id": customer_id,
+            "email": f"dirty.{customer_id}@example.com",
+            "first_name": "Dirty",
+            "last_name": f"Record{customer_id}",
+            "company": "Dirty Data Ltd",
+            "country": "GB",
+            "phone": "+44 20 7946 0000",
+            "lifetime_value": 100.0,
+            "status": "active",
+            "created_at": stamp,
+            "updated_at": stamp,
+            "meta": {"updated_at": stamp, "source": "crm"},
+        }
         return {k: v for k, v in {**record, **changes}.items() if v is not _ABSENT}
 
     return [
@@ -393,7 +489,7 @@ class TokenBook:
         return token
 
     def status(self, token: str) -> str:
-        """"valid", "expired" or "unknown"."""
+        """ "valid", "expired" or "unknown"."""
         expiry = self._expiry.get(token)
         return "unknown" if expiry is None else "valid" if time.monotonic() < expiry else "expired"
 
@@ -440,8 +536,9 @@ def authenticator(secrets: CrmSecrets, tokens: TokenBook) -> Callable[[Request],
         if oauth == "valid":
             return
         if oauth == "expired":
-            raise _unauthorized("the access token expired", 'Bearer error="invalid_token", '
-                                'error_description="the access token expired"')
+            raise _unauthorized(
+                "the access token expired", 'Bearer error="invalid_token", error_description="the access token expired"'
+            )
         raise _unauthorized("invalid credentials")
 
     return authenticate
@@ -455,7 +552,9 @@ def oauth_router(secrets: CrmSecrets, tokens: TokenBook) -> APIRouter:
     async def token(request: Request) -> Response:
         form = dict(parse_qsl((await request.body()).decode(errors="replace")))
         client_id, client_secret = basic_pair(request.headers.get("authorization")) or (
-            form.get("client_id"), form.get("client_secret"))
+            form.get("client_id"),
+            form.get("client_secret"),
+        )
         if form.get("grant_type") != "client_credentials":
             return json_response({"error": "unsupported_grant_type"}, 400)
         if not (_same(client_id, secrets.client_id) and _same(client_secret, secrets.client_secret)):
@@ -471,8 +570,9 @@ PageNumber = Annotated[int, Query(ge=1)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 
-def _since(updated_since: Annotated[str | None, Query(description="Updated at or after (ISO 8601).")] = None,
-           ) -> str | None:
+def _since(
+    updated_since: Annotated[str | None, Query(description="Updated at or after (ISO 8601).")] = None,
+) -> str | None:
     try:
         return normalise_timestamp(updated_since) if updated_since is not None else None
     except ValueError as ex:
@@ -526,8 +626,12 @@ def customer_routes(store: CustomerStore) -> APIRouter:
     @router.get("/offset/customers")
     async def by_offset(since: Since, offset: Annotated[int, Query(ge=0)] = 0, limit: PageSize = 100) -> Response:
         start = store.since(since) + offset
-        body = {"items": store.window(start, start + limit), "offset": offset, "limit": limit,
-                "total": len(store.keys) - store.since(since)}
+        body = {
+            "items": store.window(start, start + limit),
+            "offset": offset,
+            "limit": limit,
+            "total": len(store.keys) - store.since(since),
+        }
         return json_response(body)
 
     @router.get("/cursor/customers")
@@ -558,7 +662,7 @@ def customer_routes(store: CustomerStore) -> APIRouter:
     async def bills(request: Request, customer_id: int, page: PageNumber = 1, per_page: PageSize = 100) -> Response:
         _existing(store, customer_id)
         rows = store.bills(customer_id)
-        return numbered_page(request, rows[(page - 1) * per_page:page * per_page], page, per_page, len(rows))
+        return numbered_page(request, rows[(page - 1) * per_page : page * per_page], page, per_page, len(rows))
 
     return router
 

@@ -18,17 +18,26 @@ from rich.table import Table
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from prefect_restful_etl.deployments.demo.apis import DemoApis  # noqa: E402
-from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting  # noqa: E402
-from prefect_restful_etl.tasks.engine.credentials import Credentials  # noqa: E402
-from prefect_restful_etl.tasks.engine.audit.store import AuditStore  # noqa: E402
-from prefect_restful_etl.tasks.engine.report import BatchReport  # noqa: E402
-from prefect_restful_etl.tasks.engine.settings import Settings  # noqa: E402
-from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent  # noqa: E402
+from prefect_restful_etl.deployments.demo.apis import DemoApis
+from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
+from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.report import BatchReport
+from prefect_restful_etl.tasks.engine.settings import Settings
 
 console = Console()
-_COLUMNS = ("extracted", "transformed", "filtered", "rejected", "inserted", "updated", "unchanged", "duplicates",
-            "failed_writes")
+_COLUMNS = (
+    "extracted",
+    "transformed",
+    "filtered",
+    "rejected",
+    "inserted",
+    "updated",
+    "unchanged",
+    "duplicates",
+    "failed_writes",
+)
 _QUALITY = ("flagged", "quality_score", "max_severity")
 
 
@@ -61,17 +70,30 @@ def edit_crm(apis: DemoApis) -> list[str]:
     headers = {"Authorization": f"Bearer {apis.crm_token}"}
     with httpx.Client(base_url=apis.crm_url, headers=headers, timeout=10) as crm:
         done = []
-        for customer_id, change in ((3, {"email": "billing@changed.example"}), (7, {"company": "Renamed Ltd"}),
-                                    (11, {"phone": "+44 20 7946 0000"})):
+        for customer_id, change in (
+            (3, {"email": "billing@changed.example"}),
+            (7, {"company": "Renamed Ltd"}),
+            (11, {"phone": "+44 20 7946 0000"}),
+        ):
             crm.patch(f"/customers/{customer_id}", json=change).raise_for_status()
             done.append(f"customer {customer_id}: {change}")
-        new = crm.post("/customers", json={"email": "new@customer.example", "first_name": "Nia", "last_name": "Okafor",
-                                           "company": "Okafor Trading", "country": "GB"})
+        new = crm.post(
+            "/customers",
+            json={
+                "email": "new@customer.example",
+                "first_name": "Nia",
+                "last_name": "Okafor",
+                "company": "Okafor Trading",
+                "country": "GB",
+            },
+        )
         new.raise_for_status()
         done.append(f"new customer {new.json()['id']} (no phone: the `phone present` screen flags it)")
     dirty = httpx.post(f"{apis.crm_url}/_control/dirty", timeout=10).raise_for_status().json()["data"]
-    done.append(f"dirty customers {', '.join(str(c['id']) for c in dirty)}: no email, a malformed email, "
-                "a negative lifetime value, country 'ZZ'")
+    done.append(
+        f"dirty customers {', '.join(str(c['id']) for c in dirty)}: no email, a malformed email, "
+        "a negative lifetime value, country 'ZZ'"
+    )
     return done
 
 
@@ -85,8 +107,14 @@ def show_error_events(report: BatchReport) -> None:
     for column in ("key", "sev.", "action", "column", "value"):
         table.add_column(column)
     for event in events:
-        table.add_row(event.screen, event.natural_key or "", str(event.severity), event.action, event.column or "",
-                      "null" if event.value is None else repr(event.value))
+        table.add_row(
+            event.screen,
+            event.natural_key or "",
+            str(event.severity),
+            event.action,
+            event.column or "",
+            "null" if event.value is None else repr(event.value),
+        )
     console.print(table)
 
 

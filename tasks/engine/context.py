@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.http.client import RestClient
+from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent, utcnow
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
-from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent, utcnow
 
 _MAX_VALUE_CHARS = 200
 

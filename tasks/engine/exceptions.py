@@ -32,9 +32,7 @@ class SourceError(EtlError):
 class RetriableError(SourceError):
     """429, 5xx, a timeout or a dropped connection: worth another attempt."""
 
-    def __init__(
-        self, endpoint: str, status: int | None, message: str, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, endpoint: str, status: int | None, message: str, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(endpoint, status, message)
 

@@ -7,11 +7,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlJob, utcnow
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.exceptions import ScreenStop
 from prefect_restful_etl.tasks.engine.redaction import redact
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlJob, utcnow
 
 
 @asynccontextmanager

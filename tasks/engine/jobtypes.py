@@ -9,8 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.load.job import LoadJob
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from prefect_restful_etl.tasks.engine.audit.tables import EtlScreen
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType, TransformJob
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.audit.tables import EtlScreen
 from prefect_restful_etl.tasks.engine.transform.job import TRANSFORM_SCREEN
 
 _SUMMED = ("screened", "passed", "flagged")

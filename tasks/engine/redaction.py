@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Iterable
+from typing import ClassVar
 from urllib.parse import quote, quote_plus
 
 MASK = "**********"
@@ -45,7 +46,7 @@ class RedactingFilter(logging.Filter):
     """
 
     _lock = threading.Lock()
-    _secrets: Counter[str] = Counter()
+    _secrets: ClassVar[Counter[str]] = Counter()
 
     @classmethod
     def register(cls, secrets: Iterable[str]) -> None:

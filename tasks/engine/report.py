@@ -26,9 +26,14 @@ class JobReport(BaseModel):
 
 def describe_drift(drift: dict[str, list[str]]) -> str:
     """`fields not in the schema: nickname; schema properties no record had: vat_number` (names, never values)."""
-    parts = [f"{label}: {', '.join(drift[name])}" for name, label in
-             (("unexpected_fields", "fields not in the schema"), ("unseen_properties", "schema properties no record had"))
-             if drift.get(name)]
+    parts = [
+        f"{label}: {', '.join(drift[name])}"
+        for name, label in (
+            ("unexpected_fields", "fields not in the schema"),
+            ("unseen_properties", "schema properties no record had"),
+        )
+        if drift.get(name)
+    ]
     return "; ".join(parts)
 
 

@@ -9,8 +9,8 @@ from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from prefect_restful_etl.blocks import RestApi
 from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
 from prefect_restful_etl.flows.resources import api_configs
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 
 
 class TestRestApiIsAStandardBlock(BlockStandardTestSuite):
@@ -28,8 +28,13 @@ def test_the_block_has_exactly_the_engines_fields() -> None:
 
 
 def test_to_config_gives_the_engines_configuration() -> None:
-    block = RestApi(name="crm", base_url="https://crm.example.com/api", auth={"type": "api_key", "name": "X-Key"},
-                    paginator={"type": "cursor", "cursor_path": "next"}, rate_limit=5)
+    block = RestApi(
+        name="crm",
+        base_url="https://crm.example.com/api",
+        auth={"type": "api_key", "name": "X-Key"},
+        paginator={"type": "cursor", "cursor_path": "next"},
+        rate_limit=5,
+    )
     config = block.to_config()
     assert isinstance(config, ApiConfig)
     assert config.url == "https://crm.example.com/api" and config.auth.type == "api_key" and config.rate_limit == 5

@@ -34,8 +34,10 @@ class TestEtlStageIsAStandardBlock(BlockStandardTestSuite):
     [
         (RedisDatabase(host="10.0.0.5", port=6380, db=3), "redis://10.0.0.5:6380/3"),
         (RedisDatabase(host="r", password=SecretStr("p@ss/w:rd")), "redis://:p%40ss%2Fw%3Ard@r:6379/0"),
-        (RedisDatabase(host="r", username=SecretStr("etl"), password=SecretStr("pw"), ssl=True),
-         "rediss://etl:pw@r:6379/0"),
+        (
+            RedisDatabase(host="r", username=SecretStr("etl"), password=SecretStr("pw"), ssl=True),
+            "rediss://etl:pw@r:6379/0",
+        ),
         (RedisDatabase(connection_url=SecretStr("redis://:pw@r:7000/2")), "redis://:pw@r:7000/2"),
     ],
     ids=["host-port-db", "password-quoted", "user-and-tls", "connection-url"],
@@ -90,7 +92,11 @@ def connected_clients(url: str) -> int:
 
 @pytest.mark.integration
 async def test_a_batch_stages_where_the_named_block_says_and_closes_its_client(
-    prefect_harness: Path, etl_home: Path, redis_url: str, demo_state: DemoApis, monkeypatch: pytest.MonkeyPatch,
+    prefect_harness: Path,
+    etl_home: Path,
+    redis_url: str,
+    demo_state: DemoApis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     host, port_db = redis_url.removeprefix("redis://").split(":")
     port, db = port_db.split("/")
@@ -104,8 +110,10 @@ async def test_a_batch_stages_where_the_named_block_says_and_closes_its_client(
 
     report = await crm_to_accounting(
         tenant_id="blocked",
-        credentials={"crm": Credentials(token=SecretStr(demo_state.crm_token)),
-                     "accounting": Credentials(api_key=SecretStr(demo_state.accounting_api_key))},
+        credentials={
+            "crm": Credentials(token=SecretStr(demo_state.crm_token)),
+            "accounting": Credentials(api_key=SecretStr(demo_state.accounting_api_key)),
+        },
         base_urls={"crm": demo_state.crm_url, "accounting": demo_state.accounting_url},
     )
 
@@ -123,5 +131,7 @@ async def test_an_unknown_block_name_fails_the_batch_naming_the_setting(
 ) -> None:
     monkeypatch.setenv("RESTFUL_ETL_STAGE_BLOCK", "no-such-stage")
     with pytest.raises(ConfigError, match="RESTFUL_ETL_STAGE_BLOCK: no EtlStage block named 'no-such-stage'"):
-        await crm_to_accounting(tenant_id="nobody", credentials={
-            "crm": Credentials(token=SecretStr("t")), "accounting": Credentials(api_key=SecretStr("k"))})
+        await crm_to_accounting(
+            tenant_id="nobody",
+            credentials={"crm": Credentials(token=SecretStr("t")), "accounting": Credentials(api_key=SecretStr("k"))},
+        )

@@ -20,16 +20,17 @@ from typing import Any
 
 import httpx
 import pytest
-
 from callback_support import CallbackReceiver
 from operations_support import Operations, until
-from prefect_restful_etl.blocks import AuditDatabase, RestApi
-from prefect_restful_etl.deployments.demo.apis import DemoApis
-from fixtures.servers.prefect import PrefectServer
-from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
 from restart_support import add_fault, clear_faults, extract_requests
 from secrets_support import files_holding, rows_holding
+
+from prefect_restful_etl.blocks import AuditDatabase, RestApi
+from prefect_restful_etl.deployments.demo.apis import DemoApis
+from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
+
+from fixtures.servers.prefect import PrefectServer
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +61,18 @@ def receiver() -> Iterator[CallbackReceiver]:
 
 
 @pytest.fixture(scope="module")
-def ops(prefect_server: PrefectServer, module_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[Operations]:
+def ops(
+    prefect_server: PrefectServer, module_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operations]:
     """Workers' settings as in production: a Redis stage (a Retry's new process finds the staged records),
     an AuditDatabase block, a sealing key."""
     home = tmp_path_factory.mktemp("operations")
     settings = {
-        "RESTFUL_ETL_HOME": str(home), "RESTFUL_ETL_STAGE_URL": module_redis_url, SEAL_KEY_ENV: generate_key(),
-        "RESTFUL_ETL_AUDIT_BLOCK": "ops-audit", "RESTFUL_ETL_PROGRESS_EVERY": "50",
+        "RESTFUL_ETL_HOME": str(home),
+        "RESTFUL_ETL_STAGE_URL": module_redis_url,
+        SEAL_KEY_ENV: generate_key(),
+        "RESTFUL_ETL_AUDIT_BLOCK": "ops-audit",
+        "RESTFUL_ETL_PROGRESS_EVERY": "50",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the runner picks a new run up within a second, not ten
     }
     operations = Operations(prefect_server, home, settings)
@@ -83,8 +88,11 @@ def ops(prefect_server: PrefectServer, module_redis_url: str, tmp_path_factory: 
 
 
 def write_credentials(path: Path, apis: DemoApis, hook_secret: str) -> Path:
-    credentials = {"crm": {"token": apis.crm_token}, "accounting": {"api_key": apis.accounting_api_key},
-                   "callback": {"token": hook_secret}}
+    credentials = {
+        "crm": {"token": apis.crm_token},
+        "accounting": {"api_key": apis.accounting_api_key},
+        "callback": {"token": hook_secret},
+    }
     path.write_text(json.dumps(credentials))
     return path
 
@@ -102,8 +110,20 @@ def sealed(ops: Operations, apis: DemoApis, receiver: CallbackReceiver) -> Batch
     """A full sync with credentials sealed by the console script, followed to its end over the websocket."""
     apis.reset()
     creds = write_credentials(ops.home / "sealed-creds.json", apis, SEALED_HOOK)
-    done = ops.console("run", "--tenant", "sealed-co", "--credentials", str(creds), "--seal", "--full-refresh",
-                       *base_urls(apis), "--callback-url", receiver.url, "--watch", "--json")
+    done = ops.console(
+        "run",
+        "--tenant",
+        "sealed-co",
+        "--credentials",
+        str(creds),
+        "--seal",
+        "--full-refresh",
+        *base_urls(apis),
+        "--callback-url",
+        receiver.url,
+        "--watch",
+        "--json",
+    )
     creds.unlink()  # from here on, the secrets exist only in the demo APIs and this test's memory
     assert done.returncode == 0, done.stdout + done.stderr
     view = json.loads(done.stdout)
@@ -116,9 +136,12 @@ def sealed_hits(ops: Operations, apis: DemoApis, sealed: Batch) -> list[str]:
     run has ended and its logs and events are stored: `--watch` returns before they are."""
     logs = ops.settled(sealed.batch_id)
     found = secrets(apis, SEALED_HOOK)
-    return (files_holding(ops.server.home, found) + files_holding(ops.home, found)
-            + [f"CLI output holds secret #{i}" for i, s in enumerate(found) if s in sealed.output]
-            + [f"a log line holds secret #{i}" for i, s in enumerate(found) if any(s in line for line in logs)])
+    return (
+        files_holding(ops.server.home, found)
+        + files_holding(ops.home, found)
+        + [f"CLI output holds secret #{i}" for i, s in enumerate(found) if s in sealed.output]
+        + [f"a log line holds secret #{i}" for i, s in enumerate(found) if any(s in line for line in logs)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +152,28 @@ def plain(ops: Operations, apis: DemoApis, receiver: CallbackReceiver, sealed_hi
         crm.patch("/customers/5", json={"email": "not-an-email"}).raise_for_status()
         crm.patch("/customers/6", json={"company": "Renamed Ltd"}).raise_for_status()
     with ops.prefect():
-        RestApi(name="crm", base_url=apis.crm_url, auth={"type": "bearer"},
-                paginator={"type": "page_number", "page_size": 100, "total_path": "total"}).save("ops-crm", overwrite=True)
+        RestApi(
+            name="crm",
+            base_url=apis.crm_url,
+            auth={"type": "bearer"},
+            paginator={"type": "page_number", "page_size": 100, "total_path": "total"},
+        ).save("ops-crm", overwrite=True)
     creds = write_credentials(ops.home / "plain-creds.json", apis, PLAIN_HOOK)
-    done = ops.cli("run", "-t", "sealed-co", "-c", str(creds), "--api-block", "crm=ops-crm",
-                   "--base-url", f"accounting={apis.accounting_url}", "--callback-url", receiver.url, "--watch", "--json")
+    done = ops.cli(
+        "run",
+        "-t",
+        "sealed-co",
+        "-c",
+        str(creds),
+        "--api-block",
+        "crm=ops-crm",
+        "--base-url",
+        f"accounting={apis.accounting_url}",
+        "--callback-url",
+        receiver.url,
+        "--watch",
+        "--json",
+    )
     creds.unlink()
     assert done.exit_code == 0, done.output
     view = json.loads(done.stdout)
@@ -177,11 +217,18 @@ def test_the_batch_published_its_artifacts(ops: Operations, sealed: Batch) -> No
 
 
 def test_the_events_say_who_and_what_with_progress_between(ops: Operations, apis: DemoApis, sealed: Batch) -> None:
-    expected = {"restful-etl.batch.started", "restful-etl.batch.finished", "restful-etl.job.started",
-                "restful-etl.job.progress", "restful-etl.job.finished"}
+    expected = {
+        "restful-etl.batch.started",
+        "restful-etl.batch.finished",
+        "restful-etl.job.started",
+        "restful-etl.job.progress",
+        "restful-etl.job.finished",
+    }
     # the websocket has them at once; the server's database a moment later, as it persists events in batches
-    events = until(lambda: (found := ops.events(sealed.batch_id)) and {e["event"] for e in found} == expected and found,
-                   "the batch's events persisted")
+    events = until(
+        lambda: (found := ops.events(sealed.batch_id)) and {e["event"] for e in found} == expected and found,
+        "the batch's events persisted",
+    )
     job_events = [e for e in events if e["event"].startswith("restful-etl.job.")]
     for event in job_events:
         roles = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in event["related"]}
@@ -243,8 +290,11 @@ def test_status_shows_the_batch_that_started_last_not_one_scheduled_for_later(op
     deployment = ops.deployment("crm-to-accounting/crm-to-accounting")
     assert deployment is not None
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    body = {"parameters": {"tenant_id": "sealed-co"}, "tags": ["tenant:sealed-co", "batch-type:crm-to-accounting"],
-            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}}
+    body = {
+        "parameters": {"tenant_id": "sealed-co"},
+        "tags": ["tenant:sealed-co", "batch-type:crm-to-accounting"],
+        "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}},
+    }
     scheduled = ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()
     try:
         assert ops.cli_json("history", "-t", "sealed-co")[0]["batch_id"] == scheduled["id"]  # listed, by when due
@@ -277,10 +327,14 @@ def test_cancel_a_scheduled_batch_of_the_tenant_masks_its_plain_credentials(ops:
     assert deployment is not None
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     plain = {"crm": {"token": CANCELLED_SECRETS[0]}, "accounting": {"api_key": CANCELLED_SECRETS[1]}}
-    body = {"parameters": {"tenant_id": "cancel-co", "credentials": plain},
-            "tags": ["tenant:cancel-co", "batch-type:crm-to-accounting"],
-            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}}}
-    batch_id = ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()["id"]
+    body = {
+        "parameters": {"tenant_id": "cancel-co", "credentials": plain},
+        "tags": ["tenant:cancel-co", "batch-type:crm-to-accounting"],
+        "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}},
+    }
+    batch_id = (
+        ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()["id"]
+    )
     assert ops.flow_run(batch_id)["parameters"]["credentials"] == plain  # Prefect's API keeps them as given
     assert ops.cli("cancel", batch_id, "-t", "another-tenant").exit_code == 2
     assert ops.flow_run(batch_id)["parameters"]["credentials"] == plain  # another tenant's user changes nothing
@@ -294,10 +348,12 @@ def test_cancel_a_scheduled_batch_of_the_tenant_masks_its_plain_credentials(ops:
 
 def test_restart_a_failed_batch_then_a_full_resync(ops: Operations, apis: DemoApis, plain: Batch) -> None:
     creds = write_credentials(ops.home / "creds.json", apis, PLAIN_HOOK)
-    httpx.post(f"{apis.accounting_url}/_control/faults", json={"path": "/customers", "method": "GET", "status": 401}
-               ).raise_for_status()  # the load's first read is refused: the batch fails
-    failed = ops.cli_json("run", "-t", "restart-co", "-c", str(creds), "--seal", *base_urls(apis), "--watch",
-                          exit_code=1)
+    httpx.post(
+        f"{apis.accounting_url}/_control/faults", json={"path": "/customers", "method": "GET", "status": 401}
+    ).raise_for_status()  # the load's first read is refused: the batch fails
+    failed = ops.cli_json(
+        "run", "-t", "restart-co", "-c", str(creds), "--seal", *base_urls(apis), "--watch", exit_code=1
+    )
     assert failed["status"] == "FAILED"
     resumed = ops.cli_json("restart", failed["batch_id"], "-t", "restart-co", "-c", str(creds), "--seal", "--watch")
     assert resumed["status"] == "COMPLETED"
@@ -319,8 +375,7 @@ def test_prefects_retry_of_a_sealed_batch_resumes_at_the_failed_load(ops: Operat
     process, which opens the stored ciphertext again and finds the extract's report cached."""
     creds = write_credentials(ops.home / "retry-creds.json", apis, SEALED_HOOK)
     add_fault(apis.accounting_url, path="/customers", method="GET", status=401)  # the load's first read refused
-    failed = ops.cli_json("run", "-t", "retry-co", "-c", str(creds), "--seal", *base_urls(apis), "--watch",
-                          exit_code=1)
+    failed = ops.cli_json("run", "-t", "retry-co", "-c", str(creds), "--seal", *base_urls(apis), "--watch", exit_code=1)
     creds.unlink()
     batch_id = failed["batch_id"]
     assert failed["status"] == "FAILED" and [j["status"] for j in failed["jobs"]] == ["COMPLETED"] * 2 + ["FAILED"]
@@ -366,11 +421,24 @@ def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     prefect = [sys.executable, "-m", "prefect"]
-    pool = subprocess.run([*prefect, "work-pool", "create", "--type", "process", "restful-etl"], env=ops.env,
-                          capture_output=True, text=True, timeout=120)
+    pool = subprocess.run(
+        [*prefect, "work-pool", "create", "--type", "process", "restful-etl"],
+        check=False,
+        env=ops.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert pool.returncode == 0, pool.stdout + pool.stderr
-    deployed = subprocess.run([*prefect, "--no-prompt", "deploy", "--all"], cwd=REPO, env=ops.env,
-                              capture_output=True, text=True, timeout=300)
+    deployed = subprocess.run(
+        [*prefect, "--no-prompt", "deploy", "--all"],
+        check=False,
+        cwd=REPO,
+        env=ops.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     incremental = ops.deployment("crm-to-accounting/crm-to-accounting")
     resync = ops.deployment("crm-to-accounting/crm-to-accounting-full-resync")
@@ -391,8 +459,11 @@ def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops:
         batch_id = ops.cli_json("resync", "-t", "worker-co", "-c", str(creds), "--seal", *base_urls(apis))["batch_id"]
         creds.unlink()
         final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-        until(lambda: ops.flow_run(batch_id)["state"]["type"] in final or worker.poll() is not None,
-              "the worker ran the full re-sync", 180)
+        until(
+            lambda: ops.flow_run(batch_id)["state"]["type"] in final or worker.poll() is not None,
+            "the worker ran the full re-sync",
+            180,
+        )
         run = ops.flow_run(batch_id)
         assert run["state"]["type"] == "COMPLETED", log.read_text(errors="replace")[-3000:]
     assert (run["deployment_id"], run["work_pool_name"]) == (resync["id"], "restful-etl")

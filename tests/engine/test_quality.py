@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from sqlmodel import col, select
 
 from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
+from prefect_restful_etl.tasks.engine.audit.tables import EtlScreen
 from prefect_restful_etl.tasks.engine.jobtypes import TransformJob
 from prefect_restful_etl.tasks.engine.quality import batch_quality, screen_dimension
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.transform.screens import parse_screens
-from prefect_restful_etl.tasks.engine.audit.tables import EtlScreen
 
 
 def test_screen_dimension_lists_every_screen_in_processing_order() -> None:
@@ -32,8 +31,9 @@ def test_screen_dimension_lists_every_screen_in_processing_order() -> None:
 
 
 async def test_syncing_the_screen_dimension_drops_the_screens_a_configuration_no_longer_has(audit_url: str) -> None:
-    elsewhere = EtlScreen(batch_type="other", job="j", name="kept", type="column", severity=1, action="pass",
-                          processing_order=1)
+    elsewhere = EtlScreen(
+        batch_type="other", job="j", name="kept", type="column", severity=1, action="pass", processing_order=1
+    )
     extract, transform, load = CRM_TO_ACCOUNTING.jobs
     assert isinstance(transform, TransformJob)
     screens = [s for s in transform.screens if s.name != "email format"]
@@ -46,8 +46,11 @@ async def test_syncing_the_screen_dimension_drops_the_screens_a_configuration_no
         await audit.sync_screens(CRM_TO_ACCOUNTING.name, screen_dimension(CRM_TO_ACCOUNTING))
         await audit.sync_screens(CRM_TO_ACCOUNTING.name, screen_dimension(changed))
         async with audit.session() as session:
-            rows = (await session.exec(select(EtlScreen).order_by(col(EtlScreen.batch_type),
-                                                                  col(EtlScreen.processing_order)))).all()
+            rows = (
+                await session.exec(
+                    select(EtlScreen).order_by(col(EtlScreen.batch_type), col(EtlScreen.processing_order))
+                )
+            ).all()
     finally:
         await audit.close()
     assert [(r.batch_type, r.processing_order, r.name) for r in rows] == [
@@ -71,13 +74,26 @@ def report(kind: str, quality: dict[str, Any]) -> JobReport:
     [
         ([report("extract", {}), report("load", {})], {}),
         (
-            [report("transform", {"screened": 10, "passed": 8, "flagged": 1, "rejected": 1, "quality_score": 90.0,
-                                  "max_severity": 8})],
+            [
+                report(
+                    "transform",
+                    {
+                        "screened": 10,
+                        "passed": 8,
+                        "flagged": 1,
+                        "rejected": 1,
+                        "quality_score": 90.0,
+                        "max_severity": 8,
+                    },
+                )
+            ],
             {"screened": 10, "passed": 8, "flagged": 1, "quality_score": 90.0, "max_severity": 8},
         ),
         (  # weighted by records screened: (90 * 10 + 100 * 30) / 40
-            [report("transform", {"screened": 10, "passed": 9, "quality_score": 90.0, "max_severity": 10}),
-             report("transform", {"screened": 30, "passed": 30, "quality_score": 100.0, "max_severity": 0})],
+            [
+                report("transform", {"screened": 10, "passed": 9, "quality_score": 90.0, "max_severity": 10}),
+                report("transform", {"screened": 30, "passed": 30, "quality_score": 100.0, "max_severity": 0}),
+            ],
             {"screened": 40, "passed": 39, "flagged": 0, "quality_score": 97.5, "max_severity": 10},
         ),
         (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,12 +16,18 @@ BERLIN_WINTER = timezone(timedelta(hours=1))
 @pytest.mark.parametrize(
     "parameters,scheduled,expected",
     [
-        ({"tenant_id": "acme"}, datetime(2026, 3, 1, 14, 0, tzinfo=timezone.utc), "acme incremental 2026-03-01 14:00"),
-        ({"tenant_id": "acme", "full_refresh": True}, datetime(2026, 3, 1, 15, 5, tzinfo=BERLIN_WINTER),
-         "acme full re-sync 2026-03-01 14:05"),
-        ({"tenant_id": ""}, datetime(2026, 3, 1, 14, 0, tzinfo=timezone.utc), "no tenant incremental 2026-03-01 14:00"),
-        ({"tenant_id": ["not", "text"], "full_refresh": "yes"}, datetime(2026, 3, 1, tzinfo=timezone.utc),
-         "no tenant incremental 2026-03-01 00:00"),
+        ({"tenant_id": "acme"}, datetime(2026, 3, 1, 14, 0, tzinfo=UTC), "acme incremental 2026-03-01 14:00"),
+        (
+            {"tenant_id": "acme", "full_refresh": True},
+            datetime(2026, 3, 1, 15, 5, tzinfo=BERLIN_WINTER),
+            "acme full re-sync 2026-03-01 14:05",
+        ),
+        ({"tenant_id": ""}, datetime(2026, 3, 1, 14, 0, tzinfo=UTC), "no tenant incremental 2026-03-01 14:00"),
+        (
+            {"tenant_id": ["not", "text"], "full_refresh": "yes"},
+            datetime(2026, 3, 1, tzinfo=UTC),
+            "no tenant incremental 2026-03-01 00:00",
+        ),
     ],
     ids=["incremental", "full-re-sync-in-utc", "empty-tenant", "malformed-parameters"],
 )

@@ -8,19 +8,35 @@ import json
 import logging
 
 import pytest
+from callback_support import CallbackReceiver
 from pydantic import SecretStr
 
-from callback_support import CallbackReceiver
-from prefect_restful_etl.flows.callback import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from prefect_restful_etl.flows.callback import post_report, sign, verify, where
+from prefect_restful_etl.flows.callback import (
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    post_report,
+    sign,
+    verify,
+    where,
+)
 from prefect_restful_etl.tasks.engine.report import BatchReport
 
 logger = logging.getLogger("test-callback")
 
 
 def report(status: str = "COMPLETED") -> BatchReport:
-    return BatchReport(batch_id="b-1", tenant_id="acme", batch_type="crm-to-accounting", status=status,
-                       full_refresh=False, jobs=[], counts={"inserted": 3}, seconds=1.5, audit_database="sqlite://")
+    return BatchReport(
+        batch_id="b-1",
+        tenant_id="acme",
+        batch_type="crm-to-accounting",
+        status=status,
+        full_refresh=False,
+        jobs=[],
+        counts={"inserted": 3},
+        seconds=1.5,
+        audit_database="sqlite://",
+    )
 
 
 BODY, SECRET, SENT = b'{"a": 1}', "s3cret", "1795000000"
@@ -74,4 +90,7 @@ async def test_an_unreachable_receiver_is_logged_not_raised(url: str, caplog: py
 
 
 def test_where_keeps_the_query_and_user_info_out_of_logs() -> None:
-    assert where("https://user:pw@hooks.example.com:8443/etl/done?token=abc#x") == "https://hooks.example.com:8443/etl/done"
+    assert (
+        where("https://user:pw@hooks.example.com:8443/etl/done?token=abc#x")
+        == "https://hooks.example.com:8443/etl/done"
+    )

@@ -15,9 +15,9 @@ from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.countries import ISO_COUNTRIES
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
+from prefect_restful_etl.tasks.engine.audit.tables import EtlWatermark
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, ScreenStop
-from prefect_restful_etl.tasks.engine.audit.tables import EtlWatermark
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,9 @@ def fresh_apis(demo_apis: DemoApis) -> DemoApis:
     return demo_apis
 
 
-async def test_full_sync_then_rerun_then_incremental_change(prefect_harness: Path, etl_home: Path,
-                                                              fresh_apis: DemoApis) -> None:
+async def test_full_sync_then_rerun_then_incremental_change(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis
+) -> None:
     params = parameters(fresh_apis, "acme")
 
     first = await crm_to_accounting(**params, full_refresh=True)
@@ -102,8 +103,9 @@ async def test_full_sync_then_rerun_then_incremental_change(prefect_harness: Pat
         await audit.close()
 
 
-async def test_a_record_the_destination_refuses_is_an_error_event(prefect_harness: Path, etl_home: Path,
-                                                                   fresh_apis: DemoApis) -> None:
+async def test_a_record_the_destination_refuses_is_an_error_event(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis
+) -> None:
     # The `email format` screen passes something@somewhere; the accounting API also wants a dotted domain.
     with httpx.Client(base_url=fresh_apis.crm_url, headers={"Authorization": f"Bearer {fresh_apis.crm_token}"}) as crm:
         crm.patch("/customers/9", json={"email": "billing@localhost"}).raise_for_status()
@@ -133,12 +135,25 @@ async def test_a_record_the_destination_refuses_is_an_error_event(prefect_harnes
         ({"full_refresh": "sometimes"}, {}, "full_refresh"),
         ({}, {"RESTFUL_ETL_AUDIT_URL": "postgresql//etl:pw@nowhere"}, "RESTFUL_ETL_AUDIT_URL"),
     ],
-    ids=["unknown-api", "bad-base-url", "wrong-secret-kind", "no-credentials", "empty-tenant", "not-a-bool",
-         "bad-audit-url"],
+    ids=[
+        "unknown-api",
+        "bad-base-url",
+        "wrong-secret-kind",
+        "no-credentials",
+        "empty-tenant",
+        "not-a-bool",
+        "bad-audit-url",
+    ],
 )
-async def test_a_bad_configuration_fails_before_any_request(prefect_harness: Path, etl_home: Path,
-                                                            fresh_apis: DemoApis, change: dict, env: dict,
-                                                            field: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_bad_configuration_fails_before_any_request(
+    prefect_harness: Path,
+    etl_home: Path,
+    fresh_apis: DemoApis,
+    change: dict,
+    env: dict,
+    field: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     urls = (fresh_apis.crm_url, fresh_apis.accounting_url)
@@ -167,8 +182,9 @@ def add_dirty_customers(apis: DemoApis) -> list[str]:
     return [str(customer["id"]) for customer in added]
 
 
-async def test_a_screen_rejects_a_malformed_email_before_the_load(prefect_harness: Path, etl_home: Path,
-                                                                  fresh_apis: DemoApis) -> None:
+async def test_a_screen_rejects_a_malformed_email_before_the_load(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis
+) -> None:
     with httpx.Client(base_url=fresh_apis.crm_url, headers={"Authorization": f"Bearer {fresh_apis.crm_token}"}) as crm:
         crm.patch("/customers/9", json={"email": "not-an-email"}).raise_for_status()
     report = await crm_to_accounting(**parameters(fresh_apis, "comet"), full_refresh=True)
@@ -212,10 +228,17 @@ async def test_dirty_records_become_error_events_and_only_clean_ones_are_loaded(
         await audit.close()
     assert [(e.screen, e.natural_key) for e in events] == list(zip(DIRTY_SCREENS, dirty, strict=True))
     assert [(e.column, e.value) for e in events] == [
-        ("email", None), ("email", "not-an-email"), ("lifetime_value", "-250.0"), ("country", "ZZ")
+        ("email", None),
+        ("email", "not-an-email"),
+        ("lifetime_value", "-250.0"),
+        ("country", "ZZ"),
     ]
-    assert [(e.severity, e.action, e.tenant_id) for e in events] == [(8, "reject", "dusty"), (6, "reject", "dusty"),
-                                                                    (7, "reject", "dusty"), (6, "reject", "dusty")]
+    assert [(e.severity, e.action, e.tenant_id) for e in events] == [
+        (8, "reject", "dusty"),
+        (6, "reject", "dusty"),
+        (7, "reject", "dusty"),
+        (6, "reject", "dusty"),
+    ]
     assert batch is not None
     assert (batch.screened, batch.passed, batch.flagged, batch.rejected) == (len(source), len(clean), 0, 4)
     assert batch.max_severity == 8
@@ -235,8 +258,14 @@ async def _screen_rows(audit: AuditStore) -> list[tuple[str, str, int, str]]:
         return [(r.name, r.type, r.severity, r.action) for r in rows.all()]
 
 
-STOP_SCREEN = {"name": "no negative lifetime value at all", "check": "rule", "column": "lifetime_value",
-               "expression": "float(lifetime_value) >= 0", "severity": 10, "action": "stop"}
+STOP_SCREEN = {
+    "name": "no negative lifetime value at all",
+    "check": "rule",
+    "column": "lifetime_value",
+    "expression": "float(lifetime_value) >= 0",
+    "severity": 10,
+    "action": "stop",
+}
 
 
 def strict_flow() -> Any:
@@ -247,12 +276,14 @@ def strict_flow() -> Any:
 
     extract, transform, load = CRM_TO_ACCOUNTING.jobs
     strict = TransformJob.model_validate(transform.model_dump() | {"screens": [*transform.screens, STOP_SCREEN]})
-    return build_flow(CRM_TO_ACCOUNTING.model_copy(update={"name": "crm-to-accounting-strict",
-                                                           "jobs": [extract, strict, load]}))
+    return build_flow(
+        CRM_TO_ACCOUNTING.model_copy(update={"name": "crm-to-accounting-strict", "jobs": [extract, strict, load]})
+    )
 
 
-async def test_a_stop_screen_stops_the_batch_before_anything_is_loaded(prefect_harness: Path, etl_home: Path,
-                                                                       fresh_apis: DemoApis) -> None:
+async def test_a_stop_screen_stops_the_batch_before_anything_is_loaded(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis
+) -> None:
     dirty = add_dirty_customers(fresh_apis)
     source = crm_customers(fresh_apis)
     state = await strict_flow()(**parameters(fresh_apis, "halt"), full_refresh=True, return_state=True)
@@ -274,14 +305,21 @@ async def test_a_stop_screen_stops_the_batch_before_anything_is_loaded(prefect_h
     # the figures of what was screened before the stop: every record but the last dirty one, which came after
     screened = len(source) - 1
     assert (batch.extracted, batch.screened, batch.passed, batch.flagged, batch.rejected) == (
-        len(source), screened, screened - 3, 0, 2)
+        len(source),
+        screened,
+        screened - 3,
+        0,
+        2,
+    )
     assert (batch.transformed, jobs[1].transformed, jobs[1].rejected) == (0, 0, 2)  # nothing handed on to a load
     assert batch.max_severity == 10
     assert batch.quality_score == round(100 * (1 - (8 + 6 + 10) / (10 * screened)), 2)
     # written before the stop: the rejects met on the way, then both failures of the record that stopped it
     assert [(e.screen, e.natural_key, e.action) for e in events] == [
-        ("email present", dirty[0], "reject"), ("email format", dirty[1], "reject"),
-        ("lifetime value not negative", dirty[2], "reject"), (STOP_SCREEN["name"], dirty[2], "stop"),
+        ("email present", dirty[0], "reject"),
+        ("email format", dirty[1], "reject"),
+        ("lifetime value not negative", dirty[2], "reject"),
+        (STOP_SCREEN["name"], dirty[2], "stop"),
     ]
 
 
@@ -317,15 +355,17 @@ def patch_crm(apis: DemoApis, customer_id: int, changes: dict[str, Any]) -> None
         crm.patch(f"/customers/{customer_id}", json=changes).raise_for_status()
 
 
-async def test_a_failed_batch_leaves_the_watermark_where_it_was(prefect_harness: Path, etl_home: Path,
-                                                                fresh_apis: DemoApis) -> None:
+async def test_a_failed_batch_leaves_the_watermark_where_it_was(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis
+) -> None:
     params = parameters(fresh_apis, "frail")
     assert (await crm_to_accounting(**params)).status == "COMPLETED"
     before = await watermark(etl_home, "frail")
     patch_crm(fresh_apis, 5, {"email": "moved@example.org"})  # now past the watermark
     with httpx.Client(base_url=fresh_apis.accounting_url) as accounting:  # the load's read of the destination
-        accounting.post("/_control/faults", json={"path": "/customers", "method": "GET", "status": 403}
-                        ).raise_for_status()
+        accounting.post(
+            "/_control/faults", json={"path": "/customers", "method": "GET", "status": 403}
+        ).raise_for_status()
 
     state = await crm_to_accounting(**params, return_state=True)
     assert state.is_failed()
@@ -341,8 +381,9 @@ async def test_a_failed_batch_leaves_the_watermark_where_it_was(prefect_harness:
     assert (await watermark(etl_home, "frail")).value == extract.watermark_after
 
 
-async def test_a_stopped_batch_leaves_the_watermark_where_it_was(prefect_harness: Path, etl_home: Path,
-                                                                 fresh_apis: DemoApis) -> None:
+async def test_a_stopped_batch_leaves_the_watermark_where_it_was(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis
+) -> None:
     strict = strict_flow()
     params = parameters(fresh_apis, "brake")
     assert (await strict(**params)).status == "COMPLETED"
@@ -358,17 +399,25 @@ async def test_a_stopped_batch_leaves_the_watermark_where_it_was(prefect_harness
     assert (after.value, after.keys_at_value, after.batch_id) == (before.value, before.keys_at_value, before.batch_id)
 
 
-async def test_a_full_refresh_reads_everything_then_resets_the_watermark(prefect_harness: Path, etl_home: Path,
-                                                                         fresh_apis: DemoApis) -> None:
+async def test_a_full_refresh_reads_everything_then_resets_the_watermark(
+    prefect_harness: Path, etl_home: Path, fresh_apis: DemoApis
+) -> None:
     params = parameters(fresh_apis, "reset")
     source = crm_customers(fresh_apis)
     assert (await crm_to_accounting(**params)).counts["extracted"] == len(source)
     reached = await watermark(etl_home, "reset")
     audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
     try:  # a watermark beyond every record, as a clock skew or a bad restore might leave
-        await audit.set_watermark(EtlWatermark(tenant_id="reset", batch_type="crm-to-accounting",
-                                               job="extract-crm-customers", cursor_field="updated_at",
-                                               value="2999-01-01T00:00:00Z", keys_at_value=[]))
+        await audit.set_watermark(
+            EtlWatermark(
+                tenant_id="reset",
+                batch_type="crm-to-accounting",
+                job="extract-crm-customers",
+                cursor_field="updated_at",
+                value="2999-01-01T00:00:00Z",
+                keys_at_value=[],
+            )
+        )
     finally:
         await audit.close()
     assert (await crm_to_accounting(**params)).counts["extracted"] == 0  # an incremental batch trusts it
@@ -408,24 +457,44 @@ async def test_a_batch_audits_to_postgresql_and_the_next_one_reads_its_watermark
     assert second.status == "COMPLETED"
     assert (second.counts["extracted"], second.counts["updated"], second.counts["inserted"]) == (1, 1, 0)
     assert not (etl_home / "audit.db").exists(), "nothing went to the default SQLite file"
-    batches = await postgres_rows(postgres_url, "SELECT batch_id, status, full_refresh, extracted, rejected, started_at,"
-                                                " ended_at FROM etl_batch WHERE tenant_id = 'elephant' ORDER BY started_at")
+    batches = await postgres_rows(
+        postgres_url,
+        "SELECT batch_id, status, full_refresh, extracted, rejected, started_at,"
+        " ended_at FROM etl_batch WHERE tenant_id = 'elephant' ORDER BY started_at",
+    )
     assert [(b["batch_id"], b["status"], b["full_refresh"], b["rejected"]) for b in batches] == [
-        (first.batch_id, "COMPLETED", True, 4), (second.batch_id, "COMPLETED", False, 0)]
+        (first.batch_id, "COMPLETED", True, 4),
+        (second.batch_id, "COMPLETED", False, 0),
+    ]
     assert [b["extracted"] for b in batches] == [first.counts["extracted"], 1]
     assert all(b["started_at"].tzinfo is not None and b["ended_at"] > b["started_at"] for b in batches)
-    jobs = await postgres_rows(postgres_url, "SELECT batch_id, kind, status, watermark_before, watermark_after"
-                                             " FROM etl_job WHERE kind = 'extract' ORDER BY started_at")
-    assert [(j["batch_id"], j["status"]) for j in jobs] == [(first.batch_id, "COMPLETED"), (second.batch_id, "COMPLETED")]
+    jobs = await postgres_rows(
+        postgres_url,
+        "SELECT batch_id, kind, status, watermark_before, watermark_after"
+        " FROM etl_job WHERE kind = 'extract' ORDER BY started_at",
+    )
+    assert [(j["batch_id"], j["status"]) for j in jobs] == [
+        (first.batch_id, "COMPLETED"),
+        (second.batch_id, "COMPLETED"),
+    ]
     assert jobs[0]["watermark_before"] is None and jobs[1]["watermark_before"] == jobs[0]["watermark_after"]
-    events = await postgres_rows(postgres_url, "SELECT batch_id, tenant_id, screen, natural_key FROM etl_error_event"
-                                               " ORDER BY id")
+    events = await postgres_rows(
+        postgres_url, "SELECT batch_id, tenant_id, screen, natural_key FROM etl_error_event ORDER BY id"
+    )
     assert [(e["batch_id"], e["tenant_id"], e["screen"], e["natural_key"]) for e in events] == [
-        (first.batch_id, "elephant", screen, key) for screen, key in zip(DIRTY_SCREENS, dirty, strict=True)]
-    [mark] = await postgres_rows(postgres_url, "SELECT tenant_id, batch_type, job, cursor_field, value, keys_at_value,"
-                                               " batch_id FROM etl_watermark")
+        (first.batch_id, "elephant", screen, key) for screen, key in zip(DIRTY_SCREENS, dirty, strict=True)
+    ]
+    [mark] = await postgres_rows(
+        postgres_url,
+        "SELECT tenant_id, batch_type, job, cursor_field, value, keys_at_value, batch_id FROM etl_watermark",
+    )
     assert (mark["tenant_id"], mark["batch_type"], mark["job"], mark["cursor_field"], mark["batch_id"]) == (
-        "elephant", "crm-to-accounting", "extract-crm-customers", "updated_at", second.batch_id)
+        "elephant",
+        "crm-to-accounting",
+        "extract-crm-customers",
+        "updated_at",
+        second.batch_id,
+    )
     # the keys already read at the watermark's instant: customer 5, and the dirty ones when they were written
     # within the same second (the CRM's timestamps are whole seconds)
     assert mark["value"] == jobs[1]["watermark_after"] and "5" in json.loads(mark["keys_at_value"])

@@ -40,12 +40,13 @@ from restart_support import (
 
 from prefect_restful_etl.blocks import AuditDatabase
 from prefect_restful_etl.deployments.demo.apis import DemoApis
-from fixtures.servers.prefect import PrefectServer
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed, mark_ended, mask_failed
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.redaction import MASK
 from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlJob
+from prefect_restful_etl.tasks.engine.redaction import MASK
+
+from fixtures.servers.prefect import PrefectServer
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +70,12 @@ class Served:
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _SERVE], env=os.environ | server.client_environment() | environment,
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "-c", _SERVE],
+                env=os.environ | server.client_environment() | environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     def deployment_id(self) -> str | None:
@@ -93,8 +98,11 @@ class Served:
 
     def flow_run_process(self) -> int:
         """The PID of the process the runner started for the flow run: its only child (Linux /proc)."""
-        children = [pid for task in Path(f"/proc/{self.process.pid}/task").iterdir()
-                    for pid in (task / "children").read_text().split()]
+        children = [
+            pid
+            for task in Path(f"/proc/{self.process.pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]
         assert len(children) == 1, f"the runner has children {children}"
         return int(children[0])
 
@@ -115,8 +123,9 @@ class Served:
 @pytest.fixture
 async def served(prefect_server: PrefectServer, etl_home: Path, redis_url: str) -> AsyncIterator[Served]:
     """The flow served against the session's Prefect server, on this test's audit database and Redis stage."""
-    runner = Served(prefect_server, {"RESTFUL_ETL_HOME": str(etl_home), "RESTFUL_ETL_STAGE_URL": redis_url},
-                    etl_home / "serve.log")
+    runner = Served(
+        prefect_server, {"RESTFUL_ETL_HOME": str(etl_home), "RESTFUL_ETL_STAGE_URL": redis_url}, etl_home / "serve.log"
+    )
     try:
         await wait_for(lambda: runner.deployment_id() is not None, "the served deployment registered")
         yield runner
@@ -184,9 +193,7 @@ async def test_a_batch_cancelled_through_prefect_stops_keeps_its_stage_and_resum
     assert stage_batches(redis_url) == set()
 
 
-async def test_resume_refuses_a_batch_prefect_still_runs(
-    served: Served, etl_home: Path, demo_state: DemoApis
-) -> None:
+async def test_resume_refuses_a_batch_prefect_still_runs(served: Served, etl_home: Path, demo_state: DemoApis) -> None:
     stall_writes(demo_state, after=10)
     running = served.start_run(rest_parameters(demo_state, "busy"))
     await wait_for(lambda: written(demo_state) >= 10, "the load wrote 10 customers")
@@ -212,15 +219,28 @@ async def test_resume_refuses_a_batch_prefect_still_runs(
     ids=["killed-while-running", "its-own-code-saw-the-kill", "an-earlier-failure-stays", "completed-stays"],
 )
 async def test_mark_ended_marks_only_what_the_kill_left(
-    etl_home: Path, audit_url: str, monkeypatch: pytest.MonkeyPatch, batch_status: str,
-    job_rows: list[tuple[str, str | None]], expected: tuple[str, list[str]],
+    etl_home: Path,
+    audit_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_status: str,
+    job_rows: list[tuple[str, str | None]],
+    expected: tuple[str, list[str]],
 ) -> None:
     monkeypatch.setenv("RESTFUL_ETL_AUDIT_URL", audit_url)  # SQLite and PostgreSQL in turn
     audit = await AuditStore.open(audit_url)
     await audit.add(EtlBatch(batch_id="b1", tenant_id="t", batch_type="bt", status=batch_status))
     for i, (status, message) in enumerate(job_rows):
-        await audit.add(EtlJob(job_id=f"j{i}", batch_id="b1", tenant_id="t", job=f"job {i}", kind="load",
-                               status=status, message=message))
+        await audit.add(
+            EtlJob(
+                job_id=f"j{i}",
+                batch_id="b1",
+                tenant_id="t",
+                job=f"job {i}",
+                kind="load",
+                status=status,
+                message=message,
+            )
+        )
     await audit.close()
 
     await mark_ended("b1", "CANCELLED", "cancelled through Prefect")
@@ -261,8 +281,11 @@ async def batch_rows(url: str, batch_id: str) -> tuple[EtlBatch | None, list[Etl
 PLAIN_SECRET = "plain-secret-never-started-5d1e"
 
 
-@pytest.mark.parametrize("hook,state", [(mark_cancelled, Cancelled()), (mark_crashed, Crashed()),
-                                        (mask_failed, Failed())], ids=["cancelled", "crashed", "failed"])
+@pytest.mark.parametrize(
+    "hook,state",
+    [(mark_cancelled, Cancelled()), (mark_crashed, Crashed()), (mask_failed, Failed())],
+    ids=["cancelled", "crashed", "failed"],
+)
 async def test_the_end_hooks_mask_plain_credentials_of_a_run_that_never_reached_its_body(
     prefect_harness: Path, etl_home: Path, hook: Any, state: Any
 ) -> None:

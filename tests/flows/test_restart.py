@@ -38,11 +38,12 @@ from restart_support import (
 )
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
-from fixtures.servers.redis import RedisServer
 from prefect_restful_etl.flows.builder import build_flow
 from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING, crm_to_accounting
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
+
+from fixtures.servers.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -81,8 +82,12 @@ async def test_a_flow_retry_loads_from_the_stage_without_a_second_extract(
     assert extract_requests(demo_state) == pages_per_extract
     batch, jobs = await audit_rows(etl_home, report.batch_id)
     assert batch is not None and batch.status == "COMPLETED"
-    assert job_statuses(jobs) == [(EXTRACT, "COMPLETED"), (TRANSFORM, "COMPLETED"), (LOAD, "FAILED"),
-                                  (LOAD, "COMPLETED")]
+    assert job_statuses(jobs) == [
+        (EXTRACT, "COMPLETED"),
+        (TRANSFORM, "COMPLETED"),
+        (LOAD, "FAILED"),
+        (LOAD, "COMPLETED"),
+    ]
     assert "503" in (jobs[2].message or "")
 
 
@@ -105,8 +110,13 @@ async def retry_in_a_new_process(flow: Any, failed: State, params: dict[str, Any
 
 @pytest.mark.parametrize("stage,extracts", [("redis", 1), ("memory", 2)], ids=["redis-reuses", "memory-redoes"])
 async def test_a_retried_flow_run_reuses_the_stage_only_where_it_survived(
-    prefect_harness: Path, etl_home: Path, redis_url: str, demo_state: DemoApis,
-    monkeypatch: pytest.MonkeyPatch, stage: str, extracts: int,
+    prefect_harness: Path,
+    etl_home: Path,
+    redis_url: str,
+    demo_state: DemoApis,
+    monkeypatch: pytest.MonkeyPatch,
+    stage: str,
+    extracts: int,
 ) -> None:
     monkeypatch.setenv("RESTFUL_ETL_STAGE_URL", redis_url if stage == "redis" else "memory://")
     params = parameters(demo_state, f"again-{stage}")
@@ -176,8 +186,13 @@ async def test_resume_redoes_the_jobs_whose_stage_is_gone(
     ids=["another-tenant", "unknown-batch", "completed-batch"],
 )
 async def test_resume_refuses_a_batch_it_must_not_continue(
-    prefect_harness: Path, etl_home: Path, redis_stage: str, demo_state: DemoApis,
-    tenant_id: str, resume: str, match: str,
+    prefect_harness: Path,
+    etl_home: Path,
+    redis_stage: str,
+    demo_state: DemoApis,
+    tenant_id: str,
+    resume: str,
+    match: str,
 ) -> None:
     ids = {"failed": await failed_batch(demo_state, "refuse"), "unknown": "unknown"}
     clear_faults(demo_state.accounting_url)
@@ -203,7 +218,10 @@ def big_apis() -> Iterator[DemoApis]:
 
 
 async def test_a_stage_outage_fails_the_load_between_chunks_and_a_resume_converges(
-    prefect_harness: Path, etl_home: Path, big_apis: DemoApis, private_redis_server: RedisServer,
+    prefect_harness: Path,
+    etl_home: Path,
+    big_apis: DemoApis,
+    private_redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     big_apis.reset()

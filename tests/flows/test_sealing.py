@@ -8,8 +8,11 @@ from cryptography.fernet import Fernet
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key, seal, seal_key_from_env, unseal
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
-CREDENTIALS = {"crm": {"token": "crm-token-never-shown"}, "accounting": {"api_key": "acc-key-never-shown"},
-               "erp": {"username": "etl", "password": "pw-never-shown"}}
+CREDENTIALS = {
+    "crm": {"token": "crm-token-never-shown"},
+    "accounting": {"api_key": "acc-key-never-shown"},
+    "erp": {"username": "etl", "password": "pw-never-shown"},
+}
 SECRETS = ("crm-token-never-shown", "acc-key-never-shown", "pw-never-shown")
 
 
@@ -40,8 +43,9 @@ def test_a_rotated_key_list_seals_with_the_first_and_opens_with_any() -> None:
     ],
     ids=["damaged", "wrong-key", "malformed-key"],
 )
-def test_a_token_that_cannot_be_opened_is_a_config_error_quoting_nothing(token: str | None, key: str | None,
-                                                                         field: str) -> None:
+def test_a_token_that_cannot_be_opened_is_a_config_error_quoting_nothing(
+    token: str | None, key: str | None, field: str
+) -> None:
     right = generate_key()
     token = token or seal(CREDENTIALS, right)
     with pytest.raises(ConfigError) as caught:

@@ -52,8 +52,9 @@ def test_masked_credentials_from_an_earlier_attempt_say_how_to_retry() -> None:
 
 
 def test_masks_keep_the_shape_and_the_readable_fields() -> None:
-    masked = masked_credentials({"erp": Credentials(username="etl", password=SecretStr("pw")),
-                                 "callback": Credentials(token=SecretStr("s"))})
+    masked = masked_credentials(
+        {"erp": Credentials(username="etl", password=SecretStr("pw")), "callback": Credentials(token=SecretStr("s"))}
+    )
     assert masked == {"erp": {"username": "etl", "password": MASK}, "callback": {"token": MASK}}
 
 
@@ -63,8 +64,10 @@ def test_masks_keep_the_shape_and_the_readable_fields() -> None:
         ({"crm": {"tokn": "s3cret"}}, {"crm": {"tokn": MASK}}),
         ({"crm": {"token": ["s3cret"]}}, {"crm": {"token": MASK}}),
         ({"crm": "s3cret"}, {"crm": MASK}),
-        ({"erp": {"username": "etl", "password": "s3cret", "client_id": 7}},
-         {"erp": {"username": "etl", "password": MASK, "client_id": MASK}}),
+        (
+            {"erp": {"username": "etl", "password": "s3cret", "client_id": 7}},
+            {"erp": {"username": "etl", "password": MASK, "client_id": MASK}},
+        ),
     ],
     ids=["misspelt-field", "wrong-type", "not-a-mapping", "readable-fields-only-as-text"],
 )
@@ -75,12 +78,16 @@ def test_credentials_as_sent_are_masked_even_when_invalid(sent: dict, masked: di
 @pytest.mark.parametrize(
     "stored,expected",
     [
-        ({"tenant_id": "t", "credentials": {"crm": {"token": "tok"}, "erp": {"username": "etl", "password": "pw"}}},
-         {"tenant_id": "t", "credentials": {"crm": {"token": MASK}, "erp": {"username": "etl", "password": MASK}}}),
+        (
+            {"tenant_id": "t", "credentials": {"crm": {"token": "tok"}, "erp": {"username": "etl", "password": "pw"}}},
+            {"tenant_id": "t", "credentials": {"crm": {"token": MASK}, "erp": {"username": "etl", "password": MASK}}},
+        ),
         ({"credentials": {"crm": {"tokn": "tok"}}}, {"credentials": {"crm": {"tokn": MASK}}}),
         ({"credentials": {"crm": "tok"}}, {"credentials": {"crm": MASK}}),
-        ({"credentials": {"erp": {"username": ["not", "a", "name"], "token": None}}},
-         {"credentials": {"erp": {"username": MASK, "token": None}}}),
+        (
+            {"credentials": {"erp": {"username": ["not", "a", "name"], "token": None}}},
+            {"credentials": {"erp": {"username": MASK, "token": None}}},
+        ),
         ({"credentials": {"crm": {"token": MASK}}}, None),
         ({"credentials": {}, "sealed_credentials": "gAAAAA-ciphertext"}, None),
         ({"tenant_id": "t"}, None),

@@ -16,7 +16,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.flow_engine import run_flow_async
 from pydantic import SecretStr
-
 from secrets_support import files_holding, rows_holding
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
@@ -39,14 +38,21 @@ def credentials(apis: DemoApis) -> dict[str, Any]:
     }
 
 
-async def test_a_batch_leaves_no_secret_anywhere(prefect_harness: Path, prefect_home: Path, etl_home: Path,
-                                                 demo_apis: DemoApis, caplog: pytest.LogCaptureFixture,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_batch_leaves_no_secret_anywhere(
+    prefect_harness: Path,
+    prefect_home: Path,
+    etl_home: Path,
+    demo_apis: DemoApis,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     demo_apis.reset()
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("RESTFUL_ETL_KEEP_STAGE", "true")  # so that the staged records are there to search
     report = await crm_to_accounting(
-        tenant_id="vault", credentials=credentials(demo_apis), full_refresh=True,
+        tenant_id="vault",
+        credentials=credentials(demo_apis),
+        full_refresh=True,
         base_urls={"crm": demo_apis.crm_url, "accounting": demo_apis.accounting_url},
     )
     assert report.status == "COMPLETED" and report.counts["inserted"] > 0
@@ -101,9 +107,7 @@ async def test_a_run_created_with_clear_parameters_is_redacted_on_receipt(
         assert report.status == "COMPLETED"
 
         after = await client.read_flow_run(flow_run.id)
-    assert after.parameters["credentials"] == {
-        "crm": {"token": "**********"}, "accounting": {"api_key": "**********"}
-    }
+    assert after.parameters["credentials"] == {"crm": {"token": "**********"}, "accounting": {"api_key": "**********"}}
     assert {"tenant:rest", "batch-type:crm-to-accounting"} <= set(after.tags)
     assert rows_holding(prefect_harness, secrets_of(demo_apis)) == []
     assert rows_holding(etl_home / "audit.db", secrets_of(demo_apis)) == []
@@ -119,13 +123,20 @@ async def test_a_run_created_with_clear_parameters_is_redacted_on_receipt(
     ids=["misspelt-field", "wrong-type", "not-an-object"],
 )
 async def test_malformed_credentials_fail_naming_the_field_and_leave_no_secret(
-    prefect_harness: Path, etl_home: Path, demo_apis: DemoApis, caplog: pytest.LogCaptureFixture,
-    credentials: dict[str, Any], field: str,
+    prefect_harness: Path,
+    etl_home: Path,
+    demo_apis: DemoApis,
+    caplog: pytest.LogCaptureFixture,
+    credentials: dict[str, Any],
+    field: str,
 ) -> None:
     """Prefect's own parameter validation would log every parameter as sent and keep them stored in clear."""
     caplog.set_level(logging.DEBUG)
-    sent = json.loads(json.dumps(credentials).replace("{crm}", demo_apis.crm_token)
-                      .replace("{accounting}", demo_apis.accounting_api_key))
+    sent = json.loads(
+        json.dumps(credentials)
+        .replace("{crm}", demo_apis.crm_token)
+        .replace("{accounting}", demo_apis.accounting_api_key)
+    )
     demo_apis.reset()
     async with get_client() as client:
         parameters = {"tenant_id": "typo", "credentials": sent}
@@ -155,8 +166,13 @@ def requests_served(apis: DemoApis) -> list[str]:
 
 @pytest.mark.parametrize("ending", ["password-refused", "batch-failed"])
 async def test_the_audit_databases_password_never_shows_in_a_failed_batch(
-    prefect_harness: Path, etl_home: Path, demo_apis: DemoApis, private_postgres_server: Any,
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, ending: str,
+    prefect_harness: Path,
+    etl_home: Path,
+    demo_apis: DemoApis,
+    private_postgres_server: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    ending: str,
 ) -> None:
     """A PostgreSQL audit URL carries a password: a refused login, or a batch failing with its audit rows
     written there, shows it in no message, log line or audit row."""
@@ -171,10 +187,14 @@ async def test_the_audit_databases_password_never_shows_in_a_failed_batch(
     else:
         monkeypatch.setenv("RESTFUL_ETL_AUDIT_URL", server.url)
         with httpx.Client(base_url=demo_apis.accounting_url) as accounting:  # the load's read of the destination
-            accounting.post("/_control/faults", json={"path": "/customers", "method": "GET", "status": 403}
-                            ).raise_for_status()
+            accounting.post(
+                "/_control/faults", json={"path": "/customers", "method": "GET", "status": 403}
+            ).raise_for_status()
     state = await crm_to_accounting(
-        tenant_id="vault", credentials=credentials(demo_apis), full_refresh=True, return_state=True,
+        tenant_id="vault",
+        credentials=credentials(demo_apis),
+        full_refresh=True,
+        return_state=True,
         base_urls={"crm": demo_apis.crm_url, "accounting": demo_apis.accounting_url},
     )
 

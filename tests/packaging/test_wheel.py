@@ -16,8 +16,11 @@ FOLDERS = ("blocks", "tasks", "flows", "deployments")
 @pytest.fixture(scope="module")
 def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q",
-                    "-w", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(out)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = out.glob("*.whl")
     return set(zipfile.ZipFile(wheel).namelist())
 

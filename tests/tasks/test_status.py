@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_support import batch_context
 from pydantic import SecretStr
 
-from engine_support import batch_context
 from prefect_restful_etl.tasks import status
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ScreenStop
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.report import JobReport
 
 SECRET = "tok-never-in-an-event"
@@ -68,15 +68,27 @@ def _h(name: str) -> str:
         ("crm-to-accounting", "demo", "audit", "crm-to-accounting-demo-audit"),
         ("crm-to-accounting", "acme-2", "quality", "crm-to-accounting-acme-2-quality"),
         ("crm-to-accounting", "Acme Ltd", "errors", f"crm-to-accounting-acme-ltd-{_h('Acme Ltd')}-errors"),
-        ("crm_to_accounting", "t--1/", "progress",
-         f"crm-to-accounting-{_h('crm_to_accounting')}-t-1-{_h('t--1/')}-progress"),
+        (
+            "crm_to_accounting",
+            "t--1/",
+            "progress",
+            f"crm-to-accounting-{_h('crm_to_accounting')}-t-1-{_h('t--1/')}-progress",
+        ),
         ("crm-to-accounting", "Ünïcode", "audit", f"crm-to-accounting-n-code-{_h('Ünïcode')}-audit"),
         ("crm-to-accounting", "//", "audit", f"crm-to-accounting-{_h('//')}-audit"),
     ],
-    ids=["lowercase-kept", "digits-kept", "spaces-and-capitals", "underscores-and-slashes", "non-ascii",
-         "nothing-left"],
+    ids=[
+        "lowercase-kept",
+        "digits-kept",
+        "spaces-and-capitals",
+        "underscores-and-slashes",
+        "non-ascii",
+        "nothing-left",
+    ],
 )
-def test_artifact_keys_are_lowercase_letters_digits_and_dashes(batch_type: str, tenant: str, kind: str, key: str) -> None:
+def test_artifact_keys_are_lowercase_letters_digits_and_dashes(
+    batch_type: str, tenant: str, kind: str, key: str
+) -> None:
     assert status.artifact_key(batch_type, tenant, kind) == key
     assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", key)
 
@@ -106,11 +118,22 @@ async def test_a_job_event_names_the_batch_tenant_and_batch_type(ctx: BatchConte
     assert event["resource"]["prefect.resource.id"] == "restful-etl.job.job-1"
     assert event["resource"]["restful-etl.tenant"] == "Acme Ltd"
     roles = {r["prefect.resource.role"]: r["prefect.resource.id"] for r in event["related"]}
-    assert roles == {"batch": f"restful-etl.batch.{ctx.batch_id}", "tenant": "restful-etl.tenant.Acme Ltd",
-                     "batch-type": "restful-etl.batch-type.test-batch", "flow-run": f"prefect.flow-run.{ctx.batch_id}"}
+    assert roles == {
+        "batch": f"restful-etl.batch.{ctx.batch_id}",
+        "tenant": "restful-etl.tenant.Acme Ltd",
+        "batch-type": "restful-etl.batch-type.test-batch",
+        "flow-run": f"prefect.flow-run.{ctx.batch_id}",
+    }
     assert event["payload"] | {"counts": None} == {
-        "tenant_id": "Acme Ltd", "batch_type": "test-batch", "batch_id": ctx.batch_id, "job": "Extract CRM customers",
-        "kind": "extract", "job_id": "job-1", "status": "COMPLETED", "counts": None, "records": 3,
+        "tenant_id": "Acme Ltd",
+        "batch_type": "test-batch",
+        "batch_id": ctx.batch_id,
+        "job": "Extract CRM customers",
+        "kind": "extract",
+        "job_id": "job-1",
+        "status": "COMPLETED",
+        "counts": None,
+        "records": 3,
     }
 
 
@@ -133,8 +156,9 @@ async def test_a_batch_event_is_about_the_batch_itself(ctx: BatchContext) -> Non
     assert event["payload"]["status"] == "RUNNING" and event["payload"]["tenant_id"] == "Acme Ltd"
 
 
-async def test_progress_comes_every_n_records_per_job(ctx: BatchContext, emitted: list[dict[str, Any]],
-                                                      progress_calls: list[tuple[float, str | None]]) -> None:
+async def test_progress_comes_every_n_records_per_job(
+    ctx: BatchContext, emitted: list[dict[str, Any]], progress_calls: list[tuple[float, str | None]]
+) -> None:
     progress = await status.BatchProgress.start(ctx, jobs=2, every=100)
     ctx.progress = progress
     report = job()
@@ -162,15 +186,21 @@ async def test_job_status_emits_started_and_finished_and_never_a_secret(
         async with status.job_status(ctx, job()):
             raise ScreenStop("no negative amounts", "amount -1 is below 0")
     names = [(e["event"], e["payload"]["status"]) for e in emitted]
-    assert names == [(status.JOB_STARTED, "RUNNING"), (status.JOB_FINISHED, "COMPLETED"),
-                     (status.JOB_STARTED, "RUNNING"), (status.JOB_FINISHED, "FAILED"),
-                     (status.JOB_STARTED, "RUNNING"), (status.JOB_FINISHED, "STOPPED")]
+    assert names == [
+        (status.JOB_STARTED, "RUNNING"),
+        (status.JOB_FINISHED, "COMPLETED"),
+        (status.JOB_STARTED, "RUNNING"),
+        (status.JOB_FINISHED, "FAILED"),
+        (status.JOB_STARTED, "RUNNING"),
+        (status.JOB_FINISHED, "STOPPED"),
+    ]
     assert "RuntimeError" in emitted[-3]["payload"]["message"]
     assert SECRET not in repr(emitted) and SECRET not in repr(progress_calls)
 
 
-async def test_without_prefect_artifacts_the_batch_still_runs(ctx: BatchContext, emitted: list[dict[str, Any]],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_without_prefect_artifacts_the_batch_still_runs(
+    ctx: BatchContext, emitted: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def broken(*args: Any, **kwargs: Any) -> uuid.UUID:
         raise ConnectionError("no API")
 

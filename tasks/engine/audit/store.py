@@ -97,7 +97,9 @@ class AuditStore:
 
     async def jobs(self, batch_id: str) -> Sequence[EtlJob]:
         async with self.session() as session:
-            result = await session.exec(select(EtlJob).where(EtlJob.batch_id == batch_id).order_by(col(EtlJob.started_at)))
+            result = await session.exec(
+                select(EtlJob).where(EtlJob.batch_id == batch_id).order_by(col(EtlJob.started_at))
+            )
             return result.all()
 
     async def batches(self, tenant_id: str, batch_type: str | None = None, limit: int = 20) -> Sequence[EtlBatch]:

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import RecordError
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 

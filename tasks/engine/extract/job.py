@@ -12,16 +12,16 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prefect_restful_etl.tasks.engine.extract.children import iter_child_pages
-from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.extract.children import iter_child_pages
 from prefect_restful_etl.tasks.engine.extract.incremental import Cursor, Incremental
-from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
-from prefect_restful_etl.tasks.engine.http.paths import get_path
-from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.load.scd import natural_key
 from prefect_restful_etl.tasks.engine.extract.schema import SchemaChecker
+from prefect_restful_etl.tasks.engine.http.client import RestClient
+from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
+from prefect_restful_etl.tasks.engine.load.scd import natural_key
+from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
 
 Records = list[dict[str, Any]]
@@ -115,8 +115,11 @@ async def run_extract(
         report.keys_at_watermark = list(cursor.keys_at_value)
     if checker is not None:
         drift = checker.drift()
-        report.schema_drift = {"unexpected_fields": list(drift.unexpected_fields),
-                               "unseen_properties": list(drift.unseen_properties)} if drift.drifted else {}
+        report.schema_drift = (
+            {"unexpected_fields": list(drift.unexpected_fields), "unseen_properties": list(drift.unseen_properties)}
+            if drift.drifted
+            else {}
+        )
     return report
 
 
@@ -136,12 +139,23 @@ def _pages(
 ) -> AsyncIterator[Records]:
     endpoint = job.endpoint
     if job.parent is None:
-        return client.paginate(endpoint.path, params=params, records_path=endpoint.records_path,
-                               paginator=endpoint.paginator, concurrency=job.concurrency)
+        return client.paginate(
+            endpoint.path,
+            params=params,
+            records_path=endpoint.records_path,
+            paginator=endpoint.paginator,
+            concurrency=job.concurrency,
+        )
     assert parents is not None, "a job with a parent link is given its parents' stage key"
     return iter_child_pages(
-        client, ctx.stage.read(parents), endpoint.path, parent_key=job.parent.key, parent_field=job.parent.field,
-        params=params, records_path=endpoint.records_path, paginator=endpoint.paginator,
+        client,
+        ctx.stage.read(parents),
+        endpoint.path,
+        parent_key=job.parent.key,
+        parent_field=job.parent.field,
+        params=params,
+        records_path=endpoint.records_path,
+        paginator=endpoint.paginator,
         concurrency=job.concurrency,
     )
 
@@ -150,8 +164,9 @@ async def _cursor(job: ExtractJob, ctx: BatchContext, report: JobReport) -> Curs
     if job.incremental is None:
         return None
     stored = None if ctx.full_refresh else await ctx.audit.get_watermark(ctx.tenant_id, ctx.batch_type, job.slug)
-    cursor = Cursor(job.incremental, value=stored.value if stored else None,
-                    keys_at_value=stored.keys_at_value if stored else [])
+    cursor = Cursor(
+        job.incremental, value=stored.value if stored else None, keys_at_value=stored.keys_at_value if stored else []
+    )
     report.watermark_before = cursor.value
     return cursor
 
@@ -188,9 +203,15 @@ async def _screen_schema(
     for record in page:
         violation = checker.check(record)
         if violation is not None:
-            await errors.add(screen="entity schema", message=violation.message, column=violation.column,
-                             value=violation.value, natural_key=natural_key(record, job.natural_key),
-                             severity=link.severity, action=link.on_violation)
+            await errors.add(
+                screen="entity schema",
+                message=violation.message,
+                column=violation.column,
+                value=violation.value,
+                natural_key=natural_key(record, job.natural_key),
+                severity=link.severity,
+                action=link.on_violation,
+            )
             if link.on_violation == "reject":
                 counts["rejected"] += 1
                 continue

@@ -18,19 +18,19 @@ from typing import Any
 
 import httpx
 
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
-from prefect_restful_etl.tasks.engine.http.auth import OAuth2ClientCredentials
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.auth import OAuth2ClientCredentials
 from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator, PagePlan, PageRequest
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.http.window import fetch_in_order
 from prefect_restful_etl.tasks.engine.redaction import (
     RedactingFilter,
     install_log_redaction,
     redact,
     redact_excerpt,
 )
-from prefect_restful_etl.tasks.engine.http.window import fetch_in_order
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,11 @@ class RestClient:
         # The limiter waits in a request hook, which httpx runs for every request it sends: retries, and
         # also those an auth flow yields (an OAuth2 token request, the request again after a 401).
         self._http = httpx.AsyncClient(
-            base_url=api.url, headers=api.headers, timeout=api.timeout, limits=limits, transport=transport,
+            base_url=api.url,
+            headers=api.headers,
+            timeout=api.timeout,
+            limits=limits,
+            transport=transport,
             event_hooks={"request": [self._before_send]},
         )
         self._base = httpx.URL(api.url)
@@ -292,8 +296,9 @@ def extract_records(response: httpx.Response, records_path: str | None, endpoint
         raise SourceError(endpoint, response.status_code, "the body is not JSON") from ex
     records = get_path(body, records_path, _ABSENT)
     if records is _ABSENT:
-        raise SourceError(endpoint, response.status_code, f"records_path {records_path!r} is not in the body"
-                          + _keys_hint(body))
+        raise SourceError(
+            endpoint, response.status_code, f"records_path {records_path!r} is not in the body" + _keys_hint(body)
+        )
     if records is None:
         return []
     if isinstance(records, dict):

@@ -14,10 +14,10 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError
-from prefect_restful_etl.tasks.engine.jobbase import Endpoint
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.jobbase import Endpoint
 from prefect_restful_etl.tasks.engine.load.history import History
 from prefect_restful_etl.tasks.engine.load.scd import KeyState, SoftDelete, Version, natural_key, row_hash
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
@@ -43,8 +43,9 @@ class Lookup(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["pull", "by_key", "auto"] = "pull"
-    params: dict[str, str] = Field(default_factory=dict, description="Natural key field -> query parameter; "
-                                   "default: each key field's own name.")
+    params: dict[str, str] = Field(
+        default_factory=dict, description="Natural key field -> query parameter; default: each key field's own name."
+    )
     by_key_max: int = Field(default=100, ge=0, description="auto: the largest stage looked up key by key.")
 
     def choose(self, staged: int, *, must_pull: bool) -> LookupMode:
@@ -156,15 +157,21 @@ class DestinationIndex:
 
     async def pull(self, client: RestClient, endpoint: Endpoint) -> None:
         """Every row of the collection, page by page: any paginator the API or endpoint states."""
-        pages = client.paginate(endpoint.path, params=endpoint.params, records_path=endpoint.records_path,
-                                paginator=endpoint.paginator)
+        pages = client.paginate(
+            endpoint.path, params=endpoint.params, records_path=endpoint.records_path, paginator=endpoint.paginator
+        )
         async with aclosing(pages):  # a row that fails the index stops the pages still in flight
             async for page in pages:
                 await self.add(page)
 
     async def look_up(
-        self, client: RestClient, endpoint: Endpoint, lookup: Lookup, staged: Mapping[str, dict[str, Any]],
-        chunk: IndexChunk, concurrency: int,
+        self,
+        client: RestClient,
+        endpoint: Endpoint,
+        lookup: Lookup,
+        staged: Mapping[str, dict[str, Any]],
+        chunk: IndexChunk,
+        concurrency: int,
     ) -> None:
         """The rows of each staged key the index does not hold yet, `concurrency` GETs at a time, into `chunk`
         (an empty state for a key the destination lacks, so that no later chunk asks again)."""
@@ -175,8 +182,9 @@ class DestinationIndex:
         async def one(key: str, record: dict[str, Any]) -> None:
             params = {**endpoint.params, **self._filter(record, lookup)}
             async with limit:
-                pages = client.paginate(endpoint.path, params=params, records_path=endpoint.records_path,
-                                        paginator=endpoint.paginator)
+                pages = client.paginate(
+                    endpoint.path, params=params, records_path=endpoint.records_path, paginator=endpoint.paginator
+                )
                 async for page in pages:
                     for row in page:
                         # An API that ignores the filter answers with other keys too: keep only this one.

@@ -26,10 +26,14 @@ class History(BaseModel):
 
     valid_from: str = "valid_from"
     valid_to: str = "valid_to"
-    current: str | None = Field(default="is_current", description="A current flag (true/false, 1/0, \"yes\"/\"no\" "
-                                "...); without one, the current version is the one whose valid_to is `open_end`.")
-    version: str | None = Field(default="version", description="1, 2, 3 ... per key (numbers or numeric text); "
-                                "omit if the API has none.")
+    current: str | None = Field(
+        default="is_current",
+        description='A current flag (true/false, 1/0, "yes"/"no" '
+        "...); without one, the current version is the one whose valid_to is `open_end`.",
+    )
+    version: str | None = Field(
+        default="version", description="1, 2, 3 ... per key (numbers or numeric text); omit if the API has none."
+    )
     open_end: Any = Field(default=None, description='valid_to of a current version: null or a far date "9999-12-31".')
 
     def fields(self) -> set[str]:
@@ -73,8 +77,10 @@ class History(BaseModel):
         return {self.valid_to: at, **({self.current: False} if self.current else {})}
 
 
-_TEXT_FLAGS = {**dict.fromkeys(("1", "true", "t", "yes", "y"), True),
-               **dict.fromkeys(("0", "false", "f", "no", "n"), False)}
+_TEXT_FLAGS = {
+    **dict.fromkeys(("1", "true", "t", "yes", "y"), True),
+    **dict.fromkeys(("0", "false", "f", "no", "n"), False),
+}
 
 
 def _flag(value: Any) -> bool | None:

@@ -12,17 +12,23 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from prefect_restful_etl.tasks.engine.audit.tables import utcnow
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
-from prefect_restful_etl.tasks.engine.load.destination import DestinationIndex, IndexChunk, Lookup, LookupMode
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, StageError
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
-from prefect_restful_etl.tasks.engine.load.occurrences import LastOccurrences
-from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.load.destination import DestinationIndex, IndexChunk, Lookup, LookupMode
 from prefect_restful_etl.tasks.engine.load.history import History
+from prefect_restful_etl.tasks.engine.load.occurrences import LastOccurrences
 from prefect_restful_etl.tasks.engine.load.scd import Missing, Planner, format_moment, row_hash
+from prefect_restful_etl.tasks.engine.load.writers import (
+    AuditColumns,
+    BulkWrite,
+    ErrorThreshold,
+    Writer,
+    WriterSettings,
+)
+from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
-from prefect_restful_etl.tasks.engine.audit.tables import utcnow
-from prefect_restful_etl.tasks.engine.load.writers import AuditColumns, BulkWrite, ErrorThreshold, Writer, WriterSettings
 
 # duplicates: staged records that a later record of the same natural key replaced, so never written
 COUNTS = ("read", "inserted", "updated", "expired", "deleted", "unchanged", "duplicates", "failed_writes")
@@ -50,8 +56,10 @@ class LoadJob(JobBase):
     api: str
     endpoint: Endpoint = Field(description="The destination collection: read to diff, then written.")
     natural_key: list[str] = Field(min_length=1, description="Fields that match a staged record to a destination one.")
-    compare: list[str] | None = Field(default=None, description="Fields compared for change; default: every staged "
-                                      "field but those the load writes itself.")
+    compare: list[str] | None = Field(
+        default=None,
+        description="Fields compared for change; default: every staged field but those the load writes itself.",
+    )
     id_field: str = Field(default="id", description="The destination's own id, used in update URLs.")
     scd_type: Literal[0, 1, 2] = Field(default=1, description="0: insert only; 1: overwrite; 2: keep history.")
     history: History | None = Field(default=None, description="Type 2's validity fields; default: History().")
@@ -150,9 +158,15 @@ def _with_nulls(record: dict[str, Any], compare: list[str]) -> dict[str, Any]:
 async def _open_index(
     job: LoadJob, ctx: BatchContext, own: StageKey, compare: list[str], mode: LookupMode
 ) -> DestinationIndex:
-    index = DestinationIndex(ctx.stage, own.part("index"), key_fields=job.natural_key, id_field=job.id_field,
-                             compare=compare, history=job.history if job.scd_type == 2 else None,
-                             soft_delete=job.missing.soft_delete)
+    index = DestinationIndex(
+        ctx.stage,
+        own.part("index"),
+        key_fields=job.natural_key,
+        id_field=job.id_field,
+        compare=compare,
+        history=job.history if job.scd_type == 2 else None,
+        soft_delete=job.missing.soft_delete,
+    )
     if mode == "pull":
         await index.pull(ctx.client(job.api), job.endpoint)
     return index
@@ -178,8 +192,10 @@ async def _retire_missing(
     async for states in index.scan():
         gone += len(await _unseen_present(states, seen))
     if gone and gone > job.missing.max_fraction * held:
-        raise LoadLimitExceeded(f"the full refresh lacks {gone} of the destination's {held} live keys, more "
-                                f"than missing.max_fraction={job.missing.max_fraction}: nothing was removed")
+        raise LoadLimitExceeded(
+            f"the full refresh lacks {gone} of the destination's {held} live keys, more "
+            f"than missing.max_fraction={job.missing.max_fraction}: nothing was removed"
+        )
     async for states in index.scan():
         changes = [planner.plan_missing(key, states[key], job.missing) for key in await _unseen_present(states, seen)]
         await writer.apply(changes, states)
@@ -200,8 +216,10 @@ def _check_fraction(job: LoadJob, counts: dict[str, int]) -> None:
         return
     share = counts["failed_writes"] / keys
     if share > threshold.fraction:
-        raise LoadLimitExceeded(f"{counts['failed_writes']} of {keys} staged keys refused ({share:.1%}), "
-                                f"more than error_threshold.fraction={threshold.fraction}")
+        raise LoadLimitExceeded(
+            f"{counts['failed_writes']} of {keys} staged keys refused ({share:.1%}), "
+            f"more than error_threshold.fraction={threshold.fraction}"
+        )
 
 
 def _writer_settings(job: LoadJob, ctx: BatchContext, dry_run: bool) -> WriterSettings:
@@ -211,6 +229,13 @@ def _writer_settings(job: LoadJob, ctx: BatchContext, dry_run: bool) -> WriterSe
             stamp[job.audit_columns.batch_id] = ctx.batch_id
         if job.audit_columns.loaded_at:
             stamp[job.audit_columns.loaded_at] = format_moment(utcnow())
-    return WriterSettings(path=job.endpoint.path, id_field=job.id_field, update_method=job.update_method,
-                          concurrency=job.concurrency, bulk=job.bulk, threshold=job.error_threshold,
-                          stamp=stamp or None, dry_run=dry_run)
+    return WriterSettings(
+        path=job.endpoint.path,
+        id_field=job.id_field,
+        update_method=job.update_method,
+        concurrency=job.concurrency,
+        bulk=job.bulk,
+        threshold=job.error_threshold,
+        stamp=stamp or None,
+        dry_run=dry_run,
+    )

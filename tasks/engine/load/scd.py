@@ -15,8 +15,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prefect_restful_etl.tasks.engine.load.history import History
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.load.history import History
 
 Outcome = Literal["inserted", "updated", "unchanged", "expired", "deleted"]
 WriteOp = Literal["create", "update", "expire", "soft_delete", "delete"]
@@ -194,7 +194,9 @@ class Planner:
             # end where the newest begins, as the type 2 change path mends them: no two intervals overlap.
             end, mend_at = later(self.at, newest.valid_from), newest.valid_from or self.at
             ends = [end if v is newest else mend_at for v in state.live]
-            writes = tuple(Write("expire", self._history().closed(e), v.id) for v, e in zip(state.live, ends))
+            writes = tuple(
+                Write("expire", self._history().closed(e), v.id) for v, e in zip(state.live, ends, strict=True)
+            )
             return Change("expired", key, writes, None)
         if missing.action == "delete":
             return Change("deleted", key, tuple(Write("delete", None, v.id) for v in state.live), None)
@@ -238,4 +240,3 @@ def _moment(value: str | None) -> datetime:
     except (TypeError, ValueError):
         return datetime.min.replace(tzinfo=UTC)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-

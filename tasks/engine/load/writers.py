@@ -15,11 +15,11 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.context import ErrorSink
-from prefect_restful_etl.tasks.engine.load.destination import IndexChunk
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError, SourceError
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.load.destination import IndexChunk
 from prefect_restful_etl.tasks.engine.load.scd import Change, KeyState, Version, Write
 
 
@@ -145,8 +145,9 @@ class Writer:
                 if ex.status != 404:  # already gone: a retried DELETE whose first answer was lost
                     raise
             return None
-        method, body = (settings.update_method, self._stamped(write.body)) if write.op == "update" else (
-            "PATCH", write.body)
+        method, body = (
+            (settings.update_method, self._stamped(write.body)) if write.op == "update" else ("PATCH", write.body)
+        )
         # Every body holds whole values (no increments), so sending it twice does no harm.
         await client.request(method, url, json=body, idempotent=True)
         return None
@@ -206,8 +207,10 @@ class Writer:
         await self._errors.add(screen="load", message=message, natural_key=key, severity=7)
         threshold = self._settings.threshold
         if threshold is not None and threshold.count is not None and self.counts["failed_writes"] > threshold.count:
-            raise LoadLimitExceeded(f"{self.counts['failed_writes']} writes refused, more than the threshold of "
-                                    f"{threshold.count}; the last: {message}")
+            raise LoadLimitExceeded(
+                f"{self.counts['failed_writes']} writes refused, more than the threshold of "
+                f"{threshold.count}; the last: {message}"
+            )
 
 
 def _add_live(index: IndexChunk, key: str, version: Version) -> None:

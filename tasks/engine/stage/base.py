@@ -16,7 +16,7 @@ from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
 # `:` separates the parts of a key; the rest are glob characters of Redis' SCAN MATCH (and `\\` escapes them).
 # A part holding one could name, or let drop_batch match, another tenant's or batch's keys.
-_UNSAFE_IN_KEY = frozenset(':*?[]\\')
+_UNSAFE_IN_KEY = frozenset(":*?[]\\")
 
 
 @dataclass(frozen=True)

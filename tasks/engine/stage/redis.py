@@ -14,9 +14,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, StageError, StageUnavailable

@@ -386,9 +386,11 @@ class _Compiler:
 
     def _Compare(self, node: ast.Compare) -> Compiled:
         left = self.compile(node.left)
-        pairs = [(_COMPARE[type(op)], self._operand(op, right)) for op, right in zip(node.ops, node.comparators)]
+        pairs = [
+            (_COMPARE[type(op)], self._operand(op, right)) for op, right in zip(node.ops, node.comparators, strict=True)
+        ]
         if len(pairs) == 1:
-            (op, right), = pairs
+            ((op, right),) = pairs
             return lambda r: op(left(r), right(r))
 
         def chain(r: Record) -> bool:

@@ -16,8 +16,12 @@ from pydantic import Field, model_validator
 
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import RecordError, ScreenStop, StageError
+from prefect_restful_etl.tasks.engine.http.paths import set_path
 from prefect_restful_etl.tasks.engine.jobbase import JobBase
 from prefect_restful_etl.tasks.engine.load.keysets import KeySet, StagedKeySet
+from prefect_restful_etl.tasks.engine.load.scd import natural_key
+from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.stage.base import StageKey
 from prefect_restful_etl.tasks.engine.transform.lookup_config import (
     ApiLookupConfig,
     LookupConfig,
@@ -25,11 +29,14 @@ from prefect_restful_etl.tasks.engine.transform.lookup_config import (
     open_lookup_sources,
 )
 from prefect_restful_etl.tasks.engine.transform.lookups import Lookup, LookupSource
-from prefect_restful_etl.tasks.engine.http.paths import set_path
-from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.load.scd import natural_key
-from prefect_restful_etl.tasks.engine.transform.screens import Exists, Fate, Screen, Screener, ScreenFailure, ScreenResult
-from prefect_restful_etl.tasks.engine.stage.base import StageKey
+from prefect_restful_etl.tasks.engine.transform.screens import (
+    Exists,
+    Fate,
+    Screen,
+    Screener,
+    ScreenFailure,
+    ScreenResult,
+)
 from prefect_restful_etl.tasks.engine.transform.steps import Pipeline, TransformStep
 
 Record = dict[str, Any]
@@ -60,7 +67,8 @@ class TransformJob(JobBase):
     )
     screens: list[Screen] = Field(default_factory=list, description="Quality screens, run in this order.")
     quality_flag: str | None = Field(
-        default=None, pattern=r"^[^.]+$",  # top level: writing it can never meet a record's own values on the way
+        default=None,
+        pattern=r"^[^.]+$",  # top level: writing it can never meet a record's own values on the way
         description='A top-level field that tells each staged record\'s screen outcome: "passed" or "flagged".',
     )
     lookup_concurrency: int = Field(default=8, ge=1, description="Records looked up at once (API lookups).")
@@ -115,8 +123,13 @@ async def run_transform(
     report.stage_key = str(target)
     await ctx.stage.clear(target)
     keys = StageKey(ctx.tenant_id, ctx.batch_id, job.slug)  # unique screens' claimed keys rest beside the output
-    run = _TransformRun(job, open_lookup_sources(job.lookups, ctx), errors, key_fields,
-                        lambda name: StagedKeySet(ctx.stage, keys.part(name)))
+    run = _TransformRun(
+        job,
+        open_lookup_sources(job.lookups, ctx),
+        errors,
+        key_fields,
+        lambda name: StagedKeySet(ctx.stage, keys.part(name)),
+    )
     await run.screener.drop()  # an earlier attempt's claims would reject every record as a repeat
     read = transformed = 0
     try:
@@ -150,7 +163,11 @@ class _TransformRun:
     """One job run's pipeline, screener and error reporting; built once, fed chunk after chunk."""
 
     def __init__(
-        self, job: TransformJob, sources: dict[str, LookupSource], errors: ErrorSink, key_fields: list[str],
+        self,
+        job: TransformJob,
+        sources: dict[str, LookupSource],
+        errors: ErrorSink,
+        key_fields: list[str],
         key_sets: Callable[[str], KeySet],
     ) -> None:
         self.pipeline = Pipeline(job.steps, sources)

@@ -22,11 +22,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.context import BatchContext
-from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import RecordError, RetriableError, SourceError
+from prefect_restful_etl.tasks.engine.http.client import RestClient
+from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, job_slug
 from prefect_restful_etl.tasks.engine.transform.lookups import ApiLookup, LookupSource, StagedLookup, StaticLookup
-from prefect_restful_etl.tasks.engine.http.paths import get_path
 
 Record = dict[str, Any]
 

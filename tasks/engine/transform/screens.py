@@ -29,10 +29,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError, ScreenStop
-from prefect_restful_etl.tasks.engine.transform.expressions import compile_expression
-from prefect_restful_etl.tasks.engine.load.keysets import Claims, KeySet, MemoryKeySet
-from prefect_restful_etl.tasks.engine.transform.lookups import LookupSource, resolve_source
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.load.keysets import Claims, KeySet, MemoryKeySet
+from prefect_restful_etl.tasks.engine.transform.expressions import compile_expression
+from prefect_restful_etl.tasks.engine.transform.lookups import LookupSource, resolve_source
 
 Record = dict[str, Any]
 Problem = tuple[str | None, Any, str]  # column, failing value, message
@@ -48,7 +48,7 @@ class _Screen(BaseModel):
 
     def dimension_row(self, order: int) -> dict[str, Any]:
         """The `etl_screen` dimension row; `order` is the processing order (1 runs first)."""
-        kind = getattr(self, "type")  # each concrete screen declares its own Literal type
+        kind = self.type  # each concrete screen declares its own Literal type
         return {"name": self.name, "type": kind, "category": self.category or None, "severity": self.severity,
                 "action": self.action, "processing_order": order}  # fmt: skip
 
@@ -111,8 +111,9 @@ _TYPES: dict[str, Any] = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": _is_number,
-    "decimal": lambda v: _decimal(v) is not None or isinstance(v, int) and _is_number(v) or (
-        isinstance(v, float) and math.isfinite(v)),
+    "decimal": lambda v: (
+        _decimal(v) is not None or (isinstance(v, int) and _is_number(v)) or (isinstance(v, float) and math.isfinite(v))
+    ),
     "bool": lambda v: isinstance(v, bool),
     "date": lambda v: isinstance(v, str) and len(v) == 10 and _is_iso(date.fromisoformat, v),
     "datetime": lambda v: isinstance(v, str) and _is_iso(datetime.fromisoformat, v),
@@ -169,9 +170,7 @@ class _Bounded(_ColumnScreen):
             raise ValueError("give min, max or both")
         return self
 
-    def _outside(
-        self, measure: Any, what: str, shown: Any = None, bounds: tuple[Any, Any] | None = None
-    ) -> str | None:
+    def _outside(self, measure: Any, what: str, shown: Any = None, bounds: tuple[Any, Any] | None = None) -> str | None:
         """Why `measure` is out of bounds (`shown` as the value, `bounds` in place of min and max), or None."""
         shown = measure if shown is None else shown
         low, high = bounds or (self.min, self.max)
@@ -519,5 +518,5 @@ def _failure(screen: _Screen, column: str | None, value: Any, message: str) -> S
     shown = None if value is None else str(value)
     if shown is not None and len(shown) > _MAX_VALUE_CHARS:
         shown = shown[: _MAX_VALUE_CHARS - 1] + "…"
-    kind = getattr(screen, "type")
+    kind = screen.type
     return ScreenFailure(screen.name, kind, screen.category, screen.severity, screen.action, column, shown, message)

@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError
+from prefect_restful_etl.tasks.engine.http.paths import get_path, own_copy, pop_path, set_path
 from prefect_restful_etl.tasks.engine.transform.expressions import compile_expression, parse_date, parse_datetime
 from prefect_restful_etl.tasks.engine.transform.lookups import Lookup, LookupSource, resolve_source
-from prefect_restful_etl.tasks.engine.http.paths import get_path, own_copy, pop_path, set_path
 
 Record = dict[str, Any]
 _ABSENT = object()
@@ -393,8 +393,20 @@ class Compute(_Step):
 
 
 TransformStep = Annotated[
-    Rename | Select | Drop | Default | Constant | Cast | MapValues | Text | Template | Flatten | Split | Filter
-    | Compute | Lookup,
+    Rename
+    | Select
+    | Drop
+    | Default
+    | Constant
+    | Cast
+    | MapValues
+    | Text
+    | Template
+    | Flatten
+    | Split
+    | Filter
+    | Compute
+    | Lookup,
     Field(discriminator="op"),
 ]
 _STEPS: TypeAdapter[list[TransformStep]] = TypeAdapter(list[TransformStep])

@@ -69,16 +69,35 @@ def test_the_catalog_finds_each_batch_type_and_its_entrypoint_loads_it() -> None
 
 def test_every_command_is_there() -> None:
     result = CliRunner().invoke(app, ["--help"])
-    for command in ("run", "resync", "restart", "cancel", "watch", "status", "history", "last-sync",
-                    "connected-since", "errors", "blocks", "serve", "seal", "keygen"):
+    for command in (
+        "run",
+        "resync",
+        "restart",
+        "cancel",
+        "watch",
+        "status",
+        "history",
+        "last-sync",
+        "connected-since",
+        "errors",
+        "blocks",
+        "serve",
+        "seal",
+        "keygen",
+    ):
         assert command in result.output
 
 
 @pytest.mark.parametrize(
     "command,default",
-    [("run", "the only batch type there is"), ("resync", "the only batch type there is"),
-     ("status", "every batch type"), ("history", "every batch type"), ("last-sync", "every batch type"),
-     ("connected-since", "every batch type")],
+    [
+        ("run", "the only batch type there is"),
+        ("resync", "the only batch type there is"),
+        ("status", "every batch type"),
+        ("history", "every batch type"),
+        ("last-sync", "every batch type"),
+        ("connected-since", "every batch type"),
+    ],
 )
 def test_the_batch_type_option_says_what_leaving_it_out_means(command: str, default: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})

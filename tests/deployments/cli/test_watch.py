@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,18 +13,34 @@ from prefect_restful_etl.deployments.cli.watch import BatchView, batch_filter
 from prefect_restful_etl.tasks.status import BATCH_FINISHED, BATCH_STARTED, JOB_FINISHED, JOB_PROGRESS, JOB_STARTED
 
 BATCH = "0b7c6a0e-4a71-4e7a-9d43-1b1f0c6f9d10"
-_T0 = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
+_T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 _clock = itertools.count()
 
 
-def event(name: str, *, job_id: str | None = None, records: int = 0, status: str = "RUNNING",
-          resource: str | None = None, **payload: Any) -> Event:
+def event(
+    name: str,
+    *,
+    job_id: str | None = None,
+    records: int = 0,
+    status: str = "RUNNING",
+    resource: str | None = None,
+    **payload: Any,
+) -> Event:
     body: dict[str, Any] = {"batch_id": BATCH, "status": status, **payload}
     if job_id:
-        body |= {"job_id": job_id, "job": f"job {job_id}", "kind": "extract", "records": records,
-                 "counts": {"extracted": records}}
-    return Event(occurred=_T0 + timedelta(seconds=next(_clock)), event=name,
-                 resource={"prefect.resource.id": resource or f"restful-etl.batch.{BATCH}"}, payload=body)
+        body |= {
+            "job_id": job_id,
+            "job": f"job {job_id}",
+            "kind": "extract",
+            "records": records,
+            "counts": {"extracted": records},
+        }
+    return Event(
+        occurred=_T0 + timedelta(seconds=next(_clock)),
+        event=name,
+        resource={"prefect.resource.id": resource or f"restful-etl.batch.{BATCH}"},
+        payload=body,
+    )
 
 
 def test_a_late_progress_event_does_not_undo_a_finished_job() -> None:
@@ -77,7 +93,7 @@ def test_another_batchs_events_change_nothing(name: str) -> None:
 @pytest.mark.parametrize("deadline", [1.0, 3600.0])
 def test_the_filter_reaches_past_the_deadline(deadline: float) -> None:
     """The server drops live events after the filter's `until`, which would otherwise be 'now'."""
-    since = datetime.now(timezone.utc)
+    since = datetime.now(UTC)
     found = batch_filter(BATCH, since, deadline)
     assert found.occurred.until > since + timedelta(seconds=deadline)
     assert found.any_resource is not None and f"prefect.flow-run.{BATCH}" in (found.any_resource.id or [])

@@ -38,8 +38,9 @@ def crm_client(demo_apis: DemoApis) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def accounting_client(demo_apis: DemoApis) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=demo_apis.accounting_url, headers={"X-API-Key": demo_apis.accounting_api_key},
-                      timeout=10) as client:
+    with httpx.Client(
+        base_url=demo_apis.accounting_url, headers={"X-API-Key": demo_apis.accounting_api_key}, timeout=10
+    ) as client:
         yield client
 
 
@@ -152,13 +153,22 @@ def test_every_style_returns_every_customer_once_in_order(crm: httpx.Client, wal
     assert records == SORTED
 
 
-PATHS = {"page-number": "/customers", "link-header": "/customers", "offset": "/offset/customers",
-         "cursor": "/cursor/customers", "next-url": "/next-url/customers", "header-cursor": "/header-cursor/customers",
-         "single-page": "/all/customers"}
+PATHS = {
+    "page-number": "/customers",
+    "link-header": "/customers",
+    "offset": "/offset/customers",
+    "cursor": "/cursor/customers",
+    "next-url": "/next-url/customers",
+    "header-cursor": "/header-cursor/customers",
+    "single-page": "/all/customers",
+}
 
 
-@pytest.mark.parametrize("size,pages", [(50, 4), (40, 5), (200, 1), (1000, 1), (199, 2)],
-                         ids=["exact-4", "exact-5", "exact-1", "one-big", "one-over"])
+@pytest.mark.parametrize(
+    "size,pages",
+    [(50, 4), (40, 5), (200, 1), (1000, 1), (199, 2)],
+    ids=["exact-4", "exact-5", "exact-1", "one-big", "one-over"],
+)
 @pytest.mark.parametrize("style", [s for s in WALKERS if s != "single-page"])
 def test_the_last_page_says_so_without_an_extra_request(crm: httpx.Client, style: str, size: int, pages: int) -> None:
     assert len(WALKERS[style](crm, {}, size)) == 200
@@ -201,8 +211,12 @@ def test_updated_since_in_the_future_is_an_empty_last_page(crm: httpx.Client) ->
 def test_link_header_keeps_the_other_parameters(crm: httpx.Client) -> None:
     response = ok(crm.get("/customers", params={"per_page": 10, "updated_since": "2025-10-01T00:00:00Z"}))
     url = httpx.URL(response.links["next"]["url"])
-    assert (url.scheme, url.host, url.port, url.path) == ("http", "127.0.0.1", httpx.URL(str(crm.base_url)).port,
-                                                          "/customers")
+    assert (url.scheme, url.host, url.port, url.path) == (
+        "http",
+        "127.0.0.1",
+        httpx.URL(str(crm.base_url)).port,
+        "/customers",
+    )
     assert dict(url.params) == {"per_page": "10", "updated_since": "2025-10-01T00:00:00Z", "page": "2"}
 
 
@@ -227,8 +241,11 @@ def test_bad_parameters(crm: httpx.Client, path: str, params: dict[str, Any], st
 
 
 def _oauth_token(apis: DemoApis) -> str:
-    form = {"grant_type": "client_credentials", "client_id": apis.crm_client_id,
-            "client_secret": apis.crm_client_secret}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": apis.crm_client_id,
+        "client_secret": apis.crm_client_secret,
+    }
     return str(ok(httpx.post(f"{apis.crm_url}/oauth/token", data=form)).json()["access_token"])
 
 
@@ -245,8 +262,17 @@ AUTH_CASES: list[Any] = [
     pytest.param(lambda a: {"headers": {"Authorization": f"Bearer {a.crm_api_key}"}}, 401, id="api-key-as-bearer"),
     pytest.param(lambda a: {"headers": {"X-API-Key": a.crm_api_key}}, 401, id="api-key-in-wrong-place"),
 ]
-GUARDED = ["/customers", "/offset/customers", "/cursor/customers", "/next-url/customers", "/header-cursor/customers",
-           "/all/customers", "/customers/1", "/customers/1/bills", "/schemas/customer.json"]
+GUARDED = [
+    "/customers",
+    "/offset/customers",
+    "/cursor/customers",
+    "/next-url/customers",
+    "/header-cursor/customers",
+    "/all/customers",
+    "/customers/1",
+    "/customers/1/bills",
+    "/schemas/customer.json",
+]
 
 
 @pytest.mark.parametrize("credentials,status", AUTH_CASES)
@@ -269,14 +295,19 @@ def test_crm_token_and_control_endpoints_need_no_auth(demo_state: DemoApis) -> N
         ({"grant_type": "client_credentials", "client_id": "ID", "client_secret": "SECRET"}, False, 200, None),
         ({"grant_type": "client_credentials"}, True, 200, None),
         ({"grant_type": "client_credentials", "client_id": "ID", "client_secret": "no"}, False, 401, "invalid_client"),
-        ({"grant_type": "password", "client_id": "ID", "client_secret": "SECRET"}, False, 400,
-         "unsupported_grant_type"),
+        (
+            {"grant_type": "password", "client_id": "ID", "client_secret": "SECRET"},
+            False,
+            400,
+            "unsupported_grant_type",
+        ),
         ({}, False, 400, "unsupported_grant_type"),
     ],
     ids=["form", "basic-client-auth", "wrong-secret", "wrong-grant", "empty"],
 )
-def test_oauth_token_endpoint(demo_state: DemoApis, form: dict[str, str], basic: bool, status: int,
-                              error: str | None) -> None:
+def test_oauth_token_endpoint(
+    demo_state: DemoApis, form: dict[str, str], basic: bool, status: int, error: str | None
+) -> None:
     real = {"ID": demo_state.crm_client_id, "SECRET": demo_state.crm_client_secret}
     data = {k: real.get(v, v) for k, v in form.items()}
     auth = (demo_state.crm_client_id, demo_state.crm_client_secret) if basic else None
@@ -317,8 +348,12 @@ def test_patch_sets_updated_at_and_moves_the_customer_to_the_end(crm: httpx.Clie
 
 
 def test_post_and_delete_customers(crm: httpx.Client) -> None:
-    created = ok(crm.post("/customers", json={"id": 7, "email": "new@example.com", "first_name": "N", "last_name": "O",
-                                              "country": "GB"})).json()
+    created = ok(
+        crm.post(
+            "/customers",
+            json={"id": 7, "email": "new@example.com", "first_name": "N", "last_name": "O", "country": "GB"},
+        )
+    ).json()
     assert created["id"] == 201 and created["created_at"] == created["updated_at"]
     assert ok(crm.get("/customers/201")).json() == created
     assert crm.delete("/customers/201").status_code == 204
@@ -393,8 +428,9 @@ def test_dirty_customers(crm: httpx.Client, position: int, flaw: Callable[[Recor
     ],
     ids=["429-seconds", "429-int-seconds", "429-http-date", "503-twice", "500-get", "500-second"],
 )
-def test_crm_faults_then_success(crm: httpx.Client, fault: Record, statuses: list[int],
-                                 retry_after: str | None) -> None:
+def test_crm_faults_then_success(
+    crm: httpx.Client, fault: Record, statuses: list[int], retry_after: str | None
+) -> None:
     assert ok(crm.post("/_control/faults", json={"path": "/customers", **fault})).status_code == 201
     ok(crm.get("/offset/customers"))  # another path is not affected
     responses = [crm.get("/customers") for _ in range(len(statuses) + 1)]
@@ -460,8 +496,11 @@ def test_accounting_auth(demo_state: DemoApis, headers: dict[str, str], status: 
 
 def test_accounting_customer_crud(accounting: httpx.Client) -> None:
     scd2 = {"valid_from": "2026-01-01", "valid_to": None, "is_current": True, "version": 1, "batch_id": "b-1"}
-    created = ok(accounting.post("/customers", json={"id": "mine", "external_id": "17", "name": "Acme",
-                                                     "email": "ap@acme.example", **scd2}))
+    created = ok(
+        accounting.post(
+            "/customers", json={"id": "mine", "external_id": "17", "name": "Acme", "email": "ap@acme.example", **scd2}
+        )
+    )
     assert created.status_code == 201
     record = created.json()
     assert record == {"id": "AC-000001", "external_id": "17", "name": "Acme", "email": "ap@acme.example", **scd2}
@@ -532,12 +571,23 @@ def test_accounting_bills(accounting: httpx.Client, body: Record, status: int, d
 def test_accounting_bulk_upsert(accounting: httpx.Client) -> None:
     first = [{"external_id": str(n), "name": f"C{n}", "email": f"c{n}@x.io"} for n in (1, 2, 3)]
     assert ok(accounting.post("/customers/bulk", json=first)).json() == [
-        {"id": f"AC-00000{n}", "status": "created", "detail": None} for n in (1, 2, 3)]
-    second = [{"external_id": "2", "name": "C2 renamed"}, {"external_id": 4, "name": "C4", "email": "c4@x.io"},
-              {"name": "no key", "email": "n@x.io"}, {"external_id": "5", "name": "C5", "email": "bad"}, "text"]
+        {"id": f"AC-00000{n}", "status": "created", "detail": None} for n in (1, 2, 3)
+    ]
+    second = [
+        {"external_id": "2", "name": "C2 renamed"},
+        {"external_id": 4, "name": "C4", "email": "c4@x.io"},
+        {"name": "no key", "email": "n@x.io"},
+        {"external_id": "5", "name": "C5", "email": "bad"},
+        "text",
+    ]
     results = ok(accounting.post("/customers/bulk", json=second)).json()
     assert [(r["id"], r["status"]) for r in results] == [
-        ("AC-000002", "updated"), ("AC-000004", "created"), (None, "error"), (None, "error"), (None, "error")]
+        ("AC-000002", "updated"),
+        ("AC-000004", "created"),
+        (None, "error"),
+        (None, "error"),
+        (None, "error"),
+    ]
     assert results[2]["detail"].startswith("external_id:") and results[3]["detail"].startswith("email:")
     stored = ok(accounting.get("/_control/dump")).json()["customers"]
     assert [c["id"] for c in stored] == ["AC-000001", "AC-000002", "AC-000003", "AC-000004"]
@@ -616,8 +666,11 @@ def test_accounting_stats_by_template_and_reset(accounting: httpx.Client) -> Non
     ok(accounting.get("/customers/AC-000001"))
     ok(accounting.patch("/customers/AC-000001", json={"name": "B"}))
     stats = ok(accounting.get("/_control/stats")).json()
-    assert stats["requests"] == {"POST /customers": 1, "GET /customers/{record_id}": 1,
-                                 "PATCH /customers/{record_id}": 1}
+    assert stats["requests"] == {
+        "POST /customers": 1,
+        "GET /customers/{record_id}": 1,
+        "PATCH /customers/{record_id}": 1,
+    }
     assert stats["writes"] == {"POST": 1, "PATCH": 1}
     ok(accounting.post("/_control/reset"))
     assert ok(accounting.get("/_control/dump")).json() == {"customers": [], "bills": []}
@@ -655,8 +708,14 @@ def test_process_exits_cleanly_on_signal(sig: signal.Signals) -> None:
 
 def test_the_runner_prints_one_line_reads_secrets_from_env_and_stops_when_stdin_closes() -> None:
     env = {**os.environ, "DEMO_CRM_TOKEN": "token-from-env", "DEMO_ACCOUNTING_API_KEY": "key-from-env"}
-    command = [sys.executable, "-m", "prefect_restful_etl.deployments.demo.apis", "--crm-customers", "3",
-               "--stop-on-stdin-eof"]
+    command = [
+        sys.executable,
+        "-m",
+        "prefect_restful_etl.deployments.demo.apis",
+        "--crm-customers",
+        "3",
+        "--stop-on-stdin-eof",
+    ]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         assert select.select([process.stdout], [], [], 30)[0], "no ready line within 30s"
@@ -665,8 +724,10 @@ def test_the_runner_prints_one_line_reads_secrets_from_env_and_stops_when_stdin_
         assert set(ready) == {"crm", "accounting", "pid"} and ready["pid"] == process.pid
         crm, accounting = ready["crm"], ready["accounting"]
         assert ok(httpx.get(f"{crm}/all/customers", headers={"Authorization": "Bearer token-from-env"})).json()
-        assert httpx.get(f"{crm}/all/customers", headers={"Authorization": f"Bearer {CrmSecrets().token}"}) \
-            .status_code == 401
+        assert (
+            httpx.get(f"{crm}/all/customers", headers={"Authorization": f"Bearer {CrmSecrets().token}"}).status_code
+            == 401
+        )
         ok(httpx.get(f"{accounting}/customers", headers={"X-API-Key": "key-from-env"}))
         process.stdin.close()
         assert process.wait(20) == 0

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import respx
 
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
-from prefect_restful_etl.tasks.engine.extract.children import child_path, iter_child_pages
-from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import RecordError, SourceError
+from prefect_restful_etl.tasks.engine.extract.children import child_path, iter_child_pages
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 
 BASE = "http://127.0.0.1:8999/api"
 
@@ -27,8 +27,12 @@ async def aiter_of(items: list[Any]) -> AsyncIterator[Any]:
     "template,parent,expected",
     [
         pytest.param("/customers/{id}/bills", {"id": 7}, "/customers/7/bills", id="plain"),
-        pytest.param("/accounts/{owner.id}/notes/{kind}", {"owner": {"id": "o1"}, "kind": "x"}, "/accounts/o1/notes/x",
-                     id="dotted-and-several"),
+        pytest.param(
+            "/accounts/{owner.id}/notes/{kind}",
+            {"owner": {"id": "o1"}, "kind": "x"},
+            "/accounts/o1/notes/x",
+            id="dotted-and-several",
+        ),
         pytest.param("/customers/{id}/bills", {"id": "a/../b?c"}, "/customers/a%2F..%2Fb%3Fc/bills", id="encoded"),
     ],
 )

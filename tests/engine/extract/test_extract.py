@@ -8,25 +8,27 @@ from typing import Any
 
 import httpx
 import pytest
+from engine_support import batch_context
 from pydantic import SecretStr
 
-from engine_support import batch_context
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.deployments.demo.crm import customer_schema
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.audit.tables import EtlWatermark
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, SourceError
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob, run_extract
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.audit.tables import EtlWatermark
 
 pytestmark = pytest.mark.integration
 
 STYLES = {
     "page-number": ("/customers", "data", {"type": "page_number", "page_size": 30}),
     "page-number-concurrent": (
-        "/customers", "data", {"type": "page_number", "page_size": 30, "total_path": "total", "concurrent": True}
+        "/customers",
+        "data",
+        {"type": "page_number", "page_size": 30, "total_path": "total", "concurrent": True},
     ),
     "offset": ("/offset/customers", "items", {"type": "offset", "limit": 30, "total_path": "total"}),
     "cursor": ("/cursor/customers", "results.items", {"type": "cursor", "cursor_path": "next_cursor"}),
@@ -49,8 +51,9 @@ def token(apis: DemoApis) -> Credentials:
 
 def job(path: str, records_path: str | None, paginator: Any = None, **options: Any) -> ExtractJob:
     endpoint = {"path": path, "records_path": records_path, "paginator": paginator}
-    return ExtractJob.model_validate({"name": "Extract CRM customers", "api": "crm", "endpoint": endpoint,
-                                      "natural_key": ["id"]} | options)
+    return ExtractJob.model_validate(
+        {"name": "Extract CRM customers", "api": "crm", "endpoint": endpoint, "natural_key": ["id"]} | options
+    )
 
 
 async def extract(ctx: BatchContext, extract_job: ExtractJob, **kwargs: Any) -> tuple[JobReport, list[dict]]:
@@ -77,8 +80,7 @@ def crm_apis(demo_apis: DemoApis) -> DemoApis:
 
 
 @pytest.mark.parametrize("style", list(STYLES))
-async def test_every_pagination_style_reads_every_customer_once(tmp_path: Path, crm_apis: DemoApis,
-                                                                style: str) -> None:
+async def test_every_pagination_style_reads_every_customer_once(tmp_path: Path, crm_apis: DemoApis, style: str) -> None:
     path, records_path, paginator = STYLES[style]
     async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
         report, staged = await extract(ctx, job(path, records_path, paginator))
@@ -91,10 +93,14 @@ async def test_every_pagination_style_reads_every_customer_once(tmp_path: Path, 
     [
         ("bearer", lambda a: Credentials(token=SecretStr(a.crm_token))),
         ("basic", lambda a: Credentials(username=a.crm_username, password=SecretStr(a.crm_password))),
-        ({"type": "api_key", "name": "api_key", "location": "query"},
-         lambda a: Credentials(api_key=SecretStr(a.crm_api_key))),
-        ({"type": "oauth2_client_credentials", "token_url": "/oauth/token", "client_auth": "body"},
-         lambda a: Credentials(client_id=a.crm_client_id, client_secret=SecretStr(a.crm_client_secret))),
+        (
+            {"type": "api_key", "name": "api_key", "location": "query"},
+            lambda a: Credentials(api_key=SecretStr(a.crm_api_key)),
+        ),
+        (
+            {"type": "oauth2_client_credentials", "token_url": "/oauth/token", "client_auth": "body"},
+            lambda a: Credentials(client_id=a.crm_client_id, client_secret=SecretStr(a.crm_client_secret)),
+        ),
     ],
     ids=["bearer", "basic", "api-key-query", "oauth2-client-credentials"],
 )
@@ -119,10 +125,16 @@ async def test_incremental_reads_only_what_changed_and_drops_what_it_saw(tmp_pat
     async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
         first, staged = await extract(ctx, extract_job)
         assert len(staged) == len(crm_ids(crm_apis)) and first.watermark_after is not None
-        await ctx.audit.set_watermark(EtlWatermark(
-            tenant_id=ctx.tenant_id, batch_type=ctx.batch_type, job=extract_job.slug, cursor_field="meta.updated_at",
-            value=first.watermark_after, keys_at_value=first.keys_at_watermark,
-        ))
+        await ctx.audit.set_watermark(
+            EtlWatermark(
+                tenant_id=ctx.tenant_id,
+                batch_type=ctx.batch_type,
+                job=extract_job.slug,
+                cursor_field="meta.updated_at",
+                value=first.watermark_after,
+                keys_at_value=first.keys_at_watermark,
+            )
+        )
         nothing, staged = await extract(ctx, extract_job)
         assert staged == [] and nothing.counts["skipped"] >= 1  # the API answers >=: the last one came back
 
@@ -133,8 +145,9 @@ async def test_incremental_reads_only_what_changed_and_drops_what_it_saw(tmp_pat
     assert changed.watermark_after > first.watermark_after
 
 
-async def test_a_record_without_its_natural_key_is_never_dropped_at_the_watermark(tmp_path: Path,
-                                                                                 crm_apis: DemoApis) -> None:
+async def test_a_record_without_its_natural_key_is_never_dropped_at_the_watermark(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
     keyless, *keyed = control(crm_apis, "POST", "dirty")["data"]  # four at one stamp; the first has no email
     incremental = {"incremental": {"cursor_field": "meta.updated_at", "param": "updated_since"}}
     extract_job = job(*STYLES["page-number"], natural_key=["email"], **incremental)
@@ -142,10 +155,16 @@ async def test_a_record_without_its_natural_key_is_never_dropped_at_the_watermar
         first, _ = await extract(ctx, extract_job)
         assert first.watermark_after == keyless["updated_at"]
         assert sorted(first.keys_at_watermark) == sorted(c["email"] for c in keyed)  # no "" for the keyless one
-        await ctx.audit.set_watermark(EtlWatermark(
-            tenant_id=ctx.tenant_id, batch_type=ctx.batch_type, job=extract_job.slug, cursor_field="meta.updated_at",
-            value=first.watermark_after, keys_at_value=first.keys_at_watermark,
-        ))
+        await ctx.audit.set_watermark(
+            EtlWatermark(
+                tenant_id=ctx.tenant_id,
+                batch_type=ctx.batch_type,
+                job=extract_job.slug,
+                cursor_field="meta.updated_at",
+                value=first.watermark_after,
+                keys_at_value=first.keys_at_watermark,
+            )
+        )
         second, staged = await extract(ctx, extract_job)
     assert [r["id"] for r in staged] == [keyless["id"]]  # not certainly seen, so kept
     assert second.counts["skipped"] == len(keyed)
@@ -183,14 +202,18 @@ async def test_fields_that_appear_or_disappear_against_the_schema_are_reported_a
 async def test_a_mistyped_records_path_fails_the_extract(tmp_path: Path, crm_apis: DemoApis) -> None:
     mistyped = job("/customers", "dta", {"type": "page_number", "page_size": 30})
     async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
-        with pytest.raises(SourceError, match=r"GET crm:.*/customers answered 200: records_path 'dta' is not in "
-                                              r"the body \(its keys: data, has_more, page, per_page, total\)"):
+        with pytest.raises(
+            SourceError,
+            match=r"GET crm:.*/customers answered 200: records_path 'dta' is not in "
+            r"the body \(its keys: data, has_more, page, per_page, total\)",
+        ):
             await extract(ctx, mistyped)
 
 
 @pytest.mark.parametrize("api_path", ["/all/customers", "/docs"], ids=["a-json-list", "html"])
-async def test_a_schema_path_that_gives_no_json_object_is_a_config_error(tmp_path: Path, crm_apis: DemoApis,
-                                                                        api_path: str) -> None:
+async def test_a_schema_path_that_gives_no_json_object_is_a_config_error(
+    tmp_path: Path, crm_apis: DemoApis, api_path: str
+) -> None:
     extract_job = job(*STYLES["page-number"], entity_schema={"api_path": api_path})
     async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
         with pytest.raises(ConfigError, match=f"entity_schema.api_path: crm:{api_path} did not answer"):
@@ -199,8 +222,15 @@ async def test_a_schema_path_that_gives_no_json_object_is_a_config_error(tmp_pat
 
 async def test_a_child_endpoint_is_read_for_every_parent(tmp_path: Path, crm_apis: DemoApis) -> None:
     customers = job(*STYLES["page-number"])
-    bills = job("/customers/{id}/bills", "data", {"type": "page_number", "page_size": 2},
-                name="Extract CRM bills", natural_key=["id"], parent={"job": "Extract CRM customers"}, concurrency=8)
+    bills = job(
+        "/customers/{id}/bills",
+        "data",
+        {"type": "page_number", "page_size": 2},
+        name="Extract CRM bills",
+        natural_key=["id"],
+        parent={"job": "Extract CRM customers"},
+        concurrency=8,
+    )
     async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
         _, parents = await extract(ctx, customers)
         report, children = await extract(ctx, bills, parents=ctx.stage_key(customers.slug))

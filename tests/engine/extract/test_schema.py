@@ -10,10 +10,10 @@ import httpx
 import pytest
 import respx
 
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
-from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RecordError, SourceError
 from prefect_restful_etl.tasks.engine.extract.schema import SchemaChecker, load_schema
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.client import RestClient
 
 BASE = "http://127.0.0.1:8999/api"
 
@@ -181,5 +181,5 @@ async def test_an_unfetchable_schema_url_is_a_source_error(response: Any) -> Non
     url = "http://127.0.0.1:8999/schemas/customer.json"
     with respx.mock:
         respx.get(url).mock(side_effect=[response])
-        with pytest.raises(SourceError, match="schemas/customer.json"):
+        with pytest.raises(SourceError, match=r"schemas/customer\.json"):
             await load_schema(url)

@@ -13,12 +13,12 @@ import pytest
 import respx
 from pydantic import SecretStr
 
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError, EtlError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.http import client as client_module
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.auth import BearerAuthConfig
 from prefect_restful_etl.tasks.engine.http.client import RestClient
-from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.exceptions import ConfigError, EtlError, RetriableError, SourceError
 
 BASE = "http://127.0.0.1:8999/api"
 TOKEN_URL = "http://127.0.0.1:8999/oauth/token"
@@ -148,9 +148,10 @@ async def test_oauth_fetches_one_token_for_every_client_and_request(client_auth:
     shared = config.auth.build(OAUTH_CREDENTIALS, "crm")
     with respx.mock as mock:
         route = mock_oauth(mock, server)
-        async with RestClient(config, OAUTH_CREDENTIALS, auth=shared) as one, RestClient(
-            config, OAUTH_CREDENTIALS, auth=shared
-        ) as two:
+        async with (
+            RestClient(config, OAUTH_CREDENTIALS, auth=shared) as one,
+            RestClient(config, OAUTH_CREDENTIALS, auth=shared) as two,
+        ):
             await asyncio.gather(*(c.request("GET", "/customers") for c in (one, two) for _ in range(5)))
     assert len(server.issued) == 1 and route.call_count == 10
     assert {call.request.headers["authorization"] for call in route.calls} == {"Bearer tok-1"}
@@ -226,7 +227,8 @@ async def test_an_oauth_access_token_is_masked_in_errors_and_log_lines(
         logging.getLogger("httpx").warning("later: %s", ACCESS_TOKEN)
     assert ACCESS_TOKEN not in str(caught.value) and "A**********6" in str(caught.value)
     assert [r.getMessage() for r in caplog.records if r.name == "httpx"][-2:] == [
-        "a proxy said: Bearer A**********6", f"later: {ACCESS_TOKEN}"  # masked while the client was open
+        "a proxy said: Bearer A**********6",
+        f"later: {ACCESS_TOKEN}",  # masked while the client was open
     ]
 
 
@@ -235,8 +237,9 @@ async def test_a_shared_oauth_token_is_masked_by_a_client_that_did_not_fetch_it(
     shared = config.auth.build(OAUTH_CREDENTIALS, "crm")
     with respx.mock as mock:
         mock.post(TOKEN_URL).mock(return_value=httpx.Response(200, json={"access_token": ACCESS_TOKEN}))
-        mock.get(url__startswith=BASE).mock(side_effect=[httpx.Response(200, json=[]),
-                                                         httpx.Response(404, text=f"no {ACCESS_TOKEN}")])
+        mock.get(url__startswith=BASE).mock(
+            side_effect=[httpx.Response(200, json=[]), httpx.Response(404, text=f"no {ACCESS_TOKEN}")]
+        )
         async with RestClient(config, OAUTH_CREDENTIALS, auth=shared) as first:
             await first.request("GET", "/customers")
         async with RestClient(config, OAUTH_CREDENTIALS, auth=shared) as second:
@@ -270,8 +273,9 @@ async def test_an_oauth_error_description_is_redacted_before_it_is_cut() -> None
     secret = OAUTH_CREDENTIALS.client_secret.get_secret_value()  # type: ignore[union-attr]
     description = "x" * (190 - len("bad secret ")) + f"bad secret {secret} in the request"  # straddles char 200
     with respx.mock as mock:
-        mock.post(TOKEN_URL).mock(return_value=httpx.Response(
-            401, json={"error": "invalid_client", "error_description": description}))
+        mock.post(TOKEN_URL).mock(
+            return_value=httpx.Response(401, json={"error": "invalid_client", "error_description": description})
+        )
         async with RestClient(api(OAUTH), OAUTH_CREDENTIALS) as client:
             with pytest.raises(SourceError) as caught:
                 await client.request("GET", "/customers")

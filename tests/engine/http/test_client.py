@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any
 
 import httpx
@@ -12,6 +12,8 @@ import pytest
 import respx
 from pydantic import SecretStr
 
+from prefect_restful_etl.tasks.engine.credentials import Credentials
+from prefect_restful_etl.tasks.engine.exceptions import RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.http import client as client_module
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.client import (
@@ -21,8 +23,6 @@ from prefect_restful_etl.tasks.engine.http.client import (
     extract_records,
     parse_retry_after,
 )
-from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.exceptions import RetriableError, SourceError
 
 BASE = "http://127.0.0.1:8999/api"
 URL = f"{BASE}/customers"
@@ -208,10 +208,8 @@ async def test_writes_are_resent_only_when_safe(
     with respx.mock:
         route = respx.route(method=method, url=URL).mock(side_effect=[failure, ok()])
         async with make_client() as client:
-            try:
+            with suppress(RetriableError):
                 await client.request(method, "/customers", json={"a": 1}, idempotent=idempotent)
-            except RetriableError:
-                pass
     assert route.call_count == attempts
 
 
@@ -281,9 +279,11 @@ async def test_oauth_token_requests_and_the_retry_after_a_401_wait_for_the_limit
     tokens = iter(["revoked-token", "fresh-token"])
     with respx.mock:
         token_route = respx.post("http://127.0.0.1:8999/oauth/token").mock(
-            side_effect=lambda request: httpx.Response(200, json={"access_token": next(tokens)}))
-        respx.get(URL).mock(side_effect=lambda request: ok() if "fresh" in request.headers["authorization"]
-                            else httpx.Response(401))
+            side_effect=lambda request: httpx.Response(200, json={"access_token": next(tokens)})
+        )
+        respx.get(URL).mock(
+            side_effect=lambda request: ok() if "fresh" in request.headers["authorization"] else httpx.Response(401)
+        )
         async with RestClient(api, credentials, rate_limiter=limiter) as client:
             await client.request("GET", "/customers")
     assert token_route.call_count == 2
@@ -326,13 +326,24 @@ def test_extract_records(body: Any, records_path: str | None, expected: list[dic
     [
         pytest.param(httpx.Response(200, text="<html>"), "data", "not JSON", id="not-json"),
         pytest.param(httpx.Response(200, json={"data": 5}), "data", "not a list", id="not-a-list"),
-        pytest.param(httpx.Response(200, json={"dta": [], "total": 0}), "data",
-                     r"GET crm:/x answered 200: records_path 'data' is not in the body \(its keys: dta, total\)",
-                     id="missing-path"),
-        pytest.param(httpx.Response(200, json={"results": {}}), "results.items",
-                     "records_path 'results.items' is not in the body", id="missing-nested-path"),
-        pytest.param(httpx.Response(200, json=[{"id": 1}]), "data",
-                     r"is not in the body \(the body is a JSON list\)", id="path-into-a-list"),
+        pytest.param(
+            httpx.Response(200, json={"dta": [], "total": 0}),
+            "data",
+            r"GET crm:/x answered 200: records_path 'data' is not in the body \(its keys: dta, total\)",
+            id="missing-path",
+        ),
+        pytest.param(
+            httpx.Response(200, json={"results": {}}),
+            "results.items",
+            "records_path 'results.items' is not in the body",
+            id="missing-nested-path",
+        ),
+        pytest.param(
+            httpx.Response(200, json=[{"id": 1}]),
+            "data",
+            r"is not in the body \(the body is a JSON list\)",
+            id="path-into-a-list",
+        ),
     ],
 )
 def test_extract_records_rejects_bad_bodies(response: httpx.Response, records_path: str, message: str) -> None:

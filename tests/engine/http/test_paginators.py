@@ -11,9 +11,9 @@ import pytest
 import respx
 from pydantic import TypeAdapter, ValidationError
 
+from prefect_restful_etl.tasks.engine.exceptions import PaginationError
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.client import RestClient
-from prefect_restful_etl.tasks.engine.exceptions import PaginationError
 from prefect_restful_etl.tasks.engine.http.paginators import (
     CursorPaginator,
     OffsetPaginator,
@@ -36,9 +36,9 @@ def client_for(paginator: Any, **api: Any) -> RestClient:
     return RestClient(ApiConfig(name="crm", base_url=BASE, paginator=paginator, **api))
 
 
-async def run(paginator: Any, script: list[tuple[Any, dict[str, str]]], records_path: str | None = None) -> tuple[
-    list[list[dict[str, Any]]], list[str]
-]:
+async def run(
+    paginator: Any, script: list[tuple[Any, dict[str, str]]], records_path: str | None = None
+) -> tuple[list[list[dict[str, Any]]], list[str]]:
     """Serve `script` in order on any GET under BASE; return the pages read and each request's path+query."""
     seen: list[str] = []
 

@@ -26,9 +26,22 @@ T1, T2 = "2026-02-01T00:00:00.000000Z", "2026-03-01T00:00:00.000000Z"
         (History(current=None, version=None, open_end="9999-12-31"), {"valid_to": "9999-12-31"}, True, 0),
         (History(current=None, version=None, open_end="9999-12-31"), {"valid_to": T1}, False, 0),
     ],
-    ids=["flag", "flag-false", "flag-one-version-text", "flag-zero", "flag-text-one-version-float", "flag-TRUE",
-         "flag-t", "flag-Yes", "flag-false-text", "flag-N", "no-version-field", "open-null", "open-far-date",
-         "closed"],
+    ids=[
+        "flag",
+        "flag-false",
+        "flag-one-version-text",
+        "flag-zero",
+        "flag-text-one-version-float",
+        "flag-TRUE",
+        "flag-t",
+        "flag-Yes",
+        "flag-false-text",
+        "flag-N",
+        "no-version-field",
+        "open-null",
+        "open-far-date",
+        "closed",
+    ],
 )
 def test_history_reads_current_and_version(history: History, row: dict, current: bool, number: int) -> None:
     assert (history.is_current(row), history.number(row)) == (current, number)
@@ -46,8 +59,16 @@ def test_history_reads_current_and_version(history: History, row: dict, current:
         ({"is_current": True, "version": True}, "version"),
         ({"is_current": True, "version": None}, "version"),
     ],
-    ids=["flag-word", "flag-two", "flag-null", "flag-absent", "version-word", "version-fraction", "version-bool",
-         "version-null"],
+    ids=[
+        "flag-word",
+        "flag-two",
+        "flag-null",
+        "flag-absent",
+        "version-word",
+        "version-fraction",
+        "version-bool",
+        "version-null",
+    ],
 )
 def test_history_refuses_a_flag_or_version_it_cannot_read(row: dict, field: str) -> None:
     with pytest.raises(DestinationDataError, match=f"^{field}: ") as raised:

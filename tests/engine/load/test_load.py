@@ -3,22 +3,22 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from engine_support import batch_context
 from pydantic import SecretStr, ValidationError
 
-from engine_support import batch_context
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
-from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError, LoadLimitExceeded, RetriableError
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.load.job import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
@@ -27,12 +27,25 @@ BASE = "https://acct.example.com"
 KEY = "acct-key-123456"
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 AT_TEXT = "2026-03-01T00:00:00.000000Z"
-API = ApiConfig.model_validate({"name": "acct", "base_url": BASE, "auth": {"type": "api_key"}, "max_attempts": 2,
-                                "backoff_base": 0, "paginator": {"type": "page_number", "page_size": 2,
-                                                                 "total_path": "total"}})
-JOB: dict[str, Any] = {"kind": "load", "name": "Load", "source": "Extract", "api": "acct",
-                       "endpoint": {"path": "/customers", "records_path": "data"}, "natural_key": ["external_id"],
-                       "compare": ["name", "email"]}
+API = ApiConfig.model_validate(
+    {
+        "name": "acct",
+        "base_url": BASE,
+        "auth": {"type": "api_key"},
+        "max_attempts": 2,
+        "backoff_base": 0,
+        "paginator": {"type": "page_number", "page_size": 2, "total_path": "total"},
+    }
+)
+JOB: dict[str, Any] = {
+    "kind": "load",
+    "name": "Load",
+    "source": "Extract",
+    "api": "acct",
+    "endpoint": {"path": "/customers", "records_path": "data"},
+    "natural_key": ["external_id"],
+    "compare": ["name", "email"],
+}
 
 
 def job(**changes: Any) -> LoadJob:
@@ -51,14 +64,15 @@ class FakeDestination:
         router.get(f"{BASE}/customers").mock(side_effect=self._list)
         router.post(f"{BASE}/customers").mock(side_effect=self._create)
         router.route(method__in=["PUT", "PATCH", "DELETE"], url__regex=rf"{BASE}/customers/[^/]+$").mock(
-            side_effect=self._one)
+            side_effect=self._one
+        )
 
     def _list(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(("GET", str(request.url.params)))
         page, size = int(request.url.params.get("page", 1)), int(request.url.params.get("per_page", 2))
         wanted = request.url.params.get("external_id")
         rows = [r for r in self.rows.values() if wanted is None or r.get("external_id") == wanted]
-        return httpx.Response(200, json={"data": rows[(page - 1) * size:page * size], "total": len(rows)})
+        return httpx.Response(200, json={"data": rows[(page - 1) * size : page * size], "total": len(rows)})
 
     async def _create(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -93,9 +107,17 @@ class FakeDestination:
         return [c for c in self.calls if c[0] != "GET"]
 
 
-async def load(tmp_path: Path, load_job: LoadJob, staged: list[dict], *, full_refresh: bool = False,
-               dry_run: bool = False, limiter: RateLimiter | None = None,
-               chunk: int | None = None, stage: Stage | None = None) -> tuple[JobReport, list]:
+async def load(
+    tmp_path: Path,
+    load_job: LoadJob,
+    staged: list[dict],
+    *,
+    full_refresh: bool = False,
+    dry_run: bool = False,
+    limiter: RateLimiter | None = None,
+    chunk: int | None = None,
+    stage: Stage | None = None,
+) -> tuple[JobReport, list]:
     apis = {"acct": (API, Credentials(api_key=SecretStr(KEY)))}
     async with batch_context(tmp_path, apis, full_refresh=full_refresh) as ctx:
         ctx.dry_run, ctx.effective_at = dry_run, AT
@@ -171,8 +193,14 @@ async def test_type0_never_touches_an_existing_key(tmp_path: Path) -> None:
 @respx.mock
 async def test_type2_inserts_the_new_version_then_expires_the_old(tmp_path: Path, stage: Stage) -> None:
     old = row(1, "old@co.io", valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=True, version=1)
-    history = row(9, "older@co.io", valid_from="2025-01-01T00:00:00.000000Z",
-                  valid_to="2026-01-01T00:00:00.000000Z", is_current=False, version=0) | {"external_id": "1"}
+    history = row(
+        9,
+        "older@co.io",
+        valid_from="2025-01-01T00:00:00.000000Z",
+        valid_to="2026-01-01T00:00:00.000000Z",
+        is_current=False,
+        version=0,
+    ) | {"external_id": "1"}
     dest = FakeDestination(respx.mock, [history, old])
     report, _ = await load(tmp_path, job(scd_type=2), [staged(1), staged(2)], stage=stage)
     assert counts(report, "inserted", "updated", "expired", "unchanged") == (1, 1, 1, 0)
@@ -180,7 +208,10 @@ async def test_type2_inserts_the_new_version_then_expires_the_old(tmp_path: Path
     assert dest.writes().index(("POST", "1")) < dest.writes().index(("PATCH", "AC-1"))
     versions = sorted((r for r in dest.rows.values() if r["external_id"] == "1"), key=lambda r: r["version"])
     assert [(v["version"], v["is_current"], v["valid_to"]) for v in versions] == [
-        (0, False, "2026-01-01T00:00:00.000000Z"), (1, False, AT_TEXT), (2, True, None)]
+        (0, False, "2026-01-01T00:00:00.000000Z"),
+        (1, False, AT_TEXT),
+        (2, True, None),
+    ]
     assert versions[2]["valid_from"] == AT_TEXT and versions[2]["email"] == "1@co.io"
 
 
@@ -196,7 +227,10 @@ async def test_type2_a_refused_expiry_is_mended_by_the_next_run(tmp_path: Path, 
     again, _ = await load(tmp_path, job(scd_type=2), [staged(1, "a@co.io"), staged(2)], stage=stage)
     versions = sorted(dest.rows.values(), key=lambda r: (r["external_id"], r["version"]))
     assert [(r["external_id"], r["version"], r["email"], r["is_current"], r["valid_to"]) for r in versions] == [
-        ("1", 1, "old@co.io", False, AT_TEXT), ("1", 2, "a@co.io", True, None), ("2", 1, "2@co.io", True, None)]
+        ("1", 1, "old@co.io", False, AT_TEXT),
+        ("1", 2, "a@co.io", True, None),
+        ("2", 1, "2@co.io", True, None),
+    ]
     assert counts(again, "unchanged", "expired", "failed_writes") == (2, 1, 0)
 
 
@@ -209,8 +243,9 @@ TYPE2_ROW = {"valid_from": "2026-01-01T00:00:00.000000Z", "valid_to": None, "is_
     ids=["type1", "type2"],
 )
 @respx.mock
-async def test_a_key_in_two_chunks_is_written_once_with_its_last_record(tmp_path: Path, stage: Stage, scd_type: int,
-                                                                        writes: list) -> None:
+async def test_a_key_in_two_chunks_is_written_once_with_its_last_record(
+    tmp_path: Path, stage: Stage, scd_type: int, writes: list
+) -> None:
     dest = FakeDestination(respx.mock, [row(1, "old@co.io", **(TYPE2_ROW if scd_type == 2 else {}))])
     records = [staged(1, "a@co.io"), staged(2), staged(1, "b@co.io")]  # chunks of two: key 1 in both
     report, _ = await load(tmp_path, job(scd_type=scd_type), records, chunk=2, stage=stage)
@@ -237,13 +272,26 @@ async def test_a_key_in_two_chunks_is_written_once_with_its_last_record(tmp_path
     ids=["text-digits", "numbers", "words", "unreadable-flag", "unreadable-version"],
 )
 @respx.mock
-async def test_type2_reads_the_common_encodings_of_flags_and_versions(tmp_path: Path, stage: Stage,
-                                                                      flags: tuple, expected: str) -> None:
+async def test_type2_reads_the_common_encodings_of_flags_and_versions(
+    tmp_path: Path, stage: Stage, flags: tuple, expected: str
+) -> None:
     current, closed, current_version, closed_version = flags
-    dest = FakeDestination(respx.mock, [
-        row(9, valid_from="2025-01-01T00:00:00.000000Z", valid_to="2026-01-01T00:00:00.000000Z",
-            is_current=closed, version=closed_version) | {"external_id": "1"},
-        row(1, valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=current, version=current_version)])
+    dest = FakeDestination(
+        respx.mock,
+        [
+            row(
+                9,
+                valid_from="2025-01-01T00:00:00.000000Z",
+                valid_to="2026-01-01T00:00:00.000000Z",
+                is_current=closed,
+                version=closed_version,
+            )
+            | {"external_id": "1"},
+            row(
+                1, valid_from="2026-01-01T00:00:00.000000Z", valid_to=None, is_current=current, version=current_version
+            ),
+        ],
+    )
     if expected != "unchanged":
         with pytest.raises(DestinationDataError, match=re.escape(expected)):
             await load(tmp_path, job(scd_type=2), [staged(1), staged(2)], stage=stage)
@@ -257,8 +305,13 @@ async def test_type2_reads_the_common_encodings_of_flags_and_versions(tmp_path: 
     "missing,scd_type,full_refresh,write,outcome",
     [
         ("delete", 1, True, ("DELETE", "AC-2"), "deleted"),
-        ({"action": "soft_delete", "soft_delete": {"field": "status", "value": "gone"}}, 1, True,
-         ("PATCH", "AC-2"), "deleted"),
+        (
+            {"action": "soft_delete", "soft_delete": {"field": "status", "value": "gone"}},
+            1,
+            True,
+            ("PATCH", "AC-2"),
+            "deleted",
+        ),
         ("expire", 2, True, ("PATCH", "AC-2"), "expired"),
         ("delete", 1, False, None, None),
         ("ignore", 1, True, None, None),
@@ -266,20 +319,37 @@ async def test_type2_reads_the_common_encodings_of_flags_and_versions(tmp_path: 
     ids=["hard-delete", "soft-delete", "type2-expire", "incremental-batch-keeps-all", "ignore"],
 )
 @respx.mock
-async def test_keys_missing_from_a_full_refresh(tmp_path: Path, stage: Stage, missing: Any, scd_type: int,
-                                                full_refresh: bool, write: tuple | None, outcome: str | None) -> None:
+async def test_keys_missing_from_a_full_refresh(
+    tmp_path: Path,
+    stage: Stage,
+    missing: Any,
+    scd_type: int,
+    full_refresh: bool,
+    write: tuple | None,
+    outcome: str | None,
+) -> None:
     extra = {"valid_from": "2026-01-01T00:00:00.000000Z", "valid_to": None, "is_current": True, "version": 1}
     rows = [row(n, **(extra if scd_type == 2 else {})) for n in (1, 2, 3)]
     dest = FakeDestination(respx.mock, rows)
-    report, _ = await load(tmp_path, job(scd_type=scd_type, missing=missing), [staged(1), staged(3)],
-                           full_refresh=full_refresh, stage=stage)
+    report, _ = await load(
+        tmp_path,
+        job(scd_type=scd_type, missing=missing),
+        [staged(1), staged(3)],
+        full_refresh=full_refresh,
+        stage=stage,
+    )
     assert dest.writes() == ([write] if write else [])
     if outcome:
         assert report.counts[outcome] == 1
     if scd_type == 2:
         assert (dest.rows["AC-2"]["valid_to"], dest.rows["AC-2"]["is_current"]) == (AT_TEXT, False)
-    again, _ = await load(tmp_path, job(scd_type=scd_type, missing=missing), [staged(1), staged(3)],
-                          full_refresh=full_refresh, stage=stage)
+    _again, _ = await load(
+        tmp_path,
+        job(scd_type=scd_type, missing=missing),
+        [staged(1), staged(3)],
+        full_refresh=full_refresh,
+        stage=stage,
+    )
     assert len(dest.writes()) == (1 if write else 0), "the second full refresh removes nothing more"
 
 
@@ -308,8 +378,9 @@ async def test_max_fraction_counts_the_destination_before_this_runs_inserts(tmp_
     ids=["every-live-key", "a-soft-deleted-key-comes-back", "half-the-live-keys", "none-of-them"],
 )
 @respx.mock
-async def test_max_fraction_leaves_soft_deleted_keys_out(tmp_path: Path, stage: Stage, staged_keys: tuple,
-                                                         deleted: list | None) -> None:
+async def test_max_fraction_leaves_soft_deleted_keys_out(
+    tmp_path: Path, stage: Stage, staged_keys: tuple, deleted: list | None
+) -> None:
     """Two live keys and three soft-deleted: a refresh holding the two lacks nothing."""
     soft = {"action": "soft_delete", "soft_delete": {"field": "status", "value": "gone"}}
     dest = FakeDestination(respx.mock, [row(1), row(2)] + [row(n, status="gone") for n in (3, 4, 5)])
@@ -327,8 +398,12 @@ async def test_max_fraction_leaves_soft_deleted_keys_out(tmp_path: Path, stage: 
     "lookup,n_staged,full_refresh,expected_gets",
     [
         ({"mode": "by_key"}, 2, False, ["external_id=1&page=1&per_page=2", "external_id=2&page=1&per_page=2"]),
-        ({"mode": "auto", "by_key_max": 2}, 2, False, ["external_id=1&page=1&per_page=2",
-                                                        "external_id=2&page=1&per_page=2"]),
+        (
+            {"mode": "auto", "by_key_max": 2},
+            2,
+            False,
+            ["external_id=1&page=1&per_page=2", "external_id=2&page=1&per_page=2"],
+        ),
         ({"mode": "auto", "by_key_max": 1}, 2, False, ["page=1&per_page=2", "page=2&per_page=2"]),
         ({"mode": "by_key", "params": {"external_id": "external_id"}}, 1, False, ["external_id=1&page=1&per_page=2"]),
         ({"mode": "by_key"}, 2, True, ["page=1&per_page=2", "page=2&per_page=2"]),
@@ -336,11 +411,17 @@ async def test_max_fraction_leaves_soft_deleted_keys_out(tmp_path: Path, stage: 
     ids=["by-key", "auto-small-stage", "auto-large-stage", "explicit-param", "full-refresh-with-deletes-pulls"],
 )
 @respx.mock
-async def test_lookup_pulls_or_asks_key_by_key(tmp_path: Path, stage: Stage, lookup: dict, n_staged: int,
-                                               full_refresh: bool, expected_gets: list[str]) -> None:
+async def test_lookup_pulls_or_asks_key_by_key(
+    tmp_path: Path, stage: Stage, lookup: dict, n_staged: int, full_refresh: bool, expected_gets: list[str]
+) -> None:
     dest = FakeDestination(respx.mock, [row(1), row(2, "old@co.io"), row(3)])
-    report, _ = await load(tmp_path, job(lookup=lookup, missing="delete"), [staged(n) for n in (1, 2)[:n_staged]],
-                           full_refresh=full_refresh, stage=stage)
+    report, _ = await load(
+        tmp_path,
+        job(lookup=lookup, missing="delete"),
+        [staged(n) for n in (1, 2)[:n_staged]],
+        full_refresh=full_refresh,
+        stage=stage,
+    )
     assert sorted(p for m, p in dest.calls if m == "GET") == sorted(expected_gets)
     assert ("PUT", "AC-2") in dest.writes() if n_staged == 2 else dest.writes() == []
     assert report.counts["inserted"] == 0
@@ -362,13 +443,22 @@ async def test_bulk_upserts_in_batches_and_reports_refused_items(tmp_path: Path)
     def bulk(request: httpx.Request) -> httpx.Response:
         items = json.loads(request.content)
         batches.append(items)
-        return httpx.Response(200, json=[
-            {"id": None, "status": "error", "detail": "email: 'bad' is not valid"} if i["email"] == "bad" else
-            {"id": f"AC-{i['external_id']}", "status": "created", "detail": None} for i in items])
+        return httpx.Response(
+            200,
+            json=[
+                {"id": None, "status": "error", "detail": "email: 'bad' is not valid"}
+                if i["email"] == "bad"
+                else {"id": f"AC-{i['external_id']}", "status": "created", "detail": None}
+                for i in items
+            ],
+        )
 
     respx.post(f"{BASE}/customers/bulk").mock(side_effect=bulk)
-    report, errors = await load(tmp_path, job(bulk={"path": "/customers/bulk", "batch_size": 2}),
-                                [staged(1), staged(2), staged(3, "bad"), staged(4)])
+    report, errors = await load(
+        tmp_path,
+        job(bulk={"path": "/customers/bulk", "batch_size": 2}),
+        [staged(1), staged(2), staged(3, "bad"), staged(4)],
+    )
     assert [len(b) for b in batches] == [2, 2]
     assert {i["external_id"] for b in batches for i in b} == {"1", "2", "3", "4"}
     assert counts(report, "inserted", "updated", "failed_writes") == (2, 1, 1)
@@ -379,8 +469,9 @@ async def test_bulk_upserts_in_batches_and_reports_refused_items(tmp_path: Path)
 @respx.mock
 async def test_dry_run_reports_the_changes_and_writes_nothing(tmp_path: Path, stage: Stage) -> None:
     dest = FakeDestination(respx.mock, [row(1), row(2, "old@co.io"), row(3)])
-    report, _ = await load(tmp_path, job(missing="delete"), [staged(1), staged(2), staged(4)], full_refresh=True,
-                           dry_run=True, stage=stage)
+    report, _ = await load(
+        tmp_path, job(missing="delete"), [staged(1), staged(2), staged(4)], full_refresh=True, dry_run=True, stage=stage
+    )
     assert dest.writes() == []
     assert counts(report, "inserted", "updated", "deleted", "unchanged", "dry_run") == (1, 1, 1, 1, 1)
     flagged, _ = await load(tmp_path, job(dry_run=True), [staged(5)], stage=stage)
@@ -389,8 +480,13 @@ async def test_dry_run_reports_the_changes_and_writes_nothing(tmp_path: Path, st
 
 @pytest.mark.parametrize(
     "threshold,refused,raises",
-    [(None, 3, False), ({"count": 3}, 3, False), ({"count": 2}, 3, True), ({"fraction": 0.5}, 2, False),
-     ({"fraction": 0.5}, 3, True)],
+    [
+        (None, 3, False),
+        ({"count": 3}, 3, False),
+        ({"count": 2}, 3, True),
+        ({"fraction": 0.5}, 2, False),
+        ({"fraction": 0.5}, 3, True),
+    ],
     ids=["none", "at-count", "past-count", "at-fraction", "past-fraction"],
 )
 @respx.mock
@@ -408,13 +504,17 @@ async def test_error_threshold(tmp_path: Path, threshold: dict | None, refused: 
 
 
 @respx.mock
-async def test_too_many_refused_writes_stop_a_full_refresh_before_it_removes_keys(tmp_path: Path,
-                                                                                   stage: Stage) -> None:
+async def test_too_many_refused_writes_stop_a_full_refresh_before_it_removes_keys(tmp_path: Path, stage: Stage) -> None:
     dest = FakeDestination(respx.mock, [row(9)])
     dest.refuse = {"1", "2"}
-    with pytest.raises(LoadLimitExceeded, match="threshold.fraction"):
-        await load(tmp_path, job(missing={"action": "delete", "max_fraction": 1}, error_threshold={"fraction": 0.25}),
-                   [staged(n) for n in range(1, 5)], full_refresh=True, stage=stage)
+    with pytest.raises(LoadLimitExceeded, match=r"threshold\.fraction"):
+        await load(
+            tmp_path,
+            job(missing={"action": "delete", "max_fraction": 1}, error_threshold={"fraction": 0.25}),
+            [staged(n) for n in range(1, 5)],
+            full_refresh=True,
+            stage=stage,
+        )
     assert ("DELETE", "AC-9") not in dest.writes() and "AC-9" in dest.rows
 
 
@@ -478,8 +578,9 @@ async def test_writes_wait_for_the_apis_rate_limit(tmp_path: Path) -> None:
 async def test_a_delete_already_done_counts_as_done(tmp_path: Path) -> None:
     FakeDestination(respx.mock, [row(1), row(2)])
     respx.delete(f"{BASE}/customers/AC-2").respond(404, json={"detail": "not found"})
-    report, errors = await load(tmp_path, job(missing={"action": "delete", "max_fraction": 1}), [staged(1)],
-                                full_refresh=True)
+    report, errors = await load(
+        tmp_path, job(missing={"action": "delete", "max_fraction": 1}), [staged(1)], full_refresh=True
+    )
     assert (report.counts["deleted"], errors) == (1, [])
 
 

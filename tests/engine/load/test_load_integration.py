@@ -3,6 +3,7 @@ and retries after a fault injected mid-load; type 2 histories are checked key by
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,16 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
+from engine_support import batch_context
 from pydantic import SecretStr
 
-from engine_support import batch_context
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import RetriableError
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.load.job import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
 
@@ -27,9 +28,14 @@ pytestmark = pytest.mark.integration
 
 MARCH, APRIL, MAY = (datetime(2026, m, 1, tzinfo=UTC) for m in (3, 4, 5))
 BASE_JOB: dict[str, Any] = {
-    "kind": "load", "name": "Load accounting customers", "source": "Shape", "api": "accounting",
-    "endpoint": {"path": "/customers", "records_path": "data"}, "natural_key": ["external_id"],
-    "compare": ["name", "email", "country"], "concurrency": 6,
+    "kind": "load",
+    "name": "Load accounting customers",
+    "source": "Shape",
+    "api": "accounting",
+    "endpoint": {"path": "/customers", "records_path": "data"},
+    "natural_key": ["external_id"],
+    "compare": ["name", "email", "country"],
+    "concurrency": 6,
 }
 TYPE2 = {"scd_type": 2, "update_method": "PATCH"}
 
@@ -54,15 +60,27 @@ class Accounting:
 
     def __init__(self, apis: DemoApis, tmp_path: Path, tenant: str) -> None:
         self.apis, self.tmp_path, self.tenant = apis, tmp_path, tenant
-        self.api = ApiConfig.model_validate({
-            "name": "accounting", "base_url": apis.accounting_url, "auth": {"type": "api_key", "name": "X-API-Key"},
-            "paginator": {"type": "page_number", "page_size": 15, "total_path": "total"},
-            "max_attempts": 2, "backoff_base": 0,
-        })
+        self.api = ApiConfig.model_validate(
+            {
+                "name": "accounting",
+                "base_url": apis.accounting_url,
+                "auth": {"type": "api_key", "name": "X-API-Key"},
+                "paginator": {"type": "page_number", "page_size": 15, "total_path": "total"},
+                "max_attempts": 2,
+                "backoff_base": 0,
+            }
+        )
         self.control = httpx.Client(base_url=apis.accounting_url, timeout=10)
 
-    async def load(self, load_job: LoadJob, records: list[dict[str, Any]], *, at: datetime = MARCH,
-                   full_refresh: bool = False, dry_run: bool = False) -> tuple[JobReport, list[Any]]:
+    async def load(
+        self,
+        load_job: LoadJob,
+        records: list[dict[str, Any]],
+        *,
+        at: datetime = MARCH,
+        full_refresh: bool = False,
+        dry_run: bool = False,
+    ) -> tuple[JobReport, list[Any]]:
         apis = {"accounting": (self.api, Credentials(api_key=SecretStr(self.apis.accounting_api_key)))}
         async with batch_context(self.tmp_path, apis, tenant_id=self.tenant, full_refresh=full_refresh) as ctx:
             ctx.effective_at, ctx.dry_run = at, dry_run
@@ -116,7 +134,7 @@ def assert_history(rows: list[dict[str, Any]], gone: frozenset[str] = frozenset(
     for key, versions in keyed.items():
         assert [v["version"] for v in versions] == list(range(1, len(versions) + 1)), key
         assert sum(v["is_current"] for v in versions) == (0 if key in gone else 1), key
-        for older, newer in zip(versions, versions[1:]):
+        for older, newer in itertools.pairwise(versions):
             assert older["is_current"] is False and older["valid_to"] is not None, key
             assert older["valid_from"] < older["valid_to"] <= newer["valid_from"], key
         last = versions[-1]
@@ -126,8 +144,10 @@ def assert_history(rows: list[dict[str, Any]], gone: frozenset[str] = frozenset(
 
 def state(rows: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
     """The destination without its own ids (a rerun numbers rows differently): what must converge."""
-    return {k: [tuple(sorted((f, v) for f, v in r.items() if f != "id")) for r in versions]
-            for k, versions in by_key(rows).items()}
+    return {
+        k: [tuple(sorted((f, v) for f, v in r.items() if f != "id")) for r in versions]
+        for k, versions in by_key(rows).items()
+    }
 
 
 def current(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -138,12 +158,13 @@ async def test_type1_loads_reruns_and_overwrites(accounting: Accounting) -> None
     first, _ = await accounting.load(job(), CUSTOMERS)
     assert (first.counts["inserted"], accounting.writes()) == (40, 40)
     assert {k: {f: r[f] for f in CUSTOMERS[0]} for k, r in current(accounting.rows()).items()} == {
-        c["external_id"]: c for c in CUSTOMERS}
+        c["external_id"]: c for c in CUSTOMERS
+    }
 
     again, _ = await accounting.load(job(), CUSTOMERS)
     assert (again.counts["unchanged"], accounting.writes()) == (40, 40), "a rerun writes nothing"
 
-    batch = changed(CUSTOMERS, {3, 4, 5}, country="DE") + [customer(41), customer(42)]
+    batch = [*changed(CUSTOMERS, {3, 4, 5}, country="DE"), customer(41), customer(42)]
     third, _ = await accounting.load(job(), batch)
     assert [third.counts[c] for c in ("inserted", "updated", "unchanged")] == [2, 3, 37]
     rows = accounting.rows()
@@ -178,17 +199,20 @@ async def test_type2_keeps_history_through_changes_expiry_and_return(accounting:
     assert [v["email"] for v in keyed["1"]] == ["c1@example.com", "april@example.com", "may@example.com"]
     assert [v["valid_from"][:10] for v in keyed["1"]] == ["2026-03-01", "2026-04-01", "2026-05-01"]
     assert [(v["valid_to"] or "")[:10] for v in keyed["5"]] == ["2026-05-01"], "expired, no successor"
-    assert [(v["valid_from"][:10], v["is_current"]) for v in keyed["4"]] == [("2026-03-01", False),
-                                                                             ("2026-06-01", True)]
-
+    assert [(v["valid_from"][:10], v["is_current"]) for v in keyed["4"]] == [
+        ("2026-03-01", False),
+        ("2026-06-01", True),
+    ]
 
 
 @pytest.mark.parametrize(
     "missing,gone",
     [
         ("delete", lambda rows: "2" not in current(rows)),
-        ({"action": "soft_delete", "soft_delete": {"field": "status", "value": "deleted", "restore": "active"}},
-         lambda rows: current(rows)["2"]["status"] == "deleted"),
+        (
+            {"action": "soft_delete", "soft_delete": {"field": "status", "value": "deleted", "restore": "active"}},
+            lambda rows: current(rows)["2"]["status"] == "deleted",
+        ),
     ],
     ids=["hard", "soft"],
 )
@@ -219,8 +243,9 @@ async def test_deletes_on_a_full_refresh_only(accounting: Accounting, missing: A
     ],
     ids=["create-fails", "expire-fails-after-its-new-version"],
 )
-async def test_type2_retry_after_a_failure_mid_load_converges(accounting: Accounting, fault: dict,
-                                                              two_current: bool) -> None:
+async def test_type2_retry_after_a_failure_mid_load_converges(
+    accounting: Accounting, fault: dict, two_current: bool
+) -> None:
     april = changed(CUSTOMERS, set(range(1, 31)), email="april@example.com") + [customer(n) for n in range(41, 51)]
 
     await accounting.load(job(**TYPE2), CUSTOMERS, at=MARCH)
@@ -237,7 +262,7 @@ async def test_type2_retry_after_a_failure_mid_load_converges(accounting: Accoun
     if two_current:
         assert any(sum(v["is_current"] for v in versions) == 2 for versions in by_key(accounting.rows()).values())
 
-    retried, _ = await accounting.load(job(**TYPE2), april, at=APRIL)
+    _retried, _ = await accounting.load(job(**TYPE2), april, at=APRIL)
     assert state(accounting.rows()) == clean
     assert_history(accounting.rows())
     writes = accounting.writes()
@@ -259,8 +284,13 @@ BULK = {"bulk": {"path": "/customers/bulk", "batch_size": 7}, "concurrency": 2}
         (BULK, {"path": "/customers/bulk", "method": "POST", "status": 503, "fail_nth": 3}, False),
         (BULK, {"path": "/customers/bulk", "method": "POST", "status": 503, "fail_nth": 3, "times": 4}, True),
     ],
-    ids=["type2-create-5xx", "type2-create-dropped", "type2-expire-5xx", "bulk-5xx-once",
-         "bulk-5xx-outlasting-the-retry"],
+    ids=[
+        "type2-create-5xx",
+        "type2-create-dropped",
+        "type2-expire-5xx",
+        "bulk-5xx-once",
+        "bulk-5xx-outlasting-the-retry",
+    ],
 )
 async def test_a_write_that_landed_unanswered_converges_without_duplicates(
     accounting: Accounting, changes: dict, fault: dict, fails: bool
@@ -322,8 +352,9 @@ async def test_a_refused_record_is_an_error_event_and_the_rest_load(accounting: 
 async def test_lookup_by_key_asks_only_for_the_staged_keys(accounting: Accounting) -> None:
     await accounting.load(job(), CUSTOMERS)
     before = accounting.requests().get("GET /customers", 0)
-    report, _ = await accounting.load(job(lookup={"mode": "auto", "by_key_max": 5}),
-                                      changed(CUSTOMERS[:3], {2}, name="Renamed"))
+    report, _ = await accounting.load(
+        job(lookup={"mode": "auto", "by_key_max": 5}), changed(CUSTOMERS[:3], {2}, name="Renamed")
+    )
     assert accounting.requests()["GET /customers"] - before == 3
     assert report.counts["updated"] == 1 and current(accounting.rows())["2"]["name"] == "Renamed"
 
@@ -331,8 +362,13 @@ async def test_lookup_by_key_asks_only_for_the_staged_keys(accounting: Accountin
 async def test_dry_run_writes_nothing(accounting: Accounting) -> None:
     await accounting.load(job(**TYPE2), CUSTOMERS[:10])
     writes = accounting.writes()
-    report, _ = await accounting.load(job(**TYPE2, missing="expire"), changed(CUSTOMERS[1:12], {3}, country="FR"),
-                                      at=APRIL, full_refresh=True, dry_run=True)
+    report, _ = await accounting.load(
+        job(**TYPE2, missing="expire"),
+        changed(CUSTOMERS[1:12], {3}, country="FR"),
+        at=APRIL,
+        full_refresh=True,
+        dry_run=True,
+    )
     assert accounting.writes() == writes
     assert [report.counts[c] for c in ("inserted", "updated", "expired", "dry_run")] == [2, 1, 2, 1]
 
@@ -346,13 +382,16 @@ async def test_audit_columns_on_the_real_api(accounting: Accounting) -> None:
     assert all(r["etl_batch_id"] and r["etl_loaded_at"] for r in accounting.rows())
 
 
-async def test_the_flow_dry_run_reports_and_writes_nothing(prefect_harness: Path, etl_home: Path,
-                                                          accounting: Accounting) -> None:
+async def test_the_flow_dry_run_reports_and_writes_nothing(
+    prefect_harness: Path, etl_home: Path, accounting: Accounting
+) -> None:
     apis = accounting.apis
     params: dict[str, Any] = {
         "tenant_id": "dry-run-co",
-        "credentials": {"crm": Credentials(token=SecretStr(apis.crm_token)),
-                        "accounting": Credentials(api_key=SecretStr(apis.accounting_api_key))},
+        "credentials": {
+            "crm": Credentials(token=SecretStr(apis.crm_token)),
+            "accounting": Credentials(api_key=SecretStr(apis.accounting_api_key)),
+        },
         "base_urls": {"crm": apis.crm_url, "accounting": apis.accounting_url},
     }
     dry = await crm_to_accounting(**params, dry_run=True)

@@ -76,8 +76,15 @@ def _ops(change: object) -> list[tuple[str, object, dict | None]]:
         (1, _state(Version("AC-1", "new")), "unchanged", []),
         (1, _state(Version("AC-1", "new", deleted=True)), "updated", [("update", "AC-1", RECORD)]),
     ],
-    ids=["t0-new", "t0-changed-is-left", "t1-new", "t1-looked-up-absent", "t1-changed", "t1-same",
-         "t1-soft-deleted-comes-back"],
+    ids=[
+        "t0-new",
+        "t0-changed-is-left",
+        "t1-new",
+        "t1-looked-up-absent",
+        "t1-changed",
+        "t1-same",
+        "t1-soft-deleted-comes-back",
+    ],
 )
 def test_types_0_and_1(scd_type: int, state: KeyState | None, outcome: str, ops: list) -> None:
     change = Planner(scd_type, T2).plan("7", RECORD, "new", state)  # type: ignore[arg-type]
@@ -103,27 +110,58 @@ CLOSE = lambda at: {"valid_to": at, "is_current": False}  # noqa: E731
     "state,outcome,ops,after",
     [
         (None, "inserted", [("create", None, _opened(T2, 1))], (1, T2)),
-        (_state(Version("AC-1", "old", 1, T0)), "updated",
-         [("create", None, _opened(T2, 2)), ("expire", "AC-1", CLOSE(T2))], (2, T2)),
+        (
+            _state(Version("AC-1", "old", 1, T0)),
+            "updated",
+            [("create", None, _opened(T2, 2)), ("expire", "AC-1", CLOSE(T2))],
+            (2, T2),
+        ),
         (_state(Version("AC-1", "new", 1, T0)), "unchanged", [], (1, T0)),
         (_state(top=3), "inserted", [("create", None, _opened(T2, 4))], (4, T2)),
         # a run cut between its two writes left versions 1 and 2 current: 1 ends where 2 begins
-        (_state(Version("AC-1", "old", 1, T0), Version("AC-2", "new", 2, T1)), "unchanged",
-         [("expire", "AC-1", CLOSE(T1))], (2, T1)),
-        (_state(Version("AC-1", "old", 1, T0), Version("AC-2", "mid", 2, T1)), "updated",
-         [("create", None, _opened(T2, 3)), ("expire", "AC-1", CLOSE(T1)), ("expire", "AC-2", CLOSE(T2))], (3, T2)),
+        (
+            _state(Version("AC-1", "old", 1, T0), Version("AC-2", "new", 2, T1)),
+            "unchanged",
+            [("expire", "AC-1", CLOSE(T1))],
+            (2, T1),
+        ),
+        (
+            _state(Version("AC-1", "old", 1, T0), Version("AC-2", "mid", 2, T1)),
+            "updated",
+            [("create", None, _opened(T2, 3)), ("expire", "AC-1", CLOSE(T1)), ("expire", "AC-2", CLOSE(T2))],
+            (3, T2),
+        ),
         # the current version begins after the batch's time (clock skew): the new one begins with it, not before
-        (_state(Version("AC-1", "old", 1, "2027-01-01T00:00:00.000000Z")), "updated",
-         [("create", None, _opened("2027-01-01T00:00:00.000000Z", 2)),
-          ("expire", "AC-1", CLOSE("2027-01-01T00:00:00.000000Z"))], (2, "2027-01-01T00:00:00.000000Z")),
+        (
+            _state(Version("AC-1", "old", 1, "2027-01-01T00:00:00.000000Z")),
+            "updated",
+            [
+                ("create", None, _opened("2027-01-01T00:00:00.000000Z", 2)),
+                ("expire", "AC-1", CLOSE("2027-01-01T00:00:00.000000Z")),
+            ],
+            (2, "2027-01-01T00:00:00.000000Z"),
+        ),
         # a later batch expired the key; this batch (a late retry) re-inserts it: the new version begins where the
         # closed one ended, not before it
-        (_state(top=1, closed=(T1, "2026-04-01T00:00:00.000000Z")), "inserted",
-         [("create", None, _opened("2026-04-01T00:00:00.000000Z", 2))], (2, "2026-04-01T00:00:00.000000Z")),
+        (
+            _state(top=1, closed=(T1, "2026-04-01T00:00:00.000000Z")),
+            "inserted",
+            [("create", None, _opened("2026-04-01T00:00:00.000000Z", 2))],
+            (2, "2026-04-01T00:00:00.000000Z"),
+        ),
         (_state(top=1, closed=(T1,)), "inserted", [("create", None, _opened(T2, 2))], (2, T2)),
     ],
-    ids=["new-key", "changed", "same", "no-current-version", "mend-two-current", "mend-and-change", "clock-skew",
-         "reinserted-after-a-later-expiry", "reinserted-after-an-earlier-expiry"],
+    ids=[
+        "new-key",
+        "changed",
+        "same",
+        "no-current-version",
+        "mend-two-current",
+        "mend-and-change",
+        "clock-skew",
+        "reinserted-after-a-later-expiry",
+        "reinserted-after-an-earlier-expiry",
+    ],
 )
 def test_type2(state: KeyState | None, outcome: str, ops: list, after: tuple[int, str]) -> None:
     change = Planner(2, T2, HISTORY).plan("7", RECORD, "new", state)
@@ -137,10 +175,18 @@ def test_type2(state: KeyState | None, outcome: str, ops: list, after: tuple[int
     [
         ("ignore", _state(Version("AC-1", "h")), "unchanged", []),
         ("delete", _state(Version("AC-1", "h")), "deleted", [("delete", "AC-1", None)]),
-        ({"action": "soft_delete", "soft_delete": {"field": "status", "value": "deleted"}},
-         _state(Version("AC-1", "h")), "deleted", [("soft_delete", "AC-1", {"status": "deleted"})]),
-        ({"action": "soft_delete", "soft_delete": {"field": "status", "value": "deleted"}},
-         _state(Version("AC-1", "h", deleted=True)), "unchanged", []),
+        (
+            {"action": "soft_delete", "soft_delete": {"field": "status", "value": "deleted"}},
+            _state(Version("AC-1", "h")),
+            "deleted",
+            [("soft_delete", "AC-1", {"status": "deleted"})],
+        ),
+        (
+            {"action": "soft_delete", "soft_delete": {"field": "status", "value": "deleted"}},
+            _state(Version("AC-1", "h", deleted=True)),
+            "unchanged",
+            [],
+        ),
         ("delete", KeyState(), "unchanged", []),
     ],
     ids=["ignore", "delete", "soft-delete", "already-soft-deleted", "nothing-live"],
@@ -159,13 +205,19 @@ LATE = "2027-01-01T00:00:00.000000Z"
     [
         (_state(Version("AC-1", "a", 1, T0)), [("expire", "AC-1", CLOSE(T2))]),
         # two current versions (a run cut between its writes): the older ends where the newer begins, as when mended
-        (_state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, T1)),
-         [("expire", "AC-1", CLOSE(T1)), ("expire", "AC-2", CLOSE(T2))]),
-        (_state(Version("AC-2", "b", 2, T1), Version("AC-1", "a", 1, T0)),
-         [("expire", "AC-2", CLOSE(T2)), ("expire", "AC-1", CLOSE(T1))]),
+        (
+            _state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, T1)),
+            [("expire", "AC-1", CLOSE(T1)), ("expire", "AC-2", CLOSE(T2))],
+        ),
+        (
+            _state(Version("AC-2", "b", 2, T1), Version("AC-1", "a", 1, T0)),
+            [("expire", "AC-2", CLOSE(T2)), ("expire", "AC-1", CLOSE(T1))],
+        ),
         # the newest begins after the batch's time (clock skew): it ends where it begins, never before
-        (_state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, LATE)),
-         [("expire", "AC-1", CLOSE(LATE)), ("expire", "AC-2", CLOSE(LATE))]),
+        (
+            _state(Version("AC-1", "a", 1, T0), Version("AC-2", "b", 2, LATE)),
+            [("expire", "AC-1", CLOSE(LATE)), ("expire", "AC-2", CLOSE(LATE))],
+        ),
     ],
     ids=["one-current", "two-current", "two-current-newest-first", "clock-skew"],
 )

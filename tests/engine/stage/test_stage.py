@@ -162,7 +162,7 @@ async def scan_all(stage: Stage, key: StageKey, chunk_size: int = 1000) -> list[
 
 
 def fields(n: int) -> dict[str, str]:
-    return {f"key-{i}": f"[{i},\"AC-{i}\"]" for i in range(n)}
+    return {f"key-{i}": f'[{i},"AC-{i}"]' for i in range(n)}
 
 
 async def test_index_put_then_get_in_field_order_with_none_where_absent(stage: Stage, batch: str) -> None:

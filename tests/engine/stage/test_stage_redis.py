@@ -14,11 +14,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from fixtures.servers import free_port
-from fixtures.servers.redis import RedisServer
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, StageError, StageUnavailable
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
 from prefect_restful_etl.tasks.engine.stage.redis import DEFAULT_TTL, RedisStage
+
+from fixtures.servers import free_port
+from fixtures.servers.redis import RedisServer
 
 TTL = 3600
 
@@ -57,7 +58,9 @@ async def rpush_calls(client: aioredis.Redis) -> int:
     return await calls(client, "rpush")
 
 
-async def test_records_rest_in_one_list_per_key_as_orjson(stage: RedisStage, client: aioredis.Redis, batch: str) -> None:
+async def test_records_rest_in_one_list_per_key_as_orjson(
+    stage: RedisStage, client: aioredis.Redis, batch: str
+) -> None:
     key = StageKey("acme", batch, "extract-customers")
     await stage.append(key, records(3))
 

@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from engine_support import batch_context
 from pydantic import TypeAdapter
 
-from engine_support import batch_context
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, SourceError
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.jobbase import job_slug
 from prefect_restful_etl.tasks.engine.transform.lookup_config import LookupConfig, open_lookup_sources
 
@@ -50,10 +50,14 @@ async def test_static_and_staged_sources(tmp_path: Path) -> None:
     ],
     ids=["match", "match-among-others-as-text", "ignored-filter", "empty", "not-found"],
 )
-async def test_an_api_source_fetches_one_key_by_filter(tmp_path: Path, body: dict[str, Any], status: int,
-                                                       expected: str | None) -> None:
-    config = _CONFIG.validate_python(api_lookup(endpoint={"path": "/customers", "records_path": "data",
-                                                          "params": {"active": "1"}}, filter_param="ext"))
+async def test_an_api_source_fetches_one_key_by_filter(
+    tmp_path: Path, body: dict[str, Any], status: int, expected: str | None
+) -> None:
+    config = _CONFIG.validate_python(
+        api_lookup(
+            endpoint={"path": "/customers", "records_path": "data", "params": {"active": "1"}}, filter_param="ext"
+        )
+    )
     async with batch_context(tmp_path, {"dest": (DEST, None)}) as ctx:
         with respx.mock(base_url=BASE) as router:
             route = router.get("/customers").mock(return_value=httpx.Response(status, json=body))
@@ -68,7 +72,7 @@ def ignoring_the_filter(request: httpx.Request) -> httpx.Response:
     """Every customer, two a page, whatever `external_id` asks for."""
     everyone = [{"id": f"AC-{n}", "external_id": str(n)} for n in (40, 41, 42, 43, 44)]
     page = int(request.url.params.get("page", "1"))
-    return httpx.Response(200, json={"data": everyone[(page - 1) * 2: page * 2]})
+    return httpx.Response(200, json={"data": everyone[(page - 1) * 2 : page * 2]})
 
 
 @pytest.mark.parametrize(
@@ -123,8 +127,10 @@ async def test_an_api_source_raises_on_a_refusal_other_than_not_found(tmp_path: 
 
 async def test_an_api_source_creates_members_only_when_allowed(tmp_path: Path) -> None:
     async with batch_context(tmp_path, {"dest": (DEST, None)}) as ctx:
-        sources = open_lookup_sources({"fixed": _CONFIG.validate_python(api_lookup()),
-                                       "open": _CONFIG.validate_python(api_lookup(create=True))}, ctx)
+        sources = open_lookup_sources(
+            {"fixed": _CONFIG.validate_python(api_lookup()), "open": _CONFIG.validate_python(api_lookup(create=True))},
+            ctx,
+        )
         with respx.mock(base_url=BASE) as router:
             post = router.post("/customers").mock(return_value=httpx.Response(201, json={"id": "AC-5"}))
             assert await sources["open"].create_member("5", {"name": "?"}) == "AC-5"  # type: ignore[attr-defined]

@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, ScreenStop
 from prefect_restful_etl.tasks.engine.load.keysets import MemoryKeySet, StagedKeySet
+from prefect_restful_etl.tasks.engine.stage.base import StageKey
+from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 from prefect_restful_etl.tasks.engine.transform.lookups import StaticLookup
 from prefect_restful_etl.tasks.engine.transform.screens import (
     Fate,
@@ -21,8 +23,6 @@ from prefect_restful_etl.tasks.engine.transform.screens import (
     ScreenSummary,
     parse_screens,
 )
-from prefect_restful_etl.tasks.engine.stage.base import StageKey
-from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 
 
 def case_id(value: Any) -> str:
@@ -110,14 +110,28 @@ async def test_screen_passes(screen: dict[str, Any], record: dict[str, Any]) -> 
         ({"check": "length", "column": "code", "min": 2}, {"code": "a"}, "code", "a", "below 2"),
         ({"check": "length", "column": "code", "max": 3}, {"code": "abcd"}, "code", "abcd", "above 3"),
         ({"check": "length", "column": "code", "max": 3}, {"code": 12345}, "code", "12345", "has no length"),
-        ({"check": "exists", "column": "country", "lookup": "countries"}, {"country": "XX"}, "country", "XX",
-         "no match in countries"),
-        ({"check": "exists", "column": "country", "lookup": "countries"}, {"country": {"c": 1}}, "country",
-         "{'c': 1}", "no match"),
-        ({"check": "rule", "expression": "discount <= price", "column": "discount"}, {"discount": 3, "price": 2},
-         "discount", "3", "is false"),
-        ({"check": "rule", "expression": "discount <= price"}, {"discount": None, "price": 2}, None, None,
-         "TypeError"),
+        (
+            {"check": "exists", "column": "country", "lookup": "countries"},
+            {"country": "XX"},
+            "country",
+            "XX",
+            "no match in countries",
+        ),
+        (
+            {"check": "exists", "column": "country", "lookup": "countries"},
+            {"country": {"c": 1}},
+            "country",
+            "{'c': 1}",
+            "no match",
+        ),
+        (
+            {"check": "rule", "expression": "discount <= price", "column": "discount"},
+            {"discount": 3, "price": 2},
+            "discount",
+            "3",
+            "is false",
+        ),
+        ({"check": "rule", "expression": "discount <= price"}, {"discount": None, "price": 2}, None, None, "TypeError"),
     ],
     ids=case_id,
 )
@@ -152,8 +166,9 @@ async def test_unique_natural_key_within_the_batch(records: list[dict[str, Any]]
 
 async def test_unique_composite_key() -> None:
     screener = Screener([{"name": "u", "check": "unique", "columns": ["tenant", "id"]}])
-    results = [await screener.screen(r) for r in [{"tenant": "a", "id": 1}, {"tenant": "b", "id": 1},
-                                                   {"tenant": "a", "id": 1}]]
+    results = [
+        await screener.screen(r) for r in [{"tenant": "a", "id": 1}, {"tenant": "b", "id": 1}, {"tenant": "a", "id": 1}]
+    ]
     assert [r.fate for r in results] == ["passed", "passed", "rejected"]
     assert results[2].failures[0].column == "tenant, id"
 
@@ -175,9 +190,13 @@ class CountingKeySet(MemoryKeySet):
 async def test_unique_keys_kept_in_a_key_set_chunk_by_chunk() -> None:
     """The transform's way: one question before a chunk, one write after it; a reject still claims no key."""
     key_sets: dict[str, CountingKeySet] = {}
-    screener = Screener([{"name": "good", "check": "rule", "expression": "not bad"},
-                         {"name": "one per id", "check": "unique", "columns": ["id"]}],
-                        key_sets=lambda name: key_sets.setdefault(name, CountingKeySet()))
+    screener = Screener(
+        [
+            {"name": "good", "check": "rule", "expression": "not bad"},
+            {"name": "one per id", "check": "unique", "columns": ["id"]},
+        ],
+        key_sets=lambda name: key_sets.setdefault(name, CountingKeySet()),
+    )
     chunks = [[{"id": 1}, {"id": 2, "bad": True}, {"id": 1}], [{"id": 2}, {"id": 1}, {"id": 3}, {"id": 2}]]
     fates = []
     for chunk in chunks:
@@ -196,8 +215,10 @@ async def test_unique_keys_kept_in_a_key_set_chunk_by_chunk() -> None:
 async def test_unique_keys_on_a_redis_stage(redis_url: str) -> None:
     key = StageKey("acme", "b1", "shape-customers")
     async with RedisStage.from_url(redis_url) as stage:
-        screener = Screener([{"name": "u", "check": "unique", "columns": ["tenant", "id"]}],
-                            key_sets=lambda name: StagedKeySet(stage, key.part(name)))
+        screener = Screener(
+            [{"name": "u", "check": "unique", "columns": ["tenant", "id"]}],
+            key_sets=lambda name: StagedKeySet(stage, key.part(name)),
+        )
         fates = []
         for chunk in ([{"tenant": "a|1", "id": "x"}, {"tenant": "a", "id": "1|x"}], [{"tenant": "a", "id": "1|x"}]):
             await screener.prefetch(chunk)
@@ -209,12 +230,24 @@ async def test_unique_keys_on_a_redis_stage(redis_url: str) -> None:
 
 
 SCREENS: list[dict[str, Any]] = [
-    {"name": "email present", "check": "not_null", "column": "email", "category": "completeness",
-     "severity": 6, "action": "reject"},
-    {"name": "known status", "check": "allowed_values", "column": "status", "values": ["active", "closed"],
-     "category": "validity", "severity": 2, "action": "pass"},
-    {"name": "sane amount", "check": "range", "column": "amount", "max": 1_000_000, "severity": 10,
-     "action": "stop"},
+    {
+        "name": "email present",
+        "check": "not_null",
+        "column": "email",
+        "category": "completeness",
+        "severity": 6,
+        "action": "reject",
+    },
+    {
+        "name": "known status",
+        "check": "allowed_values",
+        "column": "status",
+        "values": ["active", "closed"],
+        "category": "validity",
+        "severity": 2,
+        "action": "pass",
+    },
+    {"name": "sane amount", "check": "range", "column": "amount", "max": 1_000_000, "severity": 10, "action": "stop"},
 ]
 
 
@@ -240,7 +273,11 @@ async def test_stop_raises_after_the_failures_are_reported() -> None:
     result = await screener.screen({"email": "x", "status": "active", "amount": 10**9})
     assert screener.summary.stopped == 1
     assert result.failures[0].as_error_event() == {
-        "screen": "sane amount", "severity": 10, "action": "stop", "column": "amount", "value": str(10**9),
+        "screen": "sane amount",
+        "severity": 10,
+        "action": "stop",
+        "column": "amount",
+        "value": str(10**9),
         "message": "amount 1000000000 is above 1000000",
     }
     with pytest.raises(ScreenStop) as caught:
@@ -267,9 +304,14 @@ async def test_summary_and_quality_score() -> None:
     ]:
         await screener.screen(record)
     assert screener.summary.as_dict() == {
-        "screened": 4, "passed": 2, "flagged": 1, "rejected": 1, "stopped": 0,
+        "screened": 4,
+        "passed": 2,
+        "flagged": 1,
+        "rejected": 1,
+        "stopped": 0,
         "quality_score": 80.0,  # 100 * (1 - (2 + 6) / (10 * 4))
-        "pass_rate": 50.0, "max_severity": 6,
+        "pass_rate": 50.0,
+        "max_severity": 6,
         "failures_by_screen": {"known status": 1, "email present": 1},
     }
 
@@ -279,12 +321,25 @@ def test_empty_summary_scores_100() -> None:
 
 
 def test_dimension_rows_in_processing_order() -> None:
-    rows = Screener(SCREENS + [{"name": "u", "check": "unique", "columns": ["id"]},
-                               {"name": "r", "check": "rule", "expression": "amount > 0"}]).dimension_rows()
-    assert rows[0] == {"name": "email present", "type": "column", "category": "completeness", "severity": 6,
-                       "action": "reject", "processing_order": 1}
+    rows = Screener(
+        [
+            *SCREENS,
+            {"name": "u", "check": "unique", "columns": ["id"]},
+            {"name": "r", "check": "rule", "expression": "amount > 0"},
+        ]
+    ).dimension_rows()
+    assert rows[0] == {
+        "name": "email present",
+        "type": "column",
+        "category": "completeness",
+        "severity": 6,
+        "action": "reject",
+        "processing_order": 1,
+    }
     assert [(r["name"], r["type"], r["processing_order"], r["category"]) for r in rows[3:]] == [
-        ("u", "structure", 4, None), ("r", "business_rule", 5, None)]
+        ("u", "structure", 4, None),
+        ("r", "business_rule", 5, None),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -305,9 +360,22 @@ def test_dimension_rows_in_processing_order() -> None:
         ({"check": "rule", "expression": "().__class__"}, pytest.raises(ConfigError, match="expression")),
         ({"check": "exists", "column": "a", "lookup": "regions"}, pytest.raises(ConfigError, match="regions")),
     ],
-    ids=["good", "unknown-check", "no-column", "severity-0", "severity-11", "unknown-action", "wrong-type",
-         "range-without-bounds", "no-allowed-values", "no-key-columns", "unknown-type", "bad-regex",
-         "unsafe-rule", "unknown-lookup"],
+    ids=[
+        "good",
+        "unknown-check",
+        "no-column",
+        "severity-0",
+        "severity-11",
+        "unknown-action",
+        "wrong-type",
+        "range-without-bounds",
+        "no-allowed-values",
+        "no-key-columns",
+        "unknown-type",
+        "bad-regex",
+        "unsafe-rule",
+        "unknown-lookup",
+    ],
 )
 def test_configuration_errors(screen: dict[str, Any], expectation: AbstractContextManager[Any]) -> None:
     with expectation:
@@ -316,5 +384,6 @@ def test_configuration_errors(screen: dict[str, Any], expectation: AbstractConte
 
 def test_screen_names_are_unique() -> None:
     with pytest.raises(ConfigError, match="share this name"):
-        parse_screens([{"name": "s", "check": "not_null", "column": "a"}, {"name": "s", "check": "unique",
-                                                                          "columns": ["a"]}])
+        parse_screens(
+            [{"name": "s", "check": "not_null", "column": "a"}, {"name": "s", "check": "unique", "columns": ["a"]}]
+        )

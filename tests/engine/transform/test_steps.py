@@ -59,10 +59,16 @@ def run(step: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
         ({"op": "cast", "fields": {"t": "datetime"}}, {"t": 0}, [{"t": "1970-01-01T00:00:00+00:00"}]),
         ({"op": "cast", "fields": {"t": "datetime"}}, {"t": "2024-03-01"}, [{"t": "2024-03-01T00:00:00+00:00"}]),
         ({"op": "cast", "fields": {"t": "datetime"}}, {"t": "2024-03-01 10:00"}, [{"t": "2024-03-01T10:00:00+00:00"}]),
-        ({"op": "cast", "fields": {"t": "datetime"}, "formats": ["%d/%m/%Y %H:%M"]}, {"t": "01/03/2024 10:00"},
-         [{"t": "2024-03-01T10:00:00+00:00"}]),
-        ({"op": "cast", "fields": {"t": "datetime"}}, {"t": "2024-03-01T10:00+02:00"},
-         [{"t": "2024-03-01T10:00:00+02:00"}]),
+        (
+            {"op": "cast", "fields": {"t": "datetime"}, "formats": ["%d/%m/%Y %H:%M"]},
+            {"t": "01/03/2024 10:00"},
+            [{"t": "2024-03-01T10:00:00+00:00"}],
+        ),
+        (
+            {"op": "cast", "fields": {"t": "datetime"}},
+            {"t": "2024-03-01T10:00+02:00"},
+            [{"t": "2024-03-01T10:00:00+02:00"}],
+        ),
         ({"op": "cast", "fields": {"n": "float"}}, {"n": "-1e308"}, [{"n": -1e308}]),
         ({"op": "cast", "fields": {"n": "float"}}, {"n": 3}, [{"n": 3.0}]),
         ({"op": "cast", "fields": {"n": "int"}}, {"n": " -7 "}, [{"n": -7}]),
@@ -103,8 +109,11 @@ def run(step: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
         ({"op": "filter", "expression": "status == 'active'"}, {"status": "active"}, [{"status": "active"}]),
         ({"op": "filter", "expression": "status == 'active'"}, {"status": "closed"}, []),
         ({"op": "filter", "expression": "amount"}, {"amount": 0}, []),
-        ({"op": "compute", "fields": {"t": "p * q", "u": "t + 1"}}, {"p": 2, "q": 3},
-         [{"p": 2, "q": 3, "t": 6, "u": 7}]),
+        (
+            {"op": "compute", "fields": {"t": "p * q", "u": "t + 1"}},
+            {"p": 2, "q": 3},
+            [{"p": 2, "q": 3, "t": 6, "u": 7}],
+        ),
         ({"op": "compute", "fields": {"a.b": "upper(c)"}}, {"c": "x"}, [{"c": "x", "a": {"b": "X"}}]),
     ],
     ids=case_id,
@@ -119,8 +128,11 @@ SPLIT = {"op": "split", "field": "lines", "parent_keys": {"id": "order_id"}}
 @pytest.mark.parametrize(
     "options,record,expected",
     [
-        ({}, {"id": 1, "lines": [{"sku": "a"}, {"sku": "b"}]},
-         [{"sku": "a", "order_id": 1}, {"sku": "b", "order_id": 1}]),
+        (
+            {},
+            {"id": 1, "lines": [{"sku": "a"}, {"sku": "b"}]},
+            [{"sku": "a", "order_id": 1}, {"sku": "b", "order_id": 1}],
+        ),
         ({"keep_parent": True}, {"id": 1, "lines": [{"sku": "a"}]}, [{"id": 1}, {"sku": "a", "order_id": 1}]),
         ({"index_field": "n"}, {"id": 1, "lines": [{"sku": "a"}]}, [{"sku": "a", "n": 0, "order_id": 1}]),
         ({}, {"id": 1, "lines": ["x"]}, [{"value": "x", "order_id": 1}]),
@@ -128,11 +140,23 @@ SPLIT = {"op": "split", "field": "lines", "parent_keys": {"id": "order_id"}}
         ({}, {"id": 1, "lines": [{"order_id": 9}]}, [{"order_id": 1}]),
         ({}, {"id": 1, "lines": []}, []),
         ({"keep_parent": True}, {"id": 1}, [{"id": 1}]),
-        ({"parent_keys": {"id": "order_id", "tenant": "tenant"}}, {"id": 1, "tenant": "t", "lines": [{}]},
-         [{"order_id": 1, "tenant": "t"}]),
+        (
+            {"parent_keys": {"id": "order_id", "tenant": "tenant"}},
+            {"id": 1, "tenant": "t", "lines": [{}]},
+            [{"order_id": 1, "tenant": "t"}],
+        ),
     ],
-    ids=["children", "keep-parent", "index", "scalar-items", "value-field", "parent-key-wins", "empty-list",
-         "no-list-keeps-parent", "two-keys"],
+    ids=[
+        "children",
+        "keep-parent",
+        "index",
+        "scalar-items",
+        "value-field",
+        "parent-key-wins",
+        "empty-list",
+        "no-list-keeps-parent",
+        "two-keys",
+    ],
 )
 def test_split(options: dict[str, Any], record: dict[str, Any], expected: list[dict[str, Any]]) -> None:
     assert run({**SPLIT, **options}, record) == expected
@@ -232,8 +256,20 @@ def test_bad_value_is_a_record_error(step: dict[str, Any], record: dict[str, Any
         ({"op": "compute", "fields": {"x": "lambda: 1"}}, pytest.raises(ConfigError, match="Lambda")),
         ({"op": "filter", "expression": "a == 1"}, nullcontext()),
     ],
-    ids=["unknown-op", "extra-field", "unknown-cast", "text-without-fields", "depth-zero", "unknown-on-miss",
-         "bad-template", "empty-placeholder", "conversion", "unsafe-filter", "unsafe-compute", "good"],
+    ids=[
+        "unknown-op",
+        "extra-field",
+        "unknown-cast",
+        "text-without-fields",
+        "depth-zero",
+        "unknown-on-miss",
+        "bad-template",
+        "empty-placeholder",
+        "conversion",
+        "unsafe-filter",
+        "unsafe-compute",
+        "good",
+    ],
 )
 def test_configuration_errors(step: dict[str, Any], expectation: AbstractContextManager[Any]) -> None:
     with expectation:
@@ -255,8 +291,14 @@ def test_apply_steps_refuses_lookups() -> None:
 STEPS: list[dict[str, Any]] = [
     {"op": "rename", "fields": {"country_code": "country"}},
     {"op": "upper", "fields": ["country"]},
-    {"op": "lookup", "field": "country", "target": "country_id", "source": "countries", "on_miss": "default",
-     "default": -1},
+    {
+        "op": "lookup",
+        "field": "country",
+        "target": "country_id",
+        "source": "countries",
+        "on_miss": "default",
+        "default": -1,
+    },
     {"op": "split", "field": "lines", "parent_keys": {"id": "order_id", "country_id": "country_id"}},
     {"op": "filter", "expression": "quantity > 0"},
     {"op": "lookup", "field": "sku", "source": {"A": 100}},

@@ -12,20 +12,20 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 import respx
+from engine_support import batch_context
 from pydantic import SecretStr, ValidationError
 
-from engine_support import batch_context
-from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import RetriableError, ScreenStop
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.jobbase import job_slug
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
-from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob, run_transform
 
 SOURCE = "Extract customers"
@@ -89,7 +89,8 @@ async def test_screens_reject_flag_and_report_every_failure(tmp_path: Path) -> N
         events = await ctx.audit.error_events(ctx.batch_id)
 
     assert [(r["id"], r["country_name"], r["quality"]) for r in out] == [
-        (1, "Germany", "passed"), (5, "France", "flagged")
+        (1, "Germany", "passed"),
+        (5, "France", "flagged"),
     ]
     assert out[0]["ltv"] == "10.5"
     assert shown(events) == [
@@ -103,19 +104,31 @@ async def test_screens_reject_flag_and_report_every_failure(tmp_path: Path) -> N
     assert "cannot cast ltv to decimal" in events[2].message
     assert report.counts == {"read": 6, "transformed": 2, "rejected": 4, "filtered": 0}
     assert {k: report.quality[k] for k in ("screened", "passed", "flagged", "rejected", "max_severity")} == {
-        "screened": 6, "passed": 1, "flagged": 1, "rejected": 4, "max_severity": 9
+        "screened": 6,
+        "passed": 1,
+        "flagged": 1,
+        "rejected": 4,
+        "max_severity": 9,
     }
     assert report.quality["quality_score"] == round(100 * (1 - (8 + 6 + 5 + 2 + 9) / 60), 2)
     assert report.quality["failures_by_screen"]["transform"] == 1
 
 
 async def test_records_a_filter_step_drops_are_counted_as_filtered(tmp_path: Path) -> None:
-    orders = [{"id": 1, "lines": [{"qty": 2}, {"qty": 0}, {"qty": 0}], "test": False},
-              {"id": 2, "lines": [{"qty": 1}], "test": True}, {"id": 3, "lines": [], "test": False}]
-    job = transform(steps=[{"op": "filter", "expression": "not test"},  # order 2 goes
-                           {"op": "split", "field": "lines", "parent_keys": {"id": "order_id"}},  # order 3: no lines
-                           {"op": "filter", "expression": "qty > 0"}],  # two of order 1's lines go
-                    screens=[], quality_flag=None)
+    orders = [
+        {"id": 1, "lines": [{"qty": 2}, {"qty": 0}, {"qty": 0}], "test": False},
+        {"id": 2, "lines": [{"qty": 1}], "test": True},
+        {"id": 3, "lines": [], "test": False},
+    ]
+    job = transform(
+        steps=[
+            {"op": "filter", "expression": "not test"},  # order 2 goes
+            {"op": "split", "field": "lines", "parent_keys": {"id": "order_id"}},  # order 3: no lines
+            {"op": "filter", "expression": "qty > 0"},
+        ],  # two of order 1's lines go
+        screens=[],
+        quality_flag=None,
+    )
     async with batch_context(tmp_path, {}) as ctx:
         report = await run(ctx, job, orders)
         out = await staged(ctx, job)
@@ -160,8 +173,14 @@ class ChunkingStage(MemoryStage):
 
 
 async def test_a_stop_screen_writes_its_events_stages_nothing_and_raises(tmp_path: Path) -> None:
-    stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
-            "severity": 10, "action": "stop"}
+    stop = {
+        "name": "no unknown country",
+        "check": "exists",
+        "column": "country",
+        "lookup": "countries",
+        "severity": 10,
+        "action": "stop",
+    }
     async with batch_context(tmp_path, {}) as ctx:
         ctx.stage = spy = ChunkingStage()  # chunks of two: customer 1 is staged before customer 3 stops the batch
         job = transform(screens=[SCREENS[0], stop])
@@ -175,8 +194,10 @@ async def test_a_stop_screen_writes_its_events_stages_nothing_and_raises(tmp_pat
 
     assert spy.log == ["read 2", "append 1", "read 2"]  # the first chunk was staged: the stop took it back
     assert caught.value.screen == "no unknown country"
-    assert shown(events) == [("email present", "2", "email", None, 8, "reject"),
-                             ("no unknown country", "3", "country", "ZZ", 10, "stop")]
+    assert shown(events) == [
+        ("email present", "2", "email", None, 8, "reject"),
+        ("no unknown country", "3", "country", "ZZ", 10, "stop"),
+    ]
     assert left == 0
     assert (report.quality["stopped"], report.quality["max_severity"]) == (1, 10)
     # the stop carries the job's figures to the batch's audit row, even through a pickle (Prefect's results)
@@ -199,8 +220,11 @@ async def test_records_stream_chunk_by_chunk(tmp_path: Path) -> None:
 
 
 async def test_a_staged_lookup_reads_an_earlier_jobs_output(tmp_path: Path) -> None:
-    job = transform(lookups={"countries": {"type": "staged", "job": "Extract countries", "key_field": "code",
-                                           "value_field": "name"}})
+    job = transform(
+        lookups={
+            "countries": {"type": "staged", "job": "Extract countries", "key_field": "code", "value_field": "name"}
+        }
+    )
     async with batch_context(tmp_path, {}) as ctx:
         await stage(ctx, "Extract countries", [{"code": "DE", "name": "Deutschland"}, {"code": "FR", "name": "France"}])
         report = await run(ctx, job, CUSTOMERS[:3])
@@ -209,11 +233,16 @@ async def test_a_staged_lookup_reads_an_earlier_jobs_output(tmp_path: Path) -> N
     assert report.quality["failures_by_screen"] == {"email present": 1, "known country": 1}
 
 
-DEST = ApiConfig.model_validate({"name": "dest", "base_url": "http://127.0.0.1:9", "auth": {"type": "bearer"},
-                                 "max_attempts": 1})
+DEST = ApiConfig.model_validate(
+    {"name": "dest", "base_url": "http://127.0.0.1:9", "auth": {"type": "bearer"}, "max_attempts": 1}
+)
 TOKEN = "s3cret-token-value"
-BILLS = [{"id": 10, "customer": "C1"}, {"id": 11, "customer": "C2"}, {"id": 12, "customer": "C1"},
-         {"id": 13, "customer": "C9"}]
+BILLS = [
+    {"id": 10, "customer": "C1"},
+    {"id": 11, "customer": "C2"},
+    {"id": 12, "customer": "C1"},
+    {"id": 13, "customer": "C9"},
+]
 
 
 def bills_job(on_miss: str = "infer") -> TransformJob:
@@ -279,8 +308,14 @@ async def test_a_credential_never_reaches_an_error_event(tmp_path: Path) -> None
 
 
 async def test_a_credential_in_a_stopping_record_reaches_neither_the_stop_nor_the_natural_key(tmp_path: Path) -> None:
-    stop = {"name": "no unknown country", "check": "exists", "column": "country", "lookup": "countries",
-            "severity": 10, "action": "stop"}
+    stop = {
+        "name": "no unknown country",
+        "check": "exists",
+        "column": "country",
+        "lookup": "countries",
+        "severity": 10,
+        "action": "stop",
+    }
     records = [{"id": f"key-{TOKEN}", "email": "a@example.com", "country": f"X{TOKEN}", "ltv": "1", "phone": "1"}]
     async with batch_context(tmp_path, {"dest": (DEST, Credentials(token=SecretStr(TOKEN)))}) as ctx:
         with pytest.raises(ScreenStop) as caught:
@@ -305,15 +340,25 @@ async def test_an_api_that_is_down_fails_the_job(tmp_path: Path) -> None:
     [
         ({"lookups": {}}, "steps.1.source: 'countries' is not one of the job's lookups"),
         ({"screens": [SCREENS[0], SCREENS[0]]}, "names must be unique"),
-        ({"steps": [{"op": "lookup", "field": "country", "source": "countries", "on_miss": "infer"}]},
-         "needs an api lookup with create: true"),
-        ({"screens": [{"name": "x", "check": "exists", "column": "c", "lookup": "regions"}]},
-         "screens.0.lookup: 'regions'"),
+        (
+            {"steps": [{"op": "lookup", "field": "country", "source": "countries", "on_miss": "infer"}]},
+            "needs an api lookup with create: true",
+        ),
+        (
+            {"screens": [{"name": "x", "check": "exists", "column": "c", "lookup": "regions"}]},
+            "screens.0.lookup: 'regions'",
+        ),
         ({"lookups": {"countries": {"type": "csv"}}}, "does not match any of the expected tags"),
         ({"quality_flag": "meta.quality"}, "quality_flag"),
     ],
-    ids=["unknown-lookup", "duplicate-screen", "infer-needs-api", "unknown-screen-lookup", "unknown-lookup-type",
-         "dotted-quality-flag"],
+    ids=[
+        "unknown-lookup",
+        "duplicate-screen",
+        "infer-needs-api",
+        "unknown-screen-lookup",
+        "unknown-lookup-type",
+        "dotted-quality-flag",
+    ],
 )
 def test_a_bad_transform_configuration_names_the_field(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):

@@ -37,7 +37,10 @@ system-deps:
 demo: $(INSTALLED)
 	$(BIN)/python -m prefect_restful_etl.deployments.demo
 
+# Lint and format are part of the tests: CI keeps them clean.
 test: $(INSTALLED) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 bench: $(INSTALLED)

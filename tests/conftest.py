@@ -25,6 +25,8 @@ pytest_plugins = [
     "fixtures.redis_server",
     "fixtures.postgres_server",
     "fixtures.prefect_server",
+    "fixtures.pocketbase_server",
+    "fixtures.mockoon_server",
 ]
 
 

@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test mypy bench system-deps clean
 MOCKOON_VERSION := 9.9.0
 MOCKOON := .tools/mockoon/node_modules/.bin/mockoon-cli
 
@@ -53,11 +53,20 @@ $(MOCKOON):
 demo: $(INSTALLED)
 	$(BIN)/python -m prefect_restful_etl.deployments.demo
 
-# Lint and format are part of the tests: CI keeps them clean.
+# Lint, format and types are part of the tests: CI keeps them clean.
 test: $(INSTALLED) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory mypy
 	$(BIN)/python -m pytest
+
+# mypy cannot follow the editable install's package-dir mapping: it checks the import package through a tree of
+# symlinks, build/mypy/prefect_restful_etl/<folder> -> the folder (configured in pyproject.toml's [tool.mypy]).
+MYPY_TREE := build/mypy/prefect_restful_etl
+mypy: $(INSTALLED)
+	@mkdir -p $(MYPY_TREE)
+	@for folder in blocks tasks flows deployments; do ln -sfn ../../../$$folder $(MYPY_TREE)/$$folder; done
+	cd build/mypy && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p prefect_restful_etl
 
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.bench_extract --records 50000

@@ -37,8 +37,8 @@ class RestApi(Block):
     """
 
     _block_type_name: ClassVar[str] = "RESTful ETL API"
-    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/webhook.png"
-    _documentation_url = "https://docs.prefect.io/v3/develop/blocks"
+    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/webhook.png"  # type: ignore[assignment]
+    _documentation_url = "https://docs.prefect.io/v3/develop/blocks"  # type: ignore[assignment]
     _description: ClassVar[str] = (
         "How restful-etl reaches one REST API: base URL, auth style, pagination, retries and rate limit. "
         "No secrets: credentials come with each run."

@@ -33,8 +33,8 @@ class AuditDatabase(Block):
     """
 
     _block_type_name: ClassVar[str] = "RESTful ETL Audit Database"
-    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/filesystem.png"
-    _documentation_url = "https://docs.prefect.io/v3/develop/blocks"
+    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/filesystem.png"  # type: ignore[assignment]
+    _documentation_url = "https://docs.prefect.io/v3/develop/blocks"  # type: ignore[assignment]
     _description: ClassVar[str] = (
         "The restful-etl audit database (etl_batch, etl_job, etl_error_event, etl_screen, etl_watermark) "
         "as a SQLAlchemy URL: SQLite or PostgreSQL."

@@ -40,8 +40,8 @@ class EtlStage(Block):
     """
 
     _block_type_name = "RESTful ETL Stage"
-    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/redis.png"
-    _documentation_url = "https://docs.prefect.io/v3/develop/blocks"
+    _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/redis.png"  # type: ignore[assignment]
+    _documentation_url = "https://docs.prefect.io/v3/develop/blocks"  # type: ignore[assignment]
     _description = "The Redis stage of restful-etl batches: connection, key prefix, expiry and cleanup."
 
     redis: RedisDatabase | None = Field(

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import os
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
-from prefect.schedules import Interval
+from prefect.schedules import Interval, Schedule
 
 from prefect_restful_etl.flows.catalog import FULL_RESYNC_SUFFIX, BatchFlow, batch_flows
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 HOURLY = timedelta(hours=1)
 
 
-def hourly_schedule(tenant_id: str | None = None, sealed_credentials: str | None = None) -> Interval:
+def hourly_schedule(tenant_id: str | None = None, sealed_credentials: str | None = None) -> Schedule:
     """Hourly, inactive until it names a tenant: a schedule carries its tenant and sealed credentials
     (ciphertext, safe at rest in Prefect) as its parameters, one schedule per tenant."""
     parameters: dict[str, Any] = {"tenant_id": tenant_id} if tenant_id else {}
@@ -39,7 +39,7 @@ def batch_deployments(
     """The incremental deployment with its hourly schedule, and the full re-sync one (no schedule)."""
     common: dict[str, Any] = {"tags": [f"batch-type:{name}"], "entrypoint_type": EntrypointType.MODULE_PATH}
     flow = batch.flow
-    deployments = [
+    made = [
         flow.to_deployment(
             name=name,
             schedules=[hourly_schedule(tenant_id, sealed_credentials)],
@@ -53,6 +53,7 @@ def batch_deployments(
             **common,
         ),
     ]
+    deployments = cast(list[RunnerDeployment], made)  # called outside an event loop: not a coroutine
     for deployment in deployments:
         deployment.entrypoint = batch.entrypoint  # the module that holds the flow, not builder.py that made it
     return deployments

@@ -55,7 +55,7 @@ def audit_summary(report: BatchReport, unreported: Sequence[EtlJob] = ()) -> lis
 async def screen_counts(audit: AuditStore, batch_id: str) -> list[dict[str, Any]]:
     """Error events grouped by job and screen, counted in the database rather than read row by row."""
     query = (
-        select(
+        select(  # type: ignore[call-overload]  # sqlmodel's select is typed for at most four columns
             EtlErrorEvent.job,
             EtlErrorEvent.screen,
             EtlErrorEvent.action,

@@ -48,7 +48,7 @@ async def run_batch(batch_type: BatchType, parameters: dict[str, Any]) -> BatchR
     batch_id = str(flow_run.id)
     tenant = parameters.get("tenant_id")
     tags = [f"batch-type:{batch_type.name}", *([f"tenant:{tenant}"] if isinstance(tenant, str) and tenant else [])]
-    await redact_stored_parameters(flow_run.id, context.parameters, tags)  # as Prefect stored them
+    await redact_stored_parameters(flow_run.id, context.parameters or {}, tags)  # as Prefect stored them
     given = parse_parameters(parameters)  # after redaction: a bad parameter is named, its value never shown
     tenant_id, full_refresh = given.tenant_id, given.full_refresh
     credentials, callback_secret = open_credentials(given.credentials, given.sealed_credentials)  # opened in memory

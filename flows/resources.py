@@ -23,7 +23,7 @@ async def stage_settings(settings: Settings) -> Settings:
     if not settings.stage_block:
         return settings
     try:
-        block = await EtlStage.aload(settings.stage_block)
+        block: EtlStage = await EtlStage.aload(settings.stage_block)
     except ValueError as ex:  # Prefect's "Unable to find block document named ..."
         raise ConfigError("RESTFUL_ETL_STAGE_BLOCK", f"no EtlStage block named {settings.stage_block!r}") from ex
     return block.apply(settings)
@@ -64,7 +64,7 @@ async def audit_settings(settings: Settings) -> Settings:
     if not settings.audit_block:
         return settings
     try:
-        block = await AuditDatabase.aload(settings.audit_block)
+        block: AuditDatabase = await AuditDatabase.aload(settings.audit_block)
     except ValueError as ex:  # Prefect's "Unable to find block document named ..."
         raise ConfigError("RESTFUL_ETL_AUDIT_BLOCK", f"no AuditDatabase block named {settings.audit_block!r}") from ex
     return settings.model_copy(update={"audit_url": block.url})
@@ -75,7 +75,7 @@ async def load_api_blocks(names: dict[str, str] | None) -> dict[str, ApiConfig]:
     configs = {}
     for api, block_name in (names or {}).items():
         try:
-            block = await RestApi.aload(block_name)
+            block: RestApi = await RestApi.aload(block_name)
         except ValueError as ex:
             raise ConfigError(f"api_blocks.{api}", f"no RestApi block named {block_name!r}") from ex
         configs[api] = block.to_config().model_copy(update={"name": api})

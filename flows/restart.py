@@ -134,10 +134,10 @@ async def _reusable_rows(ctx: BatchContext, batch_type: BatchType, batch_id: str
             completed[row.job] = row  # ordered by start: a retried job's last completion wins
     rows = []
     for job in batch_type.jobs:
-        row = completed.get(job.name)
-        if row is None or not await _still_staged(ctx, row):
+        done = completed.get(job.name)
+        if done is None or not await _still_staged(ctx, done):
             break  # every later job may read this one's output, so they all run again
-        rows.append(row)
+        rows.append(done)
     return rows
 
 

@@ -121,7 +121,7 @@ def batch_filter(batch_id: str, since: datetime, deadline_seconds: float) -> Eve
     until = datetime.now(UTC) + timedelta(seconds=deadline_seconds + 60)
     return EventFilter(
         any_resource=EventAnyResourceFilter(id=[batch_resource_id(batch_id), f"prefect.flow-run.{batch_id}"]),
-        occurred=EventOccurredFilter(since=since, until=until),
+        occurred=EventOccurredFilter.model_validate({"since": since, "until": until}),  # Prefect's DateTime type
     )
 
 

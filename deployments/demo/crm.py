@@ -457,7 +457,9 @@ class CustomerStore:
 
 def stamped(record: Record, stamp: str) -> Record:
     """The record with `updated_at` (and `meta.updated_at`) set to `stamp`; the server owns both."""
-    meta = record.get("meta") if isinstance(record.get("meta"), dict) else {"source": "crm"}
+    meta = record.get("meta")
+    if not isinstance(meta, dict):
+        meta = {"source": "crm"}
     return {**record, "updated_at": stamp, "meta": {**meta, "updated_at": stamp}}
 
 

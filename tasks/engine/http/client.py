@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -219,7 +219,7 @@ class RestClient:
         records_path: str | None = None,
         paginator: BasePaginator | None = None,
         concurrency: int | None = None,
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Yield the records of each page in turn, in page order.
 
         When the paginator plans the remaining pages after page one (a numbered style with `concurrent`
@@ -265,7 +265,7 @@ class RestClient:
 
     def _fetch_planned(
         self, plan: PagePlan, records_path: str | None, concurrency: int
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The planned pages in order, with `concurrency` requests in flight all along (see `fetch_in_order`)."""
 
         async def fetch(page: PageRequest) -> list[dict[str, Any]]:

@@ -57,7 +57,8 @@ def pop_path(obj: dict[str, Any], path: str, default: Any = None) -> Any:
     """Remove and return the value at a dotted `path`."""
     *parents, leaf = path.split(".")
     for part in parents:
-        obj = obj.get(part)
-        if not isinstance(obj, dict):
+        inner = obj.get(part)
+        if not isinstance(inner, dict):
             return default
+        obj = inner
     return obj.pop(leaf, default)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -14,7 +14,7 @@ _END = object()
 
 async def fetch_in_order(
     items: Iterable[Item], fetch: Callable[[Item], Awaitable[Result]], concurrency: int, ahead: int | None = None
-) -> AsyncIterator[Result]:
+) -> AsyncGenerator[Result, None]:
     """Yield `await fetch(item)` for every item, in the items' order, with `concurrency` fetches running.
 
     A fetch starts as soon as any other ends, not only when the oldest does: one slow response would

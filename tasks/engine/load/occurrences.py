@@ -30,7 +30,7 @@ class LastOccurrences:
         """One pass over the records staged under `source`: a later chunk's position of a key overwrites an
         earlier one's, so the index ends holding each key's last. Returns every top-level field any record
         has (as wide as the records' schema, not as long as the stage)."""
-        position, fields = 0, set()
+        position, fields = 0, set[str]()
         async for chunk in self.stage.read(source):
             await self.stage.index_put(self.key, {self._key(r): str(position + i) for i, r in enumerate(chunk)})
             position += len(chunk)

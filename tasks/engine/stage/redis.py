@@ -137,7 +137,9 @@ class RedisStage:
         name = self._name(key)
         with self._errors("read", name):
             async with self._client.pipeline(transaction=False) as pipe:
-                staged, length = await pipe.hget(self._jobs_key(key), key.job).llen(name).execute()
+                pipe.hget(self._jobs_key(key), key.job)
+                pipe.llen(name)
+                staged, length = await pipe.execute()
         if staged is None and not length:
             raise StageError(f"nothing is staged under {name} (never written, expired or dropped)")
         if staged is not None and int(staged) > length:  # the list's TTL ran out before the batch's hash's
@@ -219,7 +221,7 @@ class RedisStage:
         while True:
             with self._errors("index_scan", name):
                 cursor, found = await self._client.hscan(name, cursor, count=chunk_size)
-            if found:
+            if isinstance(found, dict) and found:  # redis-py types it a list too, for its RESP3 answer
                 yield {_text(field): _text(value) for field, value in found.items()}
             if not cursor:
                 return

@@ -406,11 +406,12 @@ class _Compiler:
 
     def _operand(self, op: ast.cmpop, node: ast.expr) -> Compiled:
         # `status in ('a', 'b')` against literals: build the set once, not per record
-        literal = isinstance(node, (ast.Tuple, ast.List, ast.Set))
-        if isinstance(op, (ast.In, ast.NotIn)) and literal and all(isinstance(e, ast.Constant) for e in node.elts):
-            self.compile(node)  # still refuses bytes and other odd literals
-            members = frozenset(e.value for e in node.elts)
-            return lambda r: members
+        if isinstance(op, (ast.In, ast.NotIn)) and isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            constants = [e for e in node.elts if isinstance(e, ast.Constant)]
+            if len(constants) == len(node.elts):
+                self.compile(node)  # still refuses bytes and other odd literals
+                members = frozenset(e.value for e in constants)
+                return lambda r: members
         return self.compile(node)
 
     def _IfExp(self, node: ast.IfExp) -> Compiled:

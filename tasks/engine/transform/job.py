@@ -42,7 +42,13 @@ from prefect_restful_etl.tasks.engine.transform.steps import Pipeline, Transform
 Record = dict[str, Any]
 
 # A value the steps cannot convert is reported as a failure of this pseudo-screen (also in `etl_screen`).
-TRANSFORM_SCREEN = {"name": "transform", "type": "column", "category": "conversion", "severity": 5, "action": "reject"}
+TRANSFORM_SCREEN: dict[str, Any] = {
+    "name": "transform",
+    "type": "column",
+    "category": "conversion",
+    "severity": 5,
+    "action": "reject",
+}
 
 
 class TransformJob(JobBase):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, model_validator
@@ -45,6 +45,8 @@ class _Screen(BaseModel):
     category: str = Field(default="", description='Free text: "completeness", "validity", "consistency".')
     severity: int = Field(default=5, ge=1, le=10)
     action: Literal["pass", "reject", "stop"] = "reject"
+    if TYPE_CHECKING:  # each concrete screen declares its own Literal field; no field of the base model
+        type: str
 
     def dimension_row(self, order: int) -> dict[str, Any]:
         """The `etl_screen` dimension row; `order` is the processing order (1 runs first)."""

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
+from functools import partial
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.auth import OAuth2ClientCredentials
-from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator, PagePlan, PageRequest
+from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator, PagePlan, PageRequest, body_of
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.http.window import fetch_in_order
 from prefect_restful_etl.tasks.engine.redaction import (
@@ -128,6 +129,8 @@ class RestClient:
             event_hooks={"request": [self._before_send]},
         )
         self._base = httpx.URL(api.url)
+        # `http://host:port/` of the API: an absolute URL starting so is on its origin without parsing it
+        self._origin_prefix = str(self._base.copy_with(path="/", query=None, fragment=None))
         if isinstance(self._auth, OAuth2ClientCredentials):  # its access tokens are secrets too
             self._auth.add_token_listener(self._add_secret)
 
@@ -154,6 +157,7 @@ class RestClient:
         await self._limiter.wait()
 
     def _endpoint(self, method: str, url: str | httpx.URL) -> str:
+        """`GET crm:/customers`: what errors name, built only when one is raised (it parses and redacts)."""
         return redact(f"{method} {self.api.name}:{httpx.URL(url).copy_with(query=None)}", self._secrets)
 
     async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
@@ -162,11 +166,10 @@ class RestClient:
         A request that is not `idempotent` (by default POST and PATCH) is sent again only when it surely
         never reached the API (429, no connection): a retried POST after a 502 could create a record twice.
         """
-        endpoint = self._endpoint(method, url)
-        self._check_origin(url, endpoint)
+        self._check_origin(method, url)
         safe = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
         for attempt in range(1, self.api.max_attempts + 1):
-            outcome, unsent = await self._send(method, url, endpoint, kwargs)
+            outcome, unsent = await self._send(method, url, kwargs)
             if isinstance(outcome, httpx.Response):
                 return outcome
             if attempt == self.api.max_attempts or not (safe or unsent):
@@ -177,33 +180,39 @@ class RestClient:
         raise AssertionError("unreachable")
 
     async def _send(
-        self, method: str, url: str, endpoint: str, kwargs: dict[str, Any]
+        self, method: str, url: str, kwargs: dict[str, Any]
     ) -> tuple[httpx.Response | RetriableError, bool]:
         """The response, or a retriable error and whether the request surely never reached the API."""
         failure = ""
         try:
             response = await self._http.request(method, url, auth=self._auth, **kwargs)
-            classify(response, endpoint, self._secrets)
+            if response.is_success:  # the common case pays for no label
+                return response, False
+            classify(response, self._endpoint(method, url), self._secrets)
             return response, False
         except RetriableError as ex:
             return ex, ex.status == 429
         except _DROPPED as ex:
-            error = RetriableError(endpoint, None, redact(f"{type(ex).__name__}: {ex}", self._secrets))
+            error = RetriableError(
+                self._endpoint(method, url), None, redact(f"{type(ex).__name__}: {ex}", self._secrets)
+            )
             return error, isinstance(ex, _NOT_SENT)
         except (httpx.HTTPError, httpx.InvalidURL) as ex:
             failure = redact(f"{type(ex).__name__}: {ex}", self._secrets)
         # Raised outside the `except`, so no chained httpx exception carries the URL (and a query secret).
-        raise SourceError(endpoint, None, failure)
+        raise SourceError(self._endpoint(method, url), None, failure)
 
-    def _check_origin(self, url: str, endpoint: str) -> None:
-        """A next URL from a response must not carry this API's credentials to another host."""
+    def _check_origin(self, method: str, url: str) -> None:
+        """A next URL from a response must not carry this API's credentials to another host.
+
+        A relative URL (a configured path) is on the API's host by construction; an absolute one is parsed once
+        per distinct origin prefix, not per request."""
+        if not url.startswith(("http://", "https://", "//")) or url.startswith(self._origin_prefix):
+            return
         target = httpx.URL(url)
-        if target.is_absolute_url and (target.scheme, target.host, target.port) != (
-            self._base.scheme,
-            self._base.host,
-            self._base.port,
-        ):
-            raise SourceError(endpoint, None, f"refusing to send {self.api.name}'s credentials to another host")
+        if (target.scheme, target.host, target.port) != (self._base.scheme, self._base.host, self._base.port):
+            message = f"refusing to send {self.api.name}'s credentials to another host"
+            raise SourceError(self._endpoint(method, url), None, message)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -231,8 +240,8 @@ class RestClient:
         first = PageRequest(request.url, dict(request.params))
         pages = 0
         while True:
-            response = await self.request("GET", _with_params(request))
-            records = extract_records(response, records_path, self._endpoint("GET", request.url))
+            response = await self._get_page(request)
+            records = extract_records(response, records_path, partial(self._endpoint, "GET", request.url))
             self._step(pager.update_state, response, records)
             pages += 1
             plan = pager.planned_pages(first) if pages == 1 else None
@@ -269,43 +278,56 @@ class RestClient:
         """The planned pages in order, with `concurrency` requests in flight all along (see `fetch_in_order`)."""
 
         async def fetch(page: PageRequest) -> list[dict[str, Any]]:
-            response = await self.request("GET", _with_params(page))
-            return extract_records(response, records_path, self._endpoint("GET", page.url))
+            response = await self._get_page(page)
+            return extract_records(response, records_path, partial(self._endpoint, "GET", page.url))
 
         return fetch_in_order(plan, fetch, concurrency)
 
-
-def _with_params(page: PageRequest) -> str:
-    # httpx 0.28 replaces a URL's query by `params=` (even `{}`): merge, so a next URL keeps its own query.
-    return str(httpx.URL(page.url).copy_merge_params(page.params)) if page.params else page.url
+    def _get_page(self, page: PageRequest) -> Awaitable[httpx.Response]:
+        # httpx 0.28 replaces a URL's query by `params=` (even `{}`): a URL with a query of its own (a next link)
+        # gets the page's parameters merged into it; a plain path takes them as `params=` (no URL re-rendered).
+        if not page.params:
+            return self.request("GET", page.url)
+        if "?" in page.url:
+            return self.request("GET", str(httpx.URL(page.url).copy_merge_params(page.params)))
+        return self.request("GET", page.url, params=page.params)
 
 
 _ABSENT = object()
 
 
-def extract_records(response: httpx.Response, records_path: str | None, endpoint: str) -> list[dict[str, Any]]:
+def extract_records(
+    response: httpx.Response, records_path: str | None, endpoint: str | Callable[[], str]
+) -> list[dict[str, Any]]:
     """The list of records at `records_path` in the body; a single object counts as one record.
 
     `null` or `[]` there is an empty page. A body without the path at all is an error: it is far more often
     a mistyped `records_path` than an API that leaves the key out, and read as empty it would give an
-    extract that succeeds with nothing (and a full-refresh load that expires everything).
+    extract that succeeds with nothing (and a full-refresh load that expires everything). `endpoint` names the
+    request in errors (a callable builds that name only when one is raised).
     """
     try:
-        body = response.json()
+        body = body_of(response)
     except ValueError as ex:
-        raise SourceError(endpoint, response.status_code, "the body is not JSON") from ex
+        raise SourceError(_named(endpoint), response.status_code, "the body is not JSON") from ex
     records = get_path(body, records_path, _ABSENT)
+    if type(records) is list:  # the common case first
+        return records
     if records is _ABSENT:
-        raise SourceError(
-            endpoint, response.status_code, f"records_path {records_path!r} is not in the body" + _keys_hint(body)
-        )
+        message = f"records_path {records_path!r} is not in the body" + _keys_hint(body)
+        raise SourceError(_named(endpoint), response.status_code, message)
     if records is None:
         return []
     if isinstance(records, dict):
         return [records]
     if not isinstance(records, list):
-        raise SourceError(endpoint, response.status_code, f"{records_path or 'the body'} is not a list of records")
+        message = f"{records_path or 'the body'} is not a list of records"
+        raise SourceError(_named(endpoint), response.status_code, message)
     return records
+
+
+def _named(endpoint: str | Callable[[], str]) -> str:
+    return endpoint if isinstance(endpoint, str) else endpoint()
 
 
 def _keys_hint(body: Any, limit: int = 10) -> str:

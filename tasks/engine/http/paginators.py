@@ -20,6 +20,24 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 
+_BODY = "restful_etl.body"  # where a response's parsed JSON body is kept, so that nothing parses it twice
+
+
+def body_of(response: httpx.Response) -> Any:
+    """The response's JSON body, parsed once (by the client or the first paginator step that reads it)."""
+    try:
+        return response.extensions[_BODY]
+    except KeyError:
+        body = response.extensions[_BODY] = response.json()
+        return body
+
+
+def _header_int(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    if value is None or not value.strip():
+        return None
+    return _as_int(value.strip(), f"header {name}")
+
 
 @dataclass
 class PageRequest:
@@ -104,6 +122,9 @@ class _NumberedPaginator(BasePaginator):
     """
 
     total_path: str | None = Field(default=None, description="Where the body gives the total record count.")
+    total_header: str | None = Field(
+        default=None, description="A response header giving the total record count (`X-Total-Count`)."
+    )
     has_more_path: str | None = Field(default=None, description="Where the body says whether more pages follow.")
     concurrent: bool = Field(
         default=False, description="Once page one gives the total, fetch the other pages concurrently."
@@ -115,7 +136,11 @@ class _NumberedPaginator(BasePaginator):
     @model_validator(mode="after")
     def _concurrent_needs_total(self) -> Self:
         if self.concurrent and not self._can_plan():
-            raise ValueError("concurrent paging needs the total and the page size: set total_path and the size")
+            raise ValueError(
+                "concurrent paging needs the total and the page size: set total_path (or total_header) and the size"
+            )
+        if self.total_path is not None and self.total_header is not None:
+            raise ValueError("give the total in the body (total_path) or in a header (total_header), not both")
         return self
 
     def _can_plan(self) -> bool:
@@ -137,8 +162,8 @@ class _NumberedPaginator(BasePaginator):
             raise PaginationError(f"loop detected: {type(self).__name__} got the same page twice")
         self._previous = records
         self._fetched += len(records)
-        body = response.json() if self._reads_body() else None
-        self._read_totals(body)
+        body = body_of(response) if self._reads_body() else None
+        self._read_totals(body, response)
         more = self._more_by_total()
         size = self._page_size()
         if not records:
@@ -153,9 +178,13 @@ class _NumberedPaginator(BasePaginator):
     def _reads_body(self) -> bool:
         return self.total_path is not None or self.has_more_path is not None
 
-    def _read_totals(self, body: Any) -> None:
-        if self.total_path is not None and self._total is None:
+    def _read_totals(self, body: Any, response: httpx.Response) -> None:
+        if self._total is not None:
+            return
+        if self.total_path is not None:
             self._total = _as_int(get_path(body, self.total_path), self.total_path)
+        elif self.total_header is not None:
+            self._total = _header_int(response, self.total_header)
 
 
 def _as_int(value: Any, path: str) -> int | None:
@@ -174,20 +203,34 @@ class PageNumberPaginator(_NumberedPaginator):
     {"data": [{"id": 101}, ...], "page": 2, "total": 1234, "total_pages": 13}
     ```
     handled by `{"type": "page_number", "page_size": 100, "total_path": "total"}` (or `total_pages_path`);
-    add `"concurrent": true` to fetch pages 2..13 at once after page 1.
+    add `"concurrent": true` to fetch pages 2..13 at once after page 1. The total may come in a header
+    instead (`X-Total-Count: 1234`: `total_header`; `X-Total-Pages: 13`: `total_pages_header`), or the last
+    page in a `Link` header (`<...?page=13>; rel="last"`: `last_link_rel: "last"`).
     """
 
     type: Literal["page_number"] = "page_number"
-    page_param: str = "page"
-    size_param: str | None = "per_page"
-    page_size: int = Field(default=100, ge=1)
-    first_page: int = 1
+    page_param: str = Field(default="page", description="Query parameter carrying the page number.")
+    size_param: str | None = Field(
+        default="per_page", description="Query parameter carrying the page size; null: the server picks it."
+    )
+    page_size: int = Field(default=100, ge=1, description="Records per page, sent as `size_param`.")
+    first_page: int = Field(default=1, description="The number of the first page (0 or 1).")
     total_pages_path: str | None = Field(default=None, description="Where the body gives the page count.")
+    total_pages_header: str | None = Field(
+        default=None, description="A response header giving the page count (`X-Total-Pages`)."
+    )
+    last_link_rel: str | None = Field(
+        default=None,
+        description='The `Link` header relation naming the last page (`"last"`); its `page_param` is the last page.',
+    )
     _page: int = PrivateAttr(default=1)
     _last_page: int | None = PrivateAttr(default=None)
 
     def _can_plan(self) -> bool:
-        return self.total_pages_path is not None or (self.total_path is not None and self.size_param is not None)
+        by_count = self.total_pages_path is not None or self.total_pages_header is not None
+        by_link = self.last_link_rel is not None
+        by_total = (self.total_path is not None or self.total_header is not None) and self.size_param is not None
+        return by_count or by_link or by_total
 
     def _page_size(self) -> int | None:
         return self.page_size if self.size_param else None
@@ -195,12 +238,21 @@ class PageNumberPaginator(_NumberedPaginator):
     def _reads_body(self) -> bool:
         return super()._reads_body() or self.total_pages_path is not None
 
-    def _read_totals(self, body: Any) -> None:
-        super()._read_totals(body)
-        if self.total_pages_path is not None and self._last_page is None:
+    def _read_totals(self, body: Any, response: httpx.Response) -> None:
+        super()._read_totals(body, response)
+        if self._last_page is not None:
+            return
+        pages = None
+        if self.total_pages_path is not None:
             pages = _as_int(get_path(body, self.total_pages_path), self.total_pages_path)
-            self._last_page = None if pages is None else self.first_page + pages - 1
-        elif self._last_page is None and self._total is not None and self.size_param:
+        elif self.total_pages_header is not None:
+            pages = _header_int(response, self.total_pages_header)
+        elif self.last_link_rel is not None:
+            self._last_page = _linked_page(response, self.last_link_rel, self.page_param)
+            return
+        if pages is not None:
+            self._last_page = self.first_page + pages - 1
+        elif self._total is not None and self.size_param:
             self._last_page = self.first_page + math.ceil(self._total / self.page_size) - 1
 
     def _more_by_total(self) -> bool | None:
@@ -229,25 +281,35 @@ class PageNumberPaginator(_NumberedPaginator):
         return PagePlan(first, self.page_param, range(self._page + 1, self._last_page + 1))
 
 
+def _linked_page(response: httpx.Response, rel: str, page_param: str) -> int | None:
+    """The page number in the `Link` header's `rel` URL (`<https://api.example.com/items?page=13>; rel="last"`)."""
+    link = response.links.get(rel)
+    if not link or not link.get("url"):
+        return None
+    value = httpx.URL(link["url"]).params.get(page_param)
+    return None if value is None else _as_int(value, f'the Link rel="{rel}" {page_param}')
+
+
 class OffsetPaginator(_NumberedPaginator):
     """Offset and limit: `GET /invoices?offset=200&limit=100` answered by
 
     ```json
     {"items": [{"id": 201}, ...], "count": 1234}
     ```
-    handled by `{"type": "offset", "limit": 100, "total_path": "count"}`; without `total_path` it stops on
-    an empty or short page. `total_path` is the collection's size, so offsets run up to it.
+    handled by `{"type": "offset", "limit": 100, "total_path": "count"}` (or `"total_header": "X-Total-Count"`);
+    without a total it stops on an empty or short page. The total is the collection's size, so offsets run up
+    to it.
     """
 
     type: Literal["offset"] = "offset"
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    limit: int = Field(default=100, ge=1)
-    initial_offset: int = Field(default=0, ge=0)
+    offset_param: str = Field(default="offset", description="Query parameter carrying the offset.")
+    limit_param: str = Field(default="limit", description="Query parameter carrying the page size.")
+    limit: int = Field(default=100, ge=1, description="Records per page, sent as `limit_param`.")
+    initial_offset: int = Field(default=0, ge=0, description="The offset of the first page.")
     _offset: int = PrivateAttr(default=0)
 
     def _can_plan(self) -> bool:
-        return self.total_path is not None
+        return self.total_path is not None or self.total_header is not None
 
     def _page_size(self) -> int | None:
         return self.limit
@@ -299,7 +361,7 @@ class _ReferencePaginator(BasePaginator):
 
 
 class _CursorParam(_ReferencePaginator):
-    cursor_param: str = "cursor"
+    cursor_param: str = Field(default="cursor", description="Query parameter the cursor is sent back as.")
 
     def _apply(self, request: PageRequest, reference: str) -> None:
         request.params[self.cursor_param] = reference
@@ -332,10 +394,10 @@ class CursorPaginator(_CursorParam):
     """
 
     type: Literal["cursor"] = "cursor"
-    cursor_path: str = "next_cursor"
+    cursor_path: str = Field(default="next_cursor", description="Where the body gives the next cursor.")
 
     def _find_next(self, response: httpx.Response) -> str | None:
-        return get_path(response.json(), self.cursor_path)
+        return get_path(body_of(response), self.cursor_path)
 
 
 class NextUrlPaginator(_NextUrl):
@@ -348,20 +410,88 @@ class NextUrlPaginator(_NextUrl):
     """
 
     type: Literal["next_url"] = "next_url"
-    next_url_path: str = "next"
+    next_url_path: str = Field(default="next", description="Where the body gives the next page's URL.")
 
     def _find_next(self, response: httpx.Response) -> str | None:
-        return _absolute(response, get_path(response.json(), self.next_url_path))
+        return _absolute(response, get_path(body_of(response), self.next_url_path))
 
 
 class HeaderLinkPaginator(_NextUrl):
     """RFC 8288 `Link` header: `Link: <https://api.example.com/customers?page=3>; rel="next"`.
 
-    Handled by `"header_link"` (or `{"type": "header_link", "rel": "next"}`).
+    Handled by `"header_link"` (or `{"type": "header_link", "rel": "next"}`), following each next link.
+    With `page_param` (and `size_param`, `page_size`) the first request asks for a page and its size, and with
+    `"concurrent": true` and the last page known from page one (a `Link` `rel="last"` URL, `X-Total-Pages`, or
+    `X-Total-Count` over the page size) the other pages are fetched concurrently by number:
+    ```
+    GET /customers?_page=1&_limit=50
+    200 Link: <http://api/customers?_page=2&_limit=50>; rel="next",
+              <http://api/customers?_page=40&_limit=50>; rel="last"
+        X-Total-Count: 1990
+    ```
+    `{"type": "header_link", "page_param": "_page", "size_param": "_limit", "page_size": 50,
+      "total_header": "X-Total-Count", "concurrent": true}`.
     """
 
     type: Literal["header_link"] = "header_link"
-    rel: str = "next"
+    rel: str = Field(default="next", description="The `Link` relation of the next page.")
+    page_param: str | None = Field(
+        default=None, description="Query parameter carrying the page number: sent on page one, planned by it."
+    )
+    first_page: int = Field(default=1, description="The number of the first page (0 or 1).")
+    size_param: str | None = Field(default=None, description="Query parameter carrying the page size.")
+    page_size: int | None = Field(default=None, ge=1, description="Records per page, sent as `size_param`.")
+    last_rel: str = Field(default="last", description="The `Link` relation of the last page, read when planning.")
+    total_header: str | None = Field(
+        default=None, description="A response header giving the total record count (`X-Total-Count`)."
+    )
+    total_pages_header: str | None = Field(
+        default=None, description="A response header giving the page count (`X-Total-Pages`)."
+    )
+    concurrent: bool = Field(
+        default=False, description="Once page one tells the last page, fetch the other pages concurrently."
+    )
+    _last_page: int | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _sizes_together(self) -> Self:
+        if (self.size_param is None) != (self.page_size is None):
+            raise ValueError("size_param and page_size go together: the size is sent as that parameter")
+        if self.concurrent and self.page_param is None:
+            raise ValueError("concurrent Link paging plans pages by number: set page_param")
+        return self
+
+    def _reset(self) -> Self:
+        self._last_page = None
+        return super()._reset()
+
+    def init_request(self, request: PageRequest) -> None:
+        if self.page_param is not None:
+            request.params[self.page_param] = self.first_page
+        if self.size_param is not None:
+            request.params[self.size_param] = self.page_size
+
+    def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
+        super().update_state(response, records)
+        if self.concurrent and self._last_page is None:
+            self._last_page = self._last_from(response)
+
+    def _last_from(self, response: httpx.Response) -> int | None:
+        assert self.page_param is not None
+        linked = _linked_page(response, self.last_rel, self.page_param)
+        if linked is not None:
+            return linked
+        pages = None if self.total_pages_header is None else _header_int(response, self.total_pages_header)
+        if pages is None and self.total_header is not None and self.page_size:
+            total = _header_int(response, self.total_header)
+            pages = None if total is None else math.ceil(total / self.page_size)
+        return None if pages is None else self.first_page + pages - 1
+
+    def planned_pages(self, first: PageRequest) -> PagePlan | None:
+        # The last page decides, not the next link: an API with a total may send no Link header at all.
+        if not (self.concurrent and self._last_page is not None and self.page_param):
+            return None
+        return PagePlan(first, self.page_param, range(self.first_page + 1, self._last_page + 1))
 
     def _find_next(self, response: httpx.Response) -> str | None:
         link = response.links.get(self.rel)
@@ -375,7 +505,7 @@ class HeaderCursorPaginator(_CursorParam):
     """
 
     type: Literal["header_cursor"] = "header_cursor"
-    cursor_header: str = "X-Next-Cursor"
+    cursor_header: str = Field(default="X-Next-Cursor", description="The response header giving the next cursor.")
 
     def _find_next(self, response: httpx.Response) -> str | None:
         return response.headers.get(self.cursor_header)

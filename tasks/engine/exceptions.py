@@ -38,7 +38,12 @@ class RetriableError(SourceError):
 
 
 class PaginationError(EtlError):
-    """A paginator would loop forever or went past its page limit."""
+    """A paginator would loop forever, went past its page limit, or was given a page that contradicts the stream."""
+
+
+class SourceChanged(PaginationError):
+    """The source was written while its pages were read (its announced total changed, a record came twice):
+    records may have moved between pages unread. An extract reads the stream again; see `ExtractJob.passes`."""
 
 
 class DestinationError(SourceError):

@@ -241,14 +241,16 @@ class RestClient:
         pages = 0
         while True:
             response = await self._get_page(request)
-            records = extract_records(response, records_path, partial(self._endpoint, "GET", request.url))
-            self._step(pager.update_state, response, records)
+            endpoint = partial(self._endpoint, "GET", request.url)
             pages += 1
+            one_object = pager.one_object_is_a_record
+            records = extract_records(response, records_path, endpoint, single_object=one_object, page=pages)
+            self._step(endpoint, pages, pager.update_state, response, records)
             plan = pager.planned_pages(first) if pages == 1 else None
             if plan is not None:
                 self._check_max_pages(pager, 1 + len(plan), path)
                 yield records
-                planned = self._fetch_planned(plan, records_path, concurrency or self.api.concurrency)
+                planned = self._fetch_planned(pager, plan, records_path, concurrency or self.api.concurrency)
                 async with aclosing(planned):  # a consumer that stops early cancels the pages in flight
                     async for page in planned:
                         yield page
@@ -257,29 +259,35 @@ class RestClient:
             if not pager.has_next:
                 return
             self._check_max_pages(pager, pages + 1, path)
-            self._step(pager.update_request, request)
+            self._step(endpoint, pages, pager.update_request, request)
 
-    def _step(self, method: Callable[..., None], *args: Any) -> None:
-        """Run one paginator step; its error may quote a next URL, so it is redacted (and not chained)."""
+    def _step(self, endpoint: Callable[[], str], page: int | None, method: Callable[..., None], *args: Any) -> None:
+        """Run one paginator step; its error names the endpoint and the page, and may quote a next URL, so it
+        is redacted (and not chained). `SourceChanged` stays itself: an extract reads the stream again."""
         try:
             method(*args)
             return
         except PaginationError as ex:
-            message = redact(str(ex), self._secrets)
-        raise PaginationError(message)
+            where = endpoint() if page is None else f"{endpoint()} (page {page} of the stream)"
+            kind, message = type(ex), redact(f"{where}: {ex}", self._secrets)
+        raise kind(message)
 
     def _check_max_pages(self, pager: BasePaginator, pages: int, path: str) -> None:
         if pager.max_pages is not None and pages > pager.max_pages:
             raise PaginationError(f"{self._endpoint('GET', path)}: more than max_pages={pager.max_pages} pages")
 
     def _fetch_planned(
-        self, plan: PagePlan, records_path: str | None, concurrency: int
+        self, pager: BasePaginator, plan: PagePlan, records_path: str | None, concurrency: int
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """The planned pages in order, with `concurrency` requests in flight all along (see `fetch_in_order`)."""
+        """The planned pages in order, with `concurrency` requests in flight all along (see `fetch_in_order`);
+        each is checked against what page one announced."""
 
         async def fetch(page: PageRequest) -> list[dict[str, Any]]:
             response = await self._get_page(page)
-            return extract_records(response, records_path, partial(self._endpoint, "GET", page.url))
+            endpoint = partial(self._endpoint, "GET", page.url)
+            records = extract_records(response, records_path, endpoint, single_object=False)
+            self._step(endpoint, None, pager.check_planned, page, response, records)
+            return records
 
         return fetch_in_order(plan, fetch, concurrency)
 
@@ -297,33 +305,41 @@ _ABSENT = object()
 
 
 def extract_records(
-    response: httpx.Response, records_path: str | None, endpoint: str | Callable[[], str]
+    response: httpx.Response,
+    records_path: str | None,
+    endpoint: str | Callable[[], str],
+    *,
+    single_object: bool = True,
+    page: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The list of records at `records_path` in the body; a single object counts as one record.
+    """The list of records at `records_path` in the body; a single object counts as one record where
+    `single_object` (an endpoint that answers one object), and is an error in a stream of pages.
 
     `null` or `[]` there is an empty page. A body without the path at all is an error: it is far more often
     a mistyped `records_path` than an API that leaves the key out, and read as empty it would give an
     extract that succeeds with nothing (and a full-refresh load that expires everything). `endpoint` names the
-    request in errors (a callable builds that name only when one is raised).
+    request in errors (a callable builds that name only when one is raised), and so does `page`, the page's
+    place in its stream.
     """
+    on_page = "" if page is None else f" (page {page} of the stream)"
     try:
         body = body_of(response)
     except ValueError as ex:
-        raise SourceError(_named(endpoint), response.status_code, "the body is not JSON") from ex
+        raise SourceError(_named(endpoint), response.status_code, "the body is not JSON" + on_page) from ex
     records = get_path(body, records_path, _ABSENT)
     if type(records) is list:  # the common case first
         return records
     if records is _ABSENT:
-        message = f"records_path {records_path!r} is not in the body" + _keys_hint(body)
+        message = f"records_path {records_path!r} is not in the body" + _keys_hint(body) + on_page
         raise SourceError(_named(endpoint), response.status_code, message)
     if records is None:
         return []
-    if isinstance(records, dict):
+    where = records_path or "the body"
+    if isinstance(records, dict) and single_object:
         return [records]
-    if not isinstance(records, list):
-        message = f"{records_path or 'the body'} is not a list of records"
-        raise SourceError(_named(endpoint), response.status_code, message)
-    return records
+    message = f"{where} is an object, not a page's list of records" if isinstance(records, dict) else ""
+    message = message or f"{where} is not a list of records"
+    raise SourceError(_named(endpoint), response.status_code, message + on_page)
 
 
 def _named(endpoint: str | Callable[[], str]) -> str:

@@ -12,24 +12,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
-from prefect_restful_etl.tasks.engine.exceptions import PaginationError
+from prefect_restful_etl.tasks.engine.exceptions import PaginationError, SourceChanged
+from prefect_restful_etl.tasks.engine.http.body import json_body
 from prefect_restful_etl.tasks.engine.http.paths import get_path
-
-_BODY = "restful_etl.body"  # where a response's parsed JSON body is kept, so that nothing parses it twice
 
 
 def body_of(response: httpx.Response) -> Any:
-    """The response's JSON body, parsed once (by the client or the first paginator step that reads it)."""
-    try:
-        return response.extensions[_BODY]
-    except KeyError:
-        body = response.extensions[_BODY] = response.json()
-        return body
+    """The response's JSON body, parsed once (by the client or the first paginator step that reads it);
+    `http/body.py` says how values no stage can hold (NaN, 1e400, a lone surrogate, deep nesting) come out."""
+    return json_body(response)
 
 
 def _header_int(response: httpx.Response, name: str) -> int | None:
@@ -67,6 +63,9 @@ class BasePaginator(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_pages: int | None = Field(default=None, ge=1, description="Stop with an error past this many pages.")
+    # Whether an object where the records list belongs is one record (an endpoint that answers one object);
+    # in a stream of pages it contradicts the stream, an error rather than a page of one.
+    one_object_is_a_record: ClassVar[bool] = False
     _has_next: bool = PrivateAttr(default=True)
     _seen: set[Any] = PrivateAttr(default_factory=set)
 
@@ -95,6 +94,9 @@ class BasePaginator(BaseModel):
         """After the first page: every remaining request, if this style may fetch them concurrently."""
         return None
 
+    def check_planned(self, request: PageRequest, response: httpx.Response, records: list[dict[str, Any]]) -> None:
+        """A planned page, fetched concurrently: raise if it contradicts what page one announced."""
+
     def _guard(self, token: Any) -> None:
         """Every style passes its next token or URL here, so no style can spin forever."""
         if token in self._seen:
@@ -106,6 +108,7 @@ class SinglePagePaginator(BasePaginator):
     """The endpoint returns everything at once: `[{"id": 1}, {"id": 2}]`."""
 
     type: Literal["single_page"] = "single_page"
+    one_object_is_a_record: ClassVar[bool] = True
 
     def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
         self._has_next = False
@@ -119,6 +122,11 @@ class _NumberedPaginator(BasePaginator):
 
     Stops on an empty page; else on `has_more_path` when given; else past the total when it is given; else
     on a short page (only when the size is sent, since otherwise the server picks the size).
+
+    A page that contradicts the stream fails it (`PaginationError`, naming the page) rather than ending it:
+    an empty page, or one shorter than the page size, while the total or `has_more` says more follow; a
+    stream that ends with another count than its total. A total that changes between pages means the
+    source was written while it was read: `SourceChanged`, which an extract answers by reading again.
     """
 
     total_path: str | None = Field(default=None, description="Where the body gives the total record count.")
@@ -164,27 +172,69 @@ class _NumberedPaginator(BasePaginator):
         self._fetched += len(records)
         body = body_of(response) if self._reads_body() else None
         self._read_totals(body, response)
-        more = self._more_by_total()
+        more = bool(get_path(body, self.has_more_path)) if self.has_more_path is not None else self._more_by_total()
         size = self._page_size()
+        if more and (not records or (size is not None and len(records) < size)):
+            raise PaginationError(
+                f"{self._where()} has {len(records)} records of the {size or 'some'} asked for, yet the stream says"
+                " more follow (an API that serves fewer per page than asked needs the page size lowered to its maximum)"
+            )
         if not records:
             self._has_next = False
-        elif self.has_more_path is not None:
-            self._has_next = bool(get_path(body, self.has_more_path))
         elif more is not None:
             self._has_next = more
         elif size is not None:
             self._has_next = len(records) >= size
+        if not self._has_next:
+            self._check_count()
+
+    def check_planned(self, request: PageRequest, response: httpx.Response, records: list[dict[str, Any]]) -> None:
+        self._same_total(body_of(response) if self.total_path is not None else None, response)
+        expected = self._expected(request)
+        if expected is not None and len(records) != expected:
+            where = self._where(request)
+            raise PaginationError(
+                f"{where} has {len(records)} records where the total of {self._total} puts {expected}"
+            )
+
+    def _expected(self, request: PageRequest) -> int | None:
+        """How many records a planned page holds by page one's total (None: the style cannot tell)."""
+        raise NotImplementedError
+
+    def _where(self, request: PageRequest | None = None) -> str:
+        """The page, as its request names it: `page 3`, `offset 600`."""
+        raise NotImplementedError
+
+    def _check_count(self) -> None:
+        expected = None if self._total is None else self._total - self._skipped()
+        if expected is not None and self._fetched != expected:
+            raise PaginationError(f"the stream ended after {self._fetched} records, yet its total was {expected}")
+
+    def _skipped(self) -> int:
+        return 0
 
     def _reads_body(self) -> bool:
         return self.total_path is not None or self.has_more_path is not None
 
     def _read_totals(self, body: Any, response: httpx.Response) -> None:
         if self._total is not None:
-            return
-        if self.total_path is not None:
+            self._same_total(body, response)
+        elif self.total_path is not None:
             self._total = _as_int(get_path(body, self.total_path), self.total_path)
         elif self.total_header is not None:
             self._total = _header_int(response, self.total_header)
+
+    def _same_total(self, body: Any, response: httpx.Response) -> None:
+        if self._total is None:
+            return
+        if self.total_path is not None:
+            total = _as_int(get_path(body, self.total_path), self.total_path)
+        elif self.total_header is not None:
+            total = _header_int(response, self.total_header)
+        else:
+            return
+        if total is not None and total != self._total:
+            raise SourceChanged(f"the total went from {self._total} to {total} while the pages were read")
 
 
 def _as_int(value: Any, path: str) -> int | None:
@@ -280,6 +330,15 @@ class PageNumberPaginator(_NumberedPaginator):
             return None
         return PagePlan(first, self.page_param, range(self._page + 1, self._last_page + 1))
 
+    def _where(self, request: PageRequest | None = None) -> str:
+        return f"page {self._page if request is None else request.params[self.page_param]}"
+
+    def _expected(self, request: PageRequest) -> int | None:
+        number = request.params[self.page_param]
+        if self._total is not None and self.size_param:
+            return max(0, min(self.page_size, self._total - (number - self.first_page) * self.page_size))
+        return self.page_size if self.size_param and number != self._last_page else None
+
 
 def _linked_page(response: httpx.Response, rel: str, page_param: str) -> int | None:
     """The page number in the `Link` header's `rel` URL (`<https://api.example.com/items?page=13>; rel="last"`)."""
@@ -331,6 +390,16 @@ class OffsetPaginator(_NumberedPaginator):
         if not (self.concurrent and self._has_next and self._total is not None):
             return None
         return PagePlan(first, self.offset_param, range(self._offset + self.limit, self._total, self.limit))
+
+    def _where(self, request: PageRequest | None = None) -> str:
+        return f"offset {self._offset if request is None else request.params[self.offset_param]}"
+
+    def _expected(self, request: PageRequest) -> int | None:
+        assert self._total is not None, "planned only once page one gave the total"
+        return max(0, min(self.limit, self._total - request.params[self.offset_param]))
+
+    def _skipped(self) -> int:
+        return min(self.initial_offset, self._total or 0)
 
 
 class _ReferencePaginator(BasePaginator):

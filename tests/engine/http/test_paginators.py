@@ -11,7 +11,7 @@ import pytest
 import respx
 from pydantic import TypeAdapter, ValidationError
 
-from prefect_restful_etl.tasks.engine.exceptions import PaginationError
+from prefect_restful_etl.tasks.engine.exceptions import PaginationError, SourceChanged, SourceError
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paginators import (
@@ -81,9 +81,9 @@ STYLES = [
     ),
     pytest.param(
         {"type": "page_number", "page_size": 2, "has_more_path": "has_more", "size_param": "limit"},
-        [page({"data": rows(1), "has_more": True}), page({"data": rows(2, 3), "has_more": False})],
+        [page({"data": rows(1, 2), "has_more": True}), page({"data": rows(3, 4), "has_more": False})],
         ["/api/customers?page=1&limit=2", "/api/customers?page=2&limit=2"],
-        id="page_number-has-more-beats-short-page",
+        id="page_number-has-more-false-stops-a-full-page",
     ),
     pytest.param(
         {"type": "page_number", "size_param": None},
@@ -255,6 +255,100 @@ LOOPS = [
 async def test_no_style_can_page_forever(paginator: Any, script: list[Any], message: str) -> None:
     with pytest.raises(PaginationError, match=message):
         await run(paginator, script, records_path="data")
+
+
+CONTRADICTIONS = [
+    pytest.param(
+        {"type": "page_number", "page_size": 2, "total_path": "total"},
+        [page({"data": rows(1, 2), "total": 6}), page({"data": [], "total": 6})],
+        r"GET crm:/customers \(page 2 of the stream\): page 2 has 0 records of the 2 asked for, yet the stream says",
+        id="empty-page-mid-stream",
+    ),
+    pytest.param(
+        {"type": "page_number", "page_size": 2, "total_path": "total"},
+        [page({"data": rows(1, 2), "total": 6}), page({"data": None, "total": 6})],
+        "page 2 has 0 records",
+        id="null-page-mid-stream",
+    ),
+    pytest.param(
+        {"type": "offset", "limit": 2, "total_path": "total"},
+        [page({"data": rows(1, 2), "total": 6}), page({"data": rows(3), "total": 6})],
+        "offset 2 has 1 records of the 2 asked for",
+        id="short-page-before-the-last",
+    ),
+    pytest.param(
+        {"type": "page_number", "page_size": 2, "has_more_path": "more"},
+        [page({"data": rows(1), "more": True})],
+        "page 1 has 1 records of the 2 asked for, yet the stream says more follow",
+        id="short-page-with-has-more",
+    ),
+    pytest.param(
+        {"type": "page_number", "page_size": 2, "total_pages_path": "pages", "total_path": "total"},
+        [page({"data": rows(1, 2), "pages": 2, "total": 5}), page({"data": rows(3, 4), "pages": 2, "total": 5})],
+        "the stream ended after 4 records, yet its total was 5",
+        id="count-below-the-total",
+    ),
+]
+
+
+@pytest.mark.parametrize("paginator,script,message", CONTRADICTIONS)
+async def test_a_page_that_contradicts_the_stream_fails_it(paginator: Any, script: list[Any], message: str) -> None:
+    with pytest.raises(PaginationError, match=message) as caught:
+        await run(paginator, script, records_path="data")
+    assert not isinstance(caught.value, SourceChanged)
+
+
+async def test_an_object_where_the_records_list_belongs_fails_the_stream() -> None:
+    script = [page({"data": rows(1, 2), "total": 6}), page({"data": {"error": "busy"}, "total": 6})]
+    with pytest.raises(SourceError, match=r"data is an object, not a page's list of records \(page 2 of the stream\)"):
+        await run({"type": "page_number", "page_size": 2, "total_path": "total"}, script, records_path="data")
+
+
+async def test_a_single_page_endpoint_may_answer_one_object() -> None:
+    pages, _ = await run("single_page", [page({"id": 7})])
+    assert pages == [[{"id": 7}]]
+
+
+async def test_a_total_that_changes_between_pages_says_the_source_changed() -> None:
+    script = [page({"data": rows(1, 2), "total": 6}), page({"data": rows(3, 4), "total": 5})]
+    with pytest.raises(SourceChanged, match=r"page 2 of the stream\): the total went from 6 to 5"):
+        await run({"type": "page_number", "page_size": 2, "total_path": "total"}, script, records_path="data")
+
+
+@pytest.mark.parametrize(
+    "paginator",
+    [
+        pytest.param({"type": "page_number", "page_size": 3, "total_path": "total", "concurrent": True}, id="page"),
+        pytest.param({"type": "offset", "limit": 3, "total_path": "total", "concurrent": True}, id="offset"),
+    ],
+)
+@pytest.mark.parametrize(
+    "break_page,expected",
+    [
+        pytest.param(
+            lambda body: {**body, "data": []}, (PaginationError, "has 0 records where the total of 31"), id="empty"
+        ),
+        pytest.param(lambda body: {**body, "data": body["data"][:1]}, (PaginationError, "has 1 records"), id="short"),
+        pytest.param(lambda body: {**body, "total": 30}, (SourceChanged, "the total went from 31 to 30"), id="total"),
+        pytest.param(lambda body: {**body, "data": None}, (PaginationError, "has 0 records"), id="null"),
+        pytest.param(lambda body: {**body, "data": {"id": 1}}, (SourceError, "is an object"), id="object"),
+    ],
+)
+async def test_a_planned_page_that_contradicts_page_one_fails_the_stream(
+    paginator: Any, break_page: Any, expected: tuple[type[Exception], str]
+) -> None:
+    api = PagedApi(total=31, size=3)
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        response = await api(request)
+        start = api.requested[-1]
+        return httpx.Response(200, json=break_page(response.json())) if start == 15 else response
+
+    with respx.mock:
+        respx.get(url__startswith=BASE).mock(side_effect=answer)
+        async with client_for(paginator, concurrency=3) as client:
+            with pytest.raises(expected[0], match=expected[1]):
+                [p async for p in client.paginate("/customers", records_path="data")]
 
 
 def test_fresh_copies_share_no_state() -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import select
 
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore, elapsed
-from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlErrorEvent, EtlJob, EtlWatermark
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlErrorEvent, EtlJob, EtlScreen, EtlWatermark
 
 STARTED = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -182,6 +186,155 @@ async def test_processes_opening_a_new_database_at_once_all_find_the_tables(audi
             *(store.add(EtlBatch(batch_id=f"b{i}", tenant_id="t", batch_type="bt")) for i, store in enumerate(stores))
         )
         assert sorted(b.batch_id for b in await stores[0].batches("t")) == ["b0", "b1", "b2", "b3"]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def busy_event_loop(workers: int = 4, slice_seconds: float = 0.005) -> AsyncIterator[None]:
+    """The event loop as twenty batches keep it: `workers` coroutines each hold it for 5 ms at a time (CPU
+    work between awaits: parsing pages, screening records), so every await of anyone else waits for them."""
+    stop = asyncio.Event()
+
+    async def work() -> None:
+        while not stop.is_set():
+            until = time.perf_counter() + slice_seconds
+            while time.perf_counter() < until:
+                pass
+            await asyncio.sleep(0)
+
+    workers_running = [asyncio.create_task(work()) for _ in range(workers)]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*workers_running)
+
+
+def screens(batch_type: str) -> list[EtlScreen]:
+    return [
+        EtlScreen(
+            batch_type=batch_type,
+            job="Shape",
+            name=name,
+            type="column",
+            severity=5,
+            action="reject",
+            processing_order=i,
+        )
+        for i, name in enumerate(["email present", "email format", "known country"])
+    ]
+
+
+async def one_batch(audit_url: str, number: int) -> None:
+    """What one batch writes to the audit database, in its order, with its own store (as each batch opens one)."""
+    batch_id, job_id, tenant_id = f"b{number}", f"j{number}", f"tenant-{number % 5}"
+    store = await AuditStore.open(audit_url)
+    try:
+        await store.merge(EtlBatch(batch_id=batch_id, tenant_id=tenant_id, batch_type="bt"))
+        await store.sync_screens("bt", screens("bt"))
+        await store.get_watermark(tenant_id, "bt", f"extract-{number}")
+        await store.merge(EtlJob(job_id=job_id, batch_id=batch_id, tenant_id=tenant_id, job="Shape", kind="transform"))
+        await store.add_error_events(
+            EtlErrorEvent(
+                batch_id=batch_id,
+                job_id=job_id,
+                tenant_id=tenant_id,
+                job="Shape",
+                screen="email format",
+                natural_key=str(key),
+                message="not an email",
+            )
+            for key in range(3)
+        )
+        await store.update_job(job_id, status="COMPLETED", ended_at=datetime.now(UTC), transformed=10, rejected=3)
+        await store.set_watermark(
+            EtlWatermark(
+                tenant_id=tenant_id, batch_type="bt", job=f"extract-{number}", cursor_field="id", value=str(number)
+            )
+        )
+        await store.update_batch(batch_id, status="COMPLETED", ended_at=datetime.now(UTC), rejected=3)
+    finally:
+        await store.close()
+
+
+async def test_twenty_batches_on_a_busy_event_loop_all_write_their_audit_rows(audit_url: str) -> None:
+    """Twenty batches of one batch type in one process start together on a new audit database while the event
+    loop is busy in 5 ms slices: every store opens it, and every row of every batch is written."""
+    async with busy_event_loop():
+        outcomes = await asyncio.gather(*(one_batch(audit_url, n) for n in range(20)), return_exceptions=True)
+    assert [repr(outcome) for outcome in outcomes if outcome is not None] == []
+
+    store = await AuditStore.open(audit_url)
+    try:
+        for n in range(20):
+            batch = await store.get_batch(f"b{n}")
+            assert batch is not None and (batch.status, batch.rejected) == ("COMPLETED", 3)
+            assert [(job.status, job.transformed) for job in await store.jobs(f"b{n}")] == [("COMPLETED", 10)]
+            assert len(await store.error_events(f"b{n}")) == 3
+            watermark = await store.get_watermark(f"tenant-{n % 5}", "bt", f"extract-{n}")
+            assert watermark is not None and watermark.value == str(n)
+        assert await screen_rows(store, "bt") == [
+            ("Shape", name, 5) for name in ("email present", "email format", "known country")
+        ]
+    finally:
+        await store.close()
+
+
+async def screen_rows(store: AuditStore, batch_type: str) -> list[tuple[str, str, int]]:
+    async with store.session() as session:
+        rows = (await session.exec(select(EtlScreen).where(EtlScreen.batch_type == batch_type))).all()
+    return [(row.job, row.name, row.severity) for row in sorted(rows, key=lambda row: row.processing_order)]
+
+
+async def test_batches_of_one_batch_type_starting_together_sync_one_screen_dimension(audit_url: str) -> None:
+    """Every batch syncs its batch type's screen dimension as it starts; eight at once each find it missing and
+    write it: none fails on the unique (batch type, job, name), and the dimension holds each screen once."""
+    stores = [await AuditStore.open(audit_url) for _ in range(8)]
+    try:
+        outcomes = await asyncio.gather(
+            *(store.sync_screens("bt", screens("bt")) for store in stores), return_exceptions=True
+        )
+        assert [repr(outcome) for outcome in outcomes if outcome is not None] == []
+        assert await screen_rows(stores[0], "bt") == [
+            ("Shape", name, 5) for name in ("email present", "email format", "known country")
+        ]
+
+        changed = [screen.model_copy(update={"severity": 7}) for screen in screens("bt")[1:]]  # a screen dropped
+        await asyncio.gather(*(store.sync_screens("bt", changed) for store in stores))
+        assert await screen_rows(stores[0], "bt") == [("Shape", "email format", 7), ("Shape", "known country", 7)]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_watermark_written_by_batches_at_once_keeps_one_of_their_values(audit_url: str) -> None:
+    """Two writers of one watermark at once (a batch and its overlapping twin, or a retry): neither fails on the
+    primary key; the row holds one of the values, whole."""
+    stores = [await AuditStore.open(audit_url) for _ in range(6)]
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                store.set_watermark(
+                    EtlWatermark(
+                        tenant_id="t",
+                        batch_type="bt",
+                        job="extract",
+                        cursor_field="id",
+                        value=str(n),
+                        keys_at_value=[n],
+                        batch_id=f"b{n}",
+                    )
+                )
+                for n, store in enumerate(stores)
+            ),
+            return_exceptions=True,
+        )
+        assert [repr(outcome) for outcome in outcomes if outcome is not None] == []
+        watermark = await stores[0].get_watermark("t", "bt", "extract")
+        assert watermark is not None and watermark.value is not None
+        assert (watermark.keys_at_value, watermark.batch_id) == ([int(watermark.value)], f"b{watermark.value}")
     finally:
         for store in stores:
             await store.close()

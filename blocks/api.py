@@ -48,7 +48,8 @@ class RestApi(Block):
     base_url: HttpUrl = Field(description="Where the API's paths start (https://crm.example.com/api).")
     auth: AuthConfig = Field(
         default_factory=NoAuthConfig,
-        description="Auth style (none, bearer, api_key, basic, oauth2_client_credentials).",
+        description="Auth style (none, bearer, api_key, basic, oauth2_client_credentials, oauth2_refresh_token, "
+        "login, cookie).",
     )
     paginator: Paginator = Field(
         default_factory=SinglePagePaginator, description="Paging style of its list endpoints (page_number, cursor ...)."

@@ -21,10 +21,12 @@ class Credentials(BaseModel):
     password: SecretStr | None = None
     client_id: str | None = None
     client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    cookie: SecretStr | None = None
 
     def secret_values(self) -> list[str]:
         """Every secret string held, for redaction of error messages."""
-        values = [self.token, self.api_key, self.password, self.client_secret]
+        values = [self.token, self.api_key, self.password, self.client_secret, self.refresh_token, self.cookie]
         return [v.get_secret_value() for v in values if v is not None]
 
 

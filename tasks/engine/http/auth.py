@@ -5,20 +5,24 @@ Configuration names the style (`{"type": "bearer"}`); the secret comes from the 
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import threading
-import time
-import weakref
-from collections.abc import AsyncGenerator, Callable, Generator
+import re
+from collections.abc import Generator
 from typing import Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.exceptions import ConfigError, RetriableError, SourceError
-from prefect_restful_etl.tasks.engine.redaction import redact_excerpt
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.http.tokens import (
+    LoginAuth,
+    OAuth2ClientCredentials,
+    OAuth2RefreshToken,
+    TokenAuth,
+)
+
+__all__ = ["AuthConfig", "LoginAuth", "OAuth2ClientCredentials", "OAuth2RefreshToken", "TokenAuth"]
 
 
 def _require(credentials: Credentials | None, field: str, api: str) -> Any:
@@ -37,7 +41,7 @@ class _AuthConfig(BaseModel):
 
 
 class NoAuthConfig(_AuthConfig):
-    """A public API."""
+    """A public API: no credentials. `"none"` (the default)."""
 
     type: Literal["none"] = "none"
 
@@ -46,7 +50,7 @@ class NoAuthConfig(_AuthConfig):
 
 
 class BearerAuthConfig(_AuthConfig):
-    """`Authorization: Bearer <credentials.token>`."""
+    """`Authorization: Bearer <credentials.token>`: `"bearer"`, with credentials `{"token": "..."}`."""
 
     type: Literal["bearer"] = "bearer"
 
@@ -55,18 +59,24 @@ class BearerAuthConfig(_AuthConfig):
 
 
 class ApiKeyAuthConfig(_AuthConfig):
-    """`credentials.api_key` in a header (`X-API-Key: ...`) or a query parameter (`?api_key=...`)."""
+    """`credentials.api_key` in a header (`X-API-Key: ...`) or a query parameter (`?api_key=...`).
+
+    `{"type": "api_key", "name": "X-API-Key", "location": "header"}`, with credentials `{"api_key": "..."}`.
+    """
 
     type: Literal["api_key"] = "api_key"
-    name: str = "X-API-Key"
-    location: Literal["header", "query"] = "header"
+    name: str = Field(default="X-API-Key", description="The header or query parameter that carries the key.")
+    location: Literal["header", "query"] = Field(default="header", description="Where the key goes.")
 
     def build(self, credentials: Credentials | None, api: str) -> httpx.Auth:
         return ApiKeyAuth(_require(credentials, "api_key", api), self.name, self.location)
 
 
 class BasicAuthConfig(_AuthConfig):
-    """HTTP basic: `Authorization: Basic base64(<credentials.username>:<credentials.password>)`."""
+    """HTTP basic: `Authorization: Basic base64(<credentials.username>:<credentials.password>)`.
+
+    `"basic"`, with credentials `{"username": "etl", "password": "..."}`.
+    """
 
     type: Literal["basic"] = "basic"
 
@@ -88,9 +98,11 @@ class OAuth2ClientCredentialsConfig(_AuthConfig):
     """
 
     type: Literal["oauth2_client_credentials"] = "oauth2_client_credentials"
-    token_url: str = Field(min_length=1)
-    scopes: list[str] = Field(default_factory=list)
-    client_auth: Literal["basic", "body"] = "basic"
+    token_url: str = Field(min_length=1, description="The token endpoint: absolute, or a path on the API's host.")
+    scopes: list[str] = Field(default_factory=list, description="Sent as `scope`, space-separated; none by default.")
+    client_auth: Literal["basic", "body"] = Field(
+        default="basic", description="How the client proves itself: HTTP basic, or client_id/client_secret in the body."
+    )
 
     def build(self, credentials: Credentials | None, api: str) -> httpx.Auth:
         return OAuth2ClientCredentials(
@@ -108,8 +120,131 @@ def _by_name(value: Any) -> Any:
     return {"type": value} if isinstance(value, str) else value
 
 
+class OAuth2RefreshTokenConfig(_AuthConfig):
+    """OAuth2 refresh-token grant: an access token from `token_url` for `credentials.refresh_token`.
+
+    ```
+    POST https://auth.example.com/oauth/token  grant_type=refresh_token&refresh_token=<credentials.refresh_token>
+    200 {"access_token": "eyJ...", "expires_in": 3600, "refresh_token": "<a new one, if the server rotates>"}
+    ```
+    `{"type": "oauth2_refresh_token", "token_url": "/oauth/token", "client_auth": "body"}`, with credentials
+    `{"refresh_token": "...", "client_id": "...", "client_secret": "..."}` (the client's are optional: a public
+    client has none). The access token goes out as `Authorization: Bearer ...`, renewed on expiry or a 401; a
+    rotated refresh token is used for the next grant (held in memory for the run, never stored).
+    """
+
+    type: Literal["oauth2_refresh_token"] = "oauth2_refresh_token"
+    token_url: str = Field(min_length=1, description="The token endpoint: absolute, or a path on the API's host.")
+    client_auth: Literal["basic", "body"] = Field(
+        default="basic", description="How a confidential client proves itself: HTTP basic, or in the body."
+    )
+
+    def build(self, credentials: Credentials | None, api: str) -> httpx.Auth:
+        return OAuth2RefreshToken(
+            api=api,
+            token_url=self.token_url,
+            refresh_token=_require(credentials, "refresh_token", api),
+            client_id=credentials.client_id if credentials else None,
+            client_secret=credentials.client_secret if credentials else None,
+            client_auth=self.client_auth,
+        )
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_FILLABLE = ("username", "password", "token", "api_key", "client_id", "client_secret")
+
+
+class LoginAuthConfig(_AuthConfig):
+    """A login (session token): POST the credentials to `login_url`, read the token from the answer, send it.
+
+    PocketBase's superuser login, for one:
+    ```
+    POST /api/collections/_superusers/auth-with-password  {"identity": "<username>", "password": "<password>"}
+    200 {"token": "eyJhbGciOi...", "record": {"id": "...", "email": "..."}}
+    then every request:  Authorization: eyJhbGciOi...
+    ```
+    `{"type": "login", "login_url": "/api/collections/_superusers/auth-with-password",
+      "body": {"identity": "{username}", "password": "{password}"}, "token_path": "token", "prefix": ""}`,
+    with credentials `{"username": "...", "password": "..."}`. `body` is a JSON template: `{username}`,
+    `{password}`, `{token}`, `{api_key}`, `{client_id}` and `{client_secret}` in its text are the credentials.
+    A login that sets a session cookie instead: `"token_cookie": "sessionid"` (the cookie goes back on every
+    request). A 401 logs in again once; the token lives for the run (or `expires_in_path` seconds).
+    """
+
+    type: Literal["login"] = "login"
+    login_url: str = Field(min_length=1, description="The login endpoint: absolute, or a path on the API's host.")
+    body: dict[str, Any] = Field(
+        default_factory=lambda: {"username": "{username}", "password": "{password}"},
+        description="The JSON body POSTed, with `{username}`, `{password}` ... standing for the credentials.",
+    )
+    token_path: str = Field(default="token", description="Dotted path of the token in the answer's body.")
+    token_cookie: str | None = Field(
+        default=None, description="Read the token from this cookie of the answer instead, and send it back so."
+    )
+    expires_in_path: str | None = Field(default=None, description="Where the answer gives the token's lifetime (s).")
+    header: str = Field(default="Authorization", description="The header that carries the token.")
+    prefix: str = Field(default="Bearer ", description='Written before the token in that header ("" for none).')
+
+    def build(self, credentials: Credentials | None, api: str) -> httpx.Auth:
+        used: list[str] = []
+        body = _fill(self.body, credentials, api, used)
+        return LoginAuth(
+            api=api,
+            login_url=self.login_url,
+            body=body,
+            token_path=self.token_path,
+            token_cookie=self.token_cookie,
+            expires_in_path=self.expires_in_path,
+            header=self.header,
+            prefix=self.prefix,
+            secrets=used,
+        )
+
+
+def _fill(template: Any, credentials: Credentials | None, api: str, used: list[str]) -> Any:
+    """The login body with each `{field}` replaced by that credential (every one named is required)."""
+    if isinstance(template, dict):
+        return {key: _fill(value, credentials, api, used) for key, value in template.items()}
+    if isinstance(template, list):
+        return [_fill(value, credentials, api, used) for value in template]
+    if not isinstance(template, str):
+        return template
+
+    def value(match: re.Match[str]) -> str:
+        field = match.group(1)
+        if field not in _FILLABLE:
+            raise ConfigError(f"auth.body: {{{field}}}", f"names no credential field (one of {', '.join(_FILLABLE)})")
+        found = _require(credentials, field, api)
+        text = found.get_secret_value() if isinstance(found, SecretStr) else str(found)
+        if isinstance(found, SecretStr):
+            used.append(text)
+        return text
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+class CookieAuthConfig(_AuthConfig):
+    """A session cookie given as a credential: `Cookie: <name>=<credentials.cookie>`.
+
+    `{"type": "cookie", "name": "session"}`, with credentials `{"cookie": "..."}`.
+    """
+
+    type: Literal["cookie"] = "cookie"
+    name: str = Field(min_length=1, pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", description="The cookie's name.")
+
+    def build(self, credentials: Credentials | None, api: str) -> httpx.Auth:
+        return CookieAuth(self.name, _require(credentials, "cookie", api))
+
+
 AuthConfig = Annotated[
-    NoAuthConfig | BearerAuthConfig | ApiKeyAuthConfig | BasicAuthConfig | OAuth2ClientCredentialsConfig,
+    NoAuthConfig
+    | BearerAuthConfig
+    | ApiKeyAuthConfig
+    | BasicAuthConfig
+    | OAuth2ClientCredentialsConfig
+    | OAuth2RefreshTokenConfig
+    | LoginAuthConfig
+    | CookieAuthConfig,
     Field(discriminator="type"),
     BeforeValidator(_by_name),
 ]
@@ -151,120 +286,10 @@ class BasicAuth(httpx.Auth):
         yield request
 
 
-class OAuth2ClientCredentials(httpx.Auth):
-    """One token per run, shared by every request that uses this object, whichever client or event loop.
-
-    The token request is yielded from the auth flow, so it goes through the same client and transport.
-    One `asyncio.Lock` per event loop lets a single request fetch while the others wait; the token itself
-    sits behind a `threading.Lock` because Prefect may run a run's jobs in several threads.
-    The access token is a secret that no configuration holds, so whoever masks secrets (each client using
-    this auth) learns every token through `add_token_listener`.
-    """
-
-    _EARLY = 30.0  # seconds: renew a token this long before it expires rather than risk a 401
-
-    def __init__(
-        self, *, api: str, token_url: str, client_id: str, client_secret: SecretStr, scopes: list[str], client_auth: str
-    ) -> None:
-        self._api, self._token_url, self._scopes, self._client_auth = api, token_url, scopes, client_auth
-        self._client_id, self._client_secret = client_id, client_secret
-        self._token: str | None = None
-        self._expires_at = float("inf")
-        self._state = threading.Lock()
-        self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-        self.fetches = 0  # how many tokens this run fetched: one, unless a token expired or was refused
-        self._listeners: list[Callable[[str], None]] = []
-
-    def add_token_listener(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(token)` with the token held now, if any, and with every token fetched later."""
-        with self._state:
-            self._listeners.append(listener)
-            current = self._token
-        if current:
-            listener(current)
-
-    def remove_token_listener(self, listener: Callable[[str], None]) -> None:
-        with self._state:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+class CookieAuth(httpx.Auth):
+    def __init__(self, name: str, value: SecretStr) -> None:
+        self._name, self._value = name, value
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        raise NotImplementedError("OAuth2ClientCredentials works with httpx.AsyncClient only")
-
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        lock = self._loop_lock()
-        async with lock:
-            if self._current(fresh=True) is None:
-                await self._store((yield self._token_request(request)))
-        used = self._current()
-        request.headers["Authorization"] = f"Bearer {used}"
-        response = yield request
-        if response.status_code != 401:
-            return
-        async with lock:
-            if self._current() == used:  # no other request renewed it meanwhile
-                await self._store((yield self._token_request(request)))
-        request.headers["Authorization"] = f"Bearer {self._current()}"
-        yield request  # a second 401 goes back to the client, which treats it as fatal
-
-    def _loop_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        with self._state:
-            return self._loop_locks.setdefault(loop, asyncio.Lock())
-
-    def _current(self, fresh: bool = False) -> str | None:
-        with self._state:
-            if fresh and time.monotonic() >= self._expires_at - self._EARLY:
-                return None
-            return self._token
-
-    def _token_request(self, request: httpx.Request) -> httpx.Request:
-        data = {"grant_type": "client_credentials"}
-        if self._scopes:
-            data["scope"] = " ".join(self._scopes)
-        headers = {"Accept": "application/json"}
-        secret = self._client_secret.get_secret_value()
-        if self._client_auth == "basic":
-            pair = base64.b64encode(f"{self._client_id}:{secret}".encode()).decode("ascii")
-            headers["Authorization"] = f"Basic {pair}"
-        else:
-            data.update(client_id=self._client_id, client_secret=secret)
-        return httpx.Request("POST", request.url.join(self._token_url), data=data, headers=headers)
-
-    async def _store(self, response: httpx.Response) -> None:
-        await response.aread()
-        endpoint = f"POST {self._api}:{response.request.url.copy_with(query=None)}"
-        body = _json_or_none(response)
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if response.status_code != 200 or not isinstance(token, str) or not token:
-            detail = _oauth_error(body, [self._client_secret.get_secret_value()])
-            message = f"no token for credentials.{self._api}.client_id: {detail}"
-            if response.status_code == 429 or response.status_code >= 500:
-                raise RetriableError(endpoint, response.status_code, message)
-            raise SourceError(endpoint, response.status_code, message)
-        expires_in = body.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else float("inf")
-        with self._state:
-            listeners = list(self._listeners)
-        for listener in listeners:  # before any request carries the token, so an echo of it is masked
-            listener(token)
-        with self._state:
-            self._token, self._expires_at = token, time.monotonic() + lifetime
-            self.fetches += 1
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _oauth_error(body: Any, secrets: list[str]) -> str:
-    """RFC 6749 section 5.2 (`{"error": "invalid_client", "error_description": ...}`), never the raw body."""
-    if isinstance(body, dict) and body.get("error"):
-        fields = ("error", "error_description")
-        return " - ".join(redact_excerpt(str(body[k]), secrets, 200) for k in fields if body.get(k))
-    return "the token endpoint gave no access_token"
+        request.headers["Cookie"] = f"{self._name}={self._value.get_secret_value()}"
+        yield request

@@ -22,9 +22,9 @@ import httpx
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
-from prefect_restful_etl.tasks.engine.http.auth import OAuth2ClientCredentials
 from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator, PagePlan, PageRequest, body_of
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.http.tokens import TokenAuth
 from prefect_restful_etl.tasks.engine.http.window import fetch_in_order
 from prefect_restful_etl.tasks.engine.redaction import (
     RedactingFilter,
@@ -131,7 +131,7 @@ class RestClient:
         self._base = httpx.URL(api.url)
         # `http://host:port/` of the API: an absolute URL starting so is on its origin without parsing it
         self._origin_prefix = str(self._base.copy_with(path="/", query=None, fragment=None))
-        if isinstance(self._auth, OAuth2ClientCredentials):  # its access tokens are secrets too
+        if isinstance(self._auth, TokenAuth):  # the tokens it fetches are secrets too
             self._auth.add_token_listener(self._add_secret)
 
     async def __aenter__(self) -> RestClient:
@@ -143,12 +143,12 @@ class RestClient:
     async def aclose(self) -> None:
         if not self._http.is_closed:
             await self._http.aclose()
-            if isinstance(self._auth, OAuth2ClientCredentials):
+            if isinstance(self._auth, TokenAuth):
                 self._auth.remove_token_listener(self._add_secret)
             RedactingFilter.unregister(self._secrets)
 
     def _add_secret(self, secret: str) -> None:
-        """A secret learnt while running (an OAuth2 access token): masked in errors and log lines from now on."""
+        """A secret learnt while running (a fetched token): masked in errors and log lines from now on."""
         if secret and secret not in self._secrets and not self._http.is_closed:  # closed: unregistered already
             self._secrets.append(secret)
             RedactingFilter.register([secret])

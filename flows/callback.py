@@ -13,11 +13,14 @@ fresh and hmac.compare_digest(expected, request.headers["X-Restful-Etl-Signature
 ```
 (`verify` below does exactly this.)
 A callback that fails is logged and the batch keeps its own ending: the report is in Prefect and the audit
-database either way.
+database either way. One deadline (`RESTFUL_ETL_CALLBACK_TIMEOUT`, 10 s) covers connecting, sending and
+receiving together: httpx's timeouts are per operation, so a receiver answering one byte every few seconds
+would otherwise hold a finished batch Running for as long as it likes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -28,6 +31,7 @@ import httpx
 from pydantic import SecretStr
 
 from prefect_restful_etl.tasks.engine.report import BatchReport
+from prefect_restful_etl.tasks.engine.settings import Settings
 
 SIGNATURE_HEADER = "X-Restful-Etl-Signature"
 TIMESTAMP_HEADER = "X-Restful-Etl-Timestamp"
@@ -64,9 +68,11 @@ async def post_report(
     secret: SecretStr | None,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     *,
-    timeout: float = 10.0,
+    timeout: float | None = None,
 ) -> bool:
-    """POST the report; True when the receiver answered 2xx. Never raises: the batch has already ended."""
+    """POST the report; True when the receiver answered 2xx within `timeout` seconds all told (default:
+    `RESTFUL_ETL_CALLBACK_TIMEOUT`). Never raises: the batch has already ended."""
+    deadline = Settings().callback_timeout if timeout is None else timeout
     body = report.model_dump_json().encode()
     headers = {"Content-Type": "application/json", EVENT_HEADER: f"batch.{report.status.lower()}"}
     if secret is not None:
@@ -76,9 +82,12 @@ async def post_report(
     else:
         logger.warning("callback to %s is unsigned: no credentials[%r].token given", where(url), "callback")
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with asyncio.timeout(deadline), httpx.AsyncClient(timeout=deadline) as client:
             response = await client.post(url, content=body, headers=headers)
             response.raise_for_status()
+    except TimeoutError:
+        logger.warning("callback to %s gave up: no whole answer within its deadline of %s s", where(url), deadline)
+        return False
     except httpx.HTTPStatusError as ex:
         logger.warning("callback to %s answered %s", where(url), ex.response.status_code)
         return False

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Defaults make a laptop work with nothing set: a SQLite file under `.restful-etl/`, memory staging."""
 
-    model_config = SettingsConfigDict(env_prefix="RESTFUL_ETL_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RESTFUL_ETL_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(default=Path(".restful-etl"), description="Folder for the default SQLite audit database.")
     audit_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL; a password in it stays secret.")
@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         default=None, description="Name of an `EtlStage` block; when set it replaces the four stage settings above."
     )
     progress_every: int = Field(default=1000, ge=1, description="Records between a job's progress events.")
+    callback_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a batch's callback may take all told: connect, send, receive."
+    )
 
     def audit_database(self) -> str:
         if self.audit_url is not None:

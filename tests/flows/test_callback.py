@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from callback_support import CallbackReceiver
+from callback_support import CallbackReceiver, DrippingReceiver
 from pydantic import SecretStr
 
 from prefect_restful_etl.flows.callback import (
@@ -94,3 +94,12 @@ def test_where_keeps_the_query_and_user_info_out_of_logs() -> None:
         where("https://user:pw@hooks.example.com:8443/etl/done?token=abc#x")
         == "https://hooks.example.com:8443/etl/done"
     )
+
+
+async def test_a_receiver_that_answers_a_byte_at_a_time_cannot_hold_the_batch(caplog: pytest.LogCaptureFixture) -> None:
+    """Every byte arrives within httpx's read timeout, so only one deadline over connect, send and receive
+    together ends the call; the answer would take about 20 seconds."""
+    with DrippingReceiver(pause=0.3) as receiver:
+        assert not await post_report(receiver.url, report(), SecretStr("s"), logger, timeout=1.0)
+        assert receiver.requests == 1 and receiver.answered == 0
+    assert "deadline" in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import Field, HttpUrl
+from pydantic import ConfigDict, Field, HttpUrl, field_validator
 
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.auth import AuthConfig, NoAuthConfig
@@ -36,6 +36,8 @@ class RestApi(Block):
         ```
     """
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # no error quotes a value given
+
     _block_type_name: ClassVar[str] = "RESTful ETL API"
     _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/webhook.png"  # type: ignore[assignment]
     _documentation_url = "https://docs.prefect.io/v3/develop/blocks"  # type: ignore[assignment]
@@ -61,6 +63,12 @@ class RestApi(Block):
     backoff_max: float = Field(default=30.0, ge=0, description="The longest wait between two attempts, in seconds.")
     rate_limit: float | None = Field(default=None, gt=0, description="Requests per second, shared by a run's jobs.")
     concurrency: int = Field(default=4, ge=1, description="Requests in flight at once per job.")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        """Refused before the block is saved: Prefect would store a secret header in clear."""
+        return ApiConfig._no_auth_headers(headers)
 
     def to_config(self) -> ApiConfig:
         """The engine's `ApiConfig`, validated again (so a bad header fails here, naming the field)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 from sqlalchemy.engine import make_url
 
 
@@ -31,6 +31,8 @@ class AuditDatabase(Block):
         url = audit_database.url.get_secret_value()
         ```
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # no error quotes a value given
 
     _block_type_name: ClassVar[str] = "RESTful ETL Audit Database"
     _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/filesystem.png"  # type: ignore[assignment]

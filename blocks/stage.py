@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from prefect.blocks.core import Block
 from prefect_redis import RedisDatabase
-from pydantic import Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.settings import Settings
@@ -38,6 +38,8 @@ class EtlStage(Block):
             print(await stage.count(key))
         ```
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # no error quotes a value given
 
     _block_type_name = "RESTful ETL Stage"
     _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/redis.png"  # type: ignore[assignment]

@@ -76,8 +76,8 @@ async def load_api_blocks(names: dict[str, str] | None) -> dict[str, ApiConfig]:
     for api, block_name in (names or {}).items():
         try:
             block: RestApi = await RestApi.aload(block_name)
-        except ValueError as ex:
-            raise ConfigError(f"api_blocks.{api}", f"no RestApi block named {block_name!r}") from ex
+        except ValueError:
+            raise ConfigError(f"api_blocks.{api}", "names no RestApi block there is") from None
         configs[api] = block.to_config().model_copy(update={"name": api})
     return configs
 

@@ -11,6 +11,7 @@ from uuid import UUID
 from prefect.client.orchestration import PrefectClient, get_client
 from pydantic import SecretStr
 
+from prefect_restful_etl.flows.parameters import BatchParameters
 from prefect_restful_etl.flows.sealing import seal_key_from_env, unseal
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
@@ -41,13 +42,25 @@ def masked_credentials(credentials: Mapping[str, Any]) -> dict[str, Any]:
 _READABLE_FIELDS = {name for name, f in Credentials.model_fields.items() if "SecretStr" not in str(f.annotation)}
 
 
+# The parameters of a batch that hold no secret; any other one (`credential`, misspelt) is masked whole, since
+# a run refused for it still stores what it was given.
+_PLAIN_PARAMETERS = set(BatchParameters.model_fields) - {"credentials"}
+
+
 def masked_parameters(parameters: dict[str, Any]) -> dict[str, Any] | None:
-    """Stored run parameters with their plain `credentials` masked; None when nothing there is in clear."""
+    """Stored run parameters with their plain `credentials`, and every parameter a batch does not know,
+    masked; None when nothing there is in clear."""
+    masked = {
+        name: value if name in _PLAIN_PARAMETERS or value is None or value == MASK else MASK
+        for name, value in parameters.items()
+        if name != "credentials"
+    }
     credentials = parameters.get("credentials")
-    if not isinstance(credentials, Mapping) or not credentials:
-        return None
-    masked = masked_credentials(credentials)
-    return None if masked == credentials else {**parameters, "credentials": masked}
+    if isinstance(credentials, Mapping):
+        masked["credentials"] = masked_credentials(credentials)
+    elif "credentials" in parameters:
+        masked["credentials"] = credentials if credentials is None or credentials == MASK else MASK
+    return None if masked == parameters else {name: masked[name] for name in parameters}
 
 
 async def mask_stored_credentials(client: PrefectClient, flow_run_id: UUID) -> bool:
@@ -68,7 +81,13 @@ async def redact_stored_parameters(flow_run_id: UUID, parameters: dict[str, Any]
     stored["credentials"] = masked_credentials(credentials) if isinstance(credentials, Mapping) else MASK
     async with get_client() as client:
         current = await client.read_flow_run(flow_run_id)
-        await client.update_flow_run(flow_run_id, parameters=stored, tags=sorted({*current.tags, *tags}))
+        # Whoever creates a run sets its tags: a `tenant:` or `batch-type:` tag the run's own parameters do not
+        # say is dropped, so the CLI's tag filter finds it only under the tenant it runs for
+        kept = {tag for tag in current.tags if not tag.startswith(_OWN_TAGS)}
+        await client.update_flow_run(flow_run_id, parameters=stored, tags=sorted(kept | set(tags)))
+
+
+_OWN_TAGS = ("tenant:", "batch-type:")
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,7 +13,7 @@ class Credentials(BaseModel):
     ```
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     token: SecretStr | None = None
     api_key: SecretStr | None = None

@@ -13,7 +13,7 @@ from prefect_restful_etl.tasks.engine.http.paginators import Paginator
 class Endpoint(BaseModel):
     """A collection on an API: `{"path": "/customers", "records_path": "data"}`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     path: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict, description="Query parameters sent with every page.")
@@ -22,7 +22,7 @@ class Endpoint(BaseModel):
 
 
 class JobBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, description='What the job does: "Extract CRM customers".')
     description: str = ""

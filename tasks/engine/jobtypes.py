@@ -24,7 +24,7 @@ JobType = Annotated[ExtractJob | TransformJob | LoadJob, Field(discriminator="ki
 class BatchType(BaseModel):
     """A named template of jobs: `crm-to-accounting` = extract, transform, load."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
     description: str = ""

@@ -91,8 +91,23 @@ def test_credentials_as_sent_are_masked_even_when_invalid(sent: dict, masked: di
         ({"credentials": {"crm": {"token": MASK}}}, None),
         ({"credentials": {}, "sealed_credentials": "gAAAAA-ciphertext"}, None),
         ({"tenant_id": "t"}, None),
+        (
+            {"tenant_id": "t", "credential": {"crm": {"token": "tok"}}, "full_refresh": True},
+            {"tenant_id": "t", "credential": MASK, "full_refresh": True},
+        ),
+        ({"tenant_id": "t", "token": "tok", "credential": MASK}, {"tenant_id": "t", "token": MASK, "credential": MASK}),
     ],
-    ids=["plain", "misspelt-field", "not-an-object", "odd-readable-field", "already-masked", "sealed", "none"],
+    ids=[
+        "plain",
+        "misspelt-field",
+        "not-an-object",
+        "odd-readable-field",
+        "already-masked",
+        "sealed",
+        "none",
+        "misspelt-parameter",
+        "unknown-parameters",
+    ],
 )
 def test_stored_parameters_are_masked_as_stored_valid_or_not(
     stored: dict[str, object], expected: dict[str, object] | None

@@ -34,7 +34,7 @@ CursorValue = datetime | int | str
 class Incremental(BaseModel):
     """How a job extracts only what changed: the cursor field, its type and the query parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     cursor_field: str = Field(min_length=1, description="Dotted path of the cursor in each record.")
     cursor_type: CursorType = "datetime"

@@ -34,7 +34,7 @@ class EntitySchema(BaseModel):
     `{"source": "schemas/customer.json"}` reads a file (relative to the working directory) or an http(s) URL.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     api_path: str | None = None
     source: str | None = None
@@ -56,7 +56,7 @@ class ParentLink(BaseModel):
     The endpoint's path is a template of the parent's fields: `/customers/{id}/bills`.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     job: str = Field(description="The name of the extract job whose staged records are the parents.")
     key: str = Field(default="id", description="The parent field copied onto each child record.")

@@ -17,7 +17,7 @@ class ApiConfig(BaseModel):
     ```
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     base_url: HttpUrl

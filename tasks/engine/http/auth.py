@@ -34,7 +34,7 @@ def _require(credentials: Credentials | None, field: str, api: str) -> Any:
 
 
 class _AuthConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     def build(self, credentials: Credentials | None, api: str) -> httpx.Auth:
         raise NotImplementedError

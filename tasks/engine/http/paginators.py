@@ -60,7 +60,7 @@ class PagePlan:
 class BasePaginator(BaseModel):
     """The contract: `init_request` once, then `update_state` per response and `update_request` per page."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     max_pages: int | None = Field(default=None, ge=1, description="Stop with an error past this many pages.")
     # Whether an object where the records list belongs is one record (an endpoint that answers one object);

@@ -40,7 +40,7 @@ class Lookup(BaseModel):
     ```
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     mode: Literal["pull", "by_key", "auto"] = "pull"
     params: dict[str, str] = Field(

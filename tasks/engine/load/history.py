@@ -22,7 +22,7 @@ class History(BaseModel):
     Intervals are half-open, [valid_from, valid_to): a version ends exactly where the next begins.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     valid_from: str = "valid_from"
     valid_to: str = "valid_to"

@@ -39,7 +39,7 @@ class SoftDelete(BaseModel):
     A key that comes back is written again with `restore` in `field` unless its staged record sets the field.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     field: str = Field(min_length=1)
     value: Any = True
@@ -54,7 +54,7 @@ class Missing(BaseModel):
     than that share of the destination's live keys: an empty or broken extract must not wipe the dimension.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     action: Literal["ignore", "expire", "soft_delete", "delete"] = "ignore"
     soft_delete: SoftDelete | None = None

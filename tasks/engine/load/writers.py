@@ -35,7 +35,7 @@ class BulkWrite(BaseModel):
     serves types 0 and 1 (a type 2 key has several rows); deletes and expiries still go one by one.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     path: str = Field(min_length=1)
     batch_size: int = Field(default=100, ge=1, description="Records per request (the API's maximum or less).")
@@ -48,7 +48,7 @@ class BulkWrite(BaseModel):
 class ErrorThreshold(BaseModel):
     """Fail the load past this many refused writes, or past this share of the staged keys: `{"count": 50}`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     count: int | None = Field(default=None, ge=0, description="Fail as soon as more writes than this are refused.")
     fraction: float | None = Field(default=None, ge=0, le=1, description="Checked once the staged keys are done.")
@@ -60,7 +60,7 @@ class AuditColumns(BaseModel):
     Never compared for change, and not stamped by the PATCHes that only expire or soft-delete a row.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     batch_id: str | None = "etl_batch_id"
     loaded_at: str | None = "etl_loaded_at"

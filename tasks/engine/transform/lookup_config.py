@@ -32,7 +32,7 @@ Record = dict[str, Any]
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class StaticLookupConfig(_Config):

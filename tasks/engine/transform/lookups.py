@@ -163,7 +163,7 @@ class Lookup(BaseModel):
     key is not looked up: the target gets `default` (Kimball's "not applicable" member).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     op: Literal["lookup"] = "lookup"
     field: str = Field(min_length=1)

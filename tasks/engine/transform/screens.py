@@ -39,7 +39,7 @@ Problem = tuple[str | None, Any, str]  # column, failing value, message
 
 
 class _Screen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: str = Field(min_length=1)
     category: str = Field(default="", description='Free text: "completeness", "validity", "consistency".')

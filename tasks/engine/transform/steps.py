@@ -26,7 +26,7 @@ _ABSENT = object()
 
 
 class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     def apply(self, record: Record) -> Record:
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """The demo CRM API: deterministic customers and their bills, in six pagination styles behind four auth styles.
 
-It also holds the `/_control` pieces both demo APIs share (request stats, injected faults, JSON responses).
+It also holds the `/_control` pieces both demo APIs share (request stats, injected faults, JSON responses), and
+the CRM's own: dirty records, cursor stamps set verbatim, writes that land while a page is being served.
 """
 
 from __future__ import annotations
@@ -463,6 +464,47 @@ def stamped(record: Record, stamp: str) -> Record:
     return {**record, "updated_at": stamp, "meta": {**meta, "updated_at": stamp}}
 
 
+class PageWriteSpec(BaseModel):
+    """`POST /_control/write-during-page`: writes that land while a matching page is served, as another
+    writer's would: the page is read first, then the writes land, then the page is sent. A patched customer
+    is stamped now, so it moves to the end of the (updated_at, id) order and the customers after its old
+    place move one place up: a reader by page number or offset then skips one of them.
+
+    `{"path": "/customers", "params": {"page": "3"}, "patch": {"5": {"phone": "+1 555 0100"}}, "times": 1}`
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(default="/customers", description="The listing whose page triggers the writes.")
+    params: dict[str, str] = Field(default_factory=dict, description="Query parameters the page must have.")
+    patch: dict[int, dict[str, Any]] = Field(default_factory=dict, description="Customer id -> changes (a PATCH).")
+    delete: list[int] = Field(default_factory=list, description="Customer ids to delete.")
+    times: int = Field(default=1, ge=1, description="How many matching pages each write once.")
+
+
+class PageWrites:
+    """The pending `PageWriteSpec`s; every listing route calls `fire` once it has read its page."""
+
+    def __init__(self, store: CustomerStore) -> None:
+        self.store = store
+        self.pending: list[PageWriteSpec] = []
+
+    def fire(self, request: Request) -> None:
+        query = request.query_params
+        for spec in list(self.pending):
+            if spec.path != request.url.path or any(query.get(k) != v for k, v in spec.params.items()):
+                continue
+            for customer_id, changes in spec.patch.items():
+                old = self.store.records.get(customer_id)
+                if old is not None:
+                    self.store.put(stamped({**old, **changes, "id": customer_id}, self.store.fresh_stamp()))
+            for customer_id in spec.delete:
+                self.store.remove(customer_id)
+            spec.times -= 1
+            if not spec.times:
+                self.pending.remove(spec)
+
+
 # --- auth ---------------------------------------------------------------------------------------------------
 
 
@@ -615,18 +657,34 @@ def numbered_page(request: Request, data: list[Record], page: int, per_page: int
     return json_response(body, headers=next_link(request, page=page + 1) if has_more else None)
 
 
-def customer_routes(store: CustomerStore) -> APIRouter:
-    """The customers in every pagination style, all with the same filter and the same (updated_at, id) order."""
+def customer_routes(store: CustomerStore, writes: PageWrites) -> APIRouter:
+    """The customers in every pagination style, all with the same filter and the same (updated_at, id) order.
+
+    `/text-cursor/customers` pages by number like `/customers`, but compares `updated_since` with each stamp as
+    text, as many APIs do (`2030-01-01T00:00:00Z` sorts after `2030-01-01T00:00:00.500Z` there).
+    """
     router = APIRouter(tags=["customers"])
 
     @router.get("/customers")
     async def by_page(request: Request, since: Since, page: PageNumber = 1, per_page: PageSize = 100) -> Response:
         start = store.since(since)
         first = start + (page - 1) * per_page
+        body, total = store.window(first, first + per_page), len(store.keys) - start
+        writes.fire(request)  # after the page is read: the writes land while it is on the wire
+        return numbered_page(request, body, page, per_page, total)
+
+    @router.get("/text-cursor/customers")
+    async def by_text(
+        request: Request, updated_since: str = "", page: PageNumber = 1, per_page: PageSize = 100
+    ) -> Response:
+        start = store.since(updated_since)  # the keys sort by the stamps' text: bisecting on it compares as text
+        first = start + (page - 1) * per_page
         return numbered_page(request, store.window(first, first + per_page), page, per_page, len(store.keys) - start)
 
     @router.get("/offset/customers")
-    async def by_offset(since: Since, offset: Annotated[int, Query(ge=0)] = 0, limit: PageSize = 100) -> Response:
+    async def by_offset(
+        request: Request, since: Since, offset: Annotated[int, Query(ge=0)] = 0, limit: PageSize = 100
+    ) -> Response:
         start = store.since(since) + offset
         body = {
             "items": store.window(start, start + limit),
@@ -634,11 +692,13 @@ def customer_routes(store: CustomerStore) -> APIRouter:
             "limit": limit,
             "total": len(store.keys) - store.since(since),
         }
+        writes.fire(request)
         return json_response(body)
 
     @router.get("/cursor/customers")
-    async def by_cursor(since: Since, cursor: str | None = None, limit: PageSize = 100) -> Response:
+    async def by_cursor(request: Request, since: Since, cursor: str | None = None, limit: PageSize = 100) -> Response:
         records, next_cursor = _keyset(store, since, cursor, limit)
+        writes.fire(request)
         return json_response({"results": {"items": records}, "next_cursor": next_cursor})
 
     @router.get("/next-url/customers")
@@ -725,8 +785,19 @@ def schema_router() -> APIRouter:
     return router
 
 
-def crm_control_router(store: CustomerStore, tokens: TokenBook) -> APIRouter:
-    """The CRM's own `/_control` endpoints: dirty records, expired tokens, back to the generated data."""
+class StampSpec(BaseModel):
+    """`POST /_control/stamp`: `{"id": 17, "updated_at": "2030-01-01T00:00:00.000Z"}` sets a customer's stamp to
+    that text exactly (both `updated_at` and `meta.updated_at`), for cursors in another form than the CRM's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    updated_at: str
+
+
+def crm_control_router(store: CustomerStore, tokens: TokenBook, writes: PageWrites) -> APIRouter:
+    """The CRM's own `/_control` endpoints: dirty records, expired tokens, stamps set verbatim, writes during a
+    page, back to the generated data."""
     router = APIRouter(prefix=CONTROL_PREFIX, tags=["control"])
     generated = list(store.records.values())  # records are replaced on write, never changed in place
 
@@ -739,9 +810,19 @@ def crm_control_router(store: CustomerStore, tokens: TokenBook) -> APIRouter:
     async def expire_tokens() -> Response:
         return json_response({"expired": tokens.expire_all()})
 
+    @router.post("/stamp")
+    async def stamp(spec: StampSpec) -> Response:
+        return json_response(store.put(stamped(_existing(store, spec.id), spec.updated_at)))
+
+    @router.post("/write-during-page", status_code=201)
+    async def write_during_page(spec: PageWriteSpec) -> Response:
+        writes.pending.append(spec)
+        return json_response({"pending": len(writes.pending)}, 201)
+
     @router.post("/reset")
     async def reset() -> Response:
         store.reset(generated)
+        writes.pending.clear()
         return json_response({"customers": len(store.records)})
 
     return router
@@ -763,11 +844,12 @@ def create_crm_app(
     store = CustomerStore(generate_customers(customers, seed, anchor), seed, anchor)
     tokens, control = TokenBook(token_ttl), ControlState()
     app = FastAPI(title="Demo CRM", summary="restful-etl's bundled demo source API (in memory).")
-    guarded = [customer_routes(store), write_routes(store, control), schema_router()]
+    writes = PageWrites(store)
+    guarded = [customer_routes(store, writes), write_routes(store, control), schema_router()]
     oauth = oauth_router(secrets, tokens)
     for router in guarded:
         app.include_router(router, dependencies=[Depends(authenticator(secrets, tokens))])
     app.include_router(oauth)
-    app.include_router(crm_control_router(store, tokens))
+    app.include_router(crm_control_router(store, tokens, writes))
     add_control(app, control, [*guarded, oauth])
     return app

@@ -15,12 +15,20 @@ whose cursor equals that value exactly (at most `max_keys`): value `2026-03-01T1
 beyond the cap) is kept. Keeping one too many is harmless, since a load diffs by natural key; dropping one
 too many would lose a change, so anything not certainly seen is kept. Records older than the watermark
 (requested through `lookback`, for late-committed changes) are always kept and never move the watermark.
+
+The watermark keeps the source's own text: many APIs compare cursors as strings, where
+`2030-01-01T00:00:00.000Z` re-written as `2030-01-01T00:00:00Z` sorts after `2030-01-01T00:00:00.500Z`. So the
+value stored and sent back is the text the record held (or `datetime_format` applied, when one is declared);
+a value the product works out itself (the watermark less the lookback, the run's end) is written the way
+the source writes its cursors: the same separator, fraction digits and zone. Comparisons inside the product
+are by value: instants for datetimes, numbers for ints.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -43,7 +51,9 @@ class Incremental(BaseModel):
     end_param: str | None = Field(default=None, description="Query parameter carrying the run's start time.")
     lookback: timedelta = Field(default=timedelta(0), description="Seconds or ISO 8601 duration (PT5M).")
     inclusive: bool = Field(default=True, description="The API returns records >= the watermark.")
-    datetime_format: str | None = Field(default=None, description="strftime for parameters; ISO 8601 if unset.")
+    datetime_format: str | None = Field(
+        default=None, description="strftime for parameters; unset: the text the source gave, written its way."
+    )
     max_keys: int = Field(default=1000, ge=0, description="Natural keys remembered at the watermark.")
 
     @field_validator("lookback", mode="before")
@@ -69,6 +79,11 @@ class Incremental(BaseModel):
         return self
 
 
+_EPOCH = re.compile(r"^-?\d+(\.\d+)?$")
+# The parts of an ISO 8601 text that say how it is written: date, separator, time, fraction, zone.
+_ISO = re.compile(r"^(\d{4}-\d\d-\d\d)(?:([Tt ])(\d\d:\d\d(?::\d\d)?)(?:[.,](\d+))?(Z|z|[+-]\d\d:?\d\d)?)?$")
+
+
 def parse_cursor(value: Any, cursor_type: CursorType) -> CursorValue:
     """The typed value: aware UTC datetimes (from ISO strings with Z, an offset or none, or epoch numbers)."""
     if cursor_type == "str":
@@ -77,6 +92,8 @@ def parse_cursor(value: Any, cursor_type: CursorType) -> CursorValue:
         raise ValueError(f"a {cursor_type} cursor cannot be a boolean")
     if cursor_type == "int":
         return int(value)
+    if isinstance(value, str) and _EPOCH.match(value.strip()):
+        value = float(value)  # epoch seconds, stored as the text the record gave
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, UTC)
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
@@ -84,10 +101,40 @@ def parse_cursor(value: Any, cursor_type: CursorType) -> CursorValue:
 
 
 def format_cursor(value: CursorValue) -> str | int:
-    """The stored form: ISO 8601 in UTC with `Z` for datetimes."""
+    """ISO 8601 in UTC with `Z` for datetimes: for a value no source text tells the form of."""
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     return value
+
+
+def write_like(template: str | int | float, moment: datetime) -> str | int | float:
+    """`moment` written the way `template` (a cursor text of the source) writes its instant.
+
+    `2026-03-01T10:00:00.000Z` gives `...HH:MM:SS.fffZ`, `2026-03-01 10:00:00+01:00` a space and that offset,
+    `1772359200` epoch seconds. Digits beyond the template's are cut, never rounded up: the value is a lower
+    bound of what to read, and an earlier bound only reads more.
+    """
+    if isinstance(template, (int, float)) or _EPOCH.match(str(template).strip()):
+        seconds = moment.timestamp()
+        return int(seconds // 1) if isinstance(template, int) or "." not in str(template) else seconds
+    parts = _ISO.match(str(template).strip())
+    if parts is None:
+        return format_cursor(moment)
+    _day, separator, clock, fraction, zone = parts.groups()
+    local = moment.astimezone(_zone(zone))
+    if separator is None:
+        return local.date().isoformat()
+    text = local.strftime(f"%Y-%m-%d{separator}%H:%M" + (":%S" if clock.count(":") == 2 else ""))
+    if fraction:
+        text += "." + f"{local.microsecond:06d}".ljust(len(fraction), "0")[: len(fraction)]
+    return text + (zone or "")
+
+
+def _zone(zone: str | None) -> timezone:
+    if zone is None or zone in "Zz":
+        return UTC
+    sign, digits = (-1 if zone[0] == "-" else 1), zone[1:].replace(":", "")
+    return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
 
 
 class Cursor:
@@ -109,8 +156,10 @@ class Cursor:
         if value is None:
             value, keys_at_value = config.initial_value, ()
         self._start = None if value is None else parse_cursor(value, config.cursor_type)
+        self._start_text: Any = value  # the watermark as the source wrote it: what goes back on the wire
         self._start_keys = frozenset(str(k) for k in keys_at_value)
         self._max: CursorValue | None = self._start
+        self._max_text: Any = value
         self._max_keys: set[str] = set(self._start_keys)
         self._end = (now or datetime.now(UTC)).astimezone(UTC)
         self.dropped = 0  # already extracted at the watermark
@@ -118,8 +167,8 @@ class Cursor:
 
     @property
     def value(self) -> str | None:
-        """The highest cursor value seen so far, in its stored form (ISO 8601 UTC for datetimes)."""
-        return None if self._max is None else str(format_cursor(self._max))
+        """The highest cursor value seen so far, as the source wrote it (the record's own text)."""
+        return None if self._max_text is None else str(self._max_text)
 
     @property
     def keys_at_value(self) -> list[str]:
@@ -127,30 +176,35 @@ class Cursor:
         return sorted(self._max_keys)
 
     def request_params(self) -> dict[str, Any]:
-        """The query parameters for this run: the watermark less the lookback, and the end if configured."""
+        """The query parameters for this run: the watermark (as the source wrote it) less the lookback, and
+        the end if configured."""
         params: dict[str, Any] = {}
         if self.config.param and self._start is not None:
-            params[self.config.param] = self._format_param(self._minus_lookback(self._start))
+            if self.config.lookback or self.config.datetime_format:
+                params[self.config.param] = self._format_param(self._minus_lookback(self._start))
+            else:
+                params[self.config.param] = self._start_text
         if self.config.end_param:
             params[self.config.end_param] = self._format_param(self._end)
         return params
 
     def admit(self, record: dict[str, Any], key: str | None = None) -> bool:
         """Note the record's cursor; False when the record (by natural `key`) was extracted at the watermark."""
+        raw = get_path(record, self.config.cursor_field)
         try:
-            value = parse_cursor(get_path(record, self.config.cursor_field), self.config.cursor_type)
+            value = parse_cursor(raw, self.config.cursor_type)
         except (TypeError, ValueError, OverflowError, OSError):
             self.unreadable += 1
             return True
         if self.config.inclusive and value == self._start and key is not None and key in self._start_keys:
             self.dropped += 1
             return False
-        self._advance(value, key)
+        self._advance(value, raw, key)
         return True
 
-    def _advance(self, value: CursorValue, key: str | None) -> None:
+    def _advance(self, value: CursorValue, raw: Any, key: str | None) -> None:
         if self._max is None or value > self._max:  # type: ignore[operator]  # one cursor type per run
-            self._max, self._max_keys = value, set()
+            self._max, self._max_text, self._max_keys = value, raw, set()
         if value == self._max and key is not None and len(self._max_keys) < self.config.max_keys:
             self._max_keys.add(key)
 
@@ -161,7 +215,9 @@ class Cursor:
             return value - int(self.config.lookback.total_seconds())
         return value
 
-    def _format_param(self, value: CursorValue) -> str | int:
+    def _format_param(self, value: CursorValue) -> str | int | float:
         if isinstance(value, datetime) and self.config.datetime_format:
             return value.strftime(self.config.datetime_format)
+        if isinstance(value, datetime) and self._start_text is not None:
+            return write_like(self._start_text, value)
         return format_cursor(value)

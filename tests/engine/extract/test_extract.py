@@ -145,6 +145,46 @@ async def test_incremental_reads_only_what_changed_and_drops_what_it_saw(tmp_pat
     assert changed.watermark_after > first.watermark_after
 
 
+async def save_watermark(ctx: BatchContext, extract_job: ExtractJob, report: JobReport) -> None:
+    """What a completed batch does with its extract's watermark."""
+    assert extract_job.incremental is not None
+    await ctx.audit.set_watermark(
+        EtlWatermark(
+            tenant_id=ctx.tenant_id,
+            batch_type=ctx.batch_type,
+            job=extract_job.slug,
+            cursor_field=extract_job.incremental.cursor_field,
+            value=report.watermark_after,
+            keys_at_value=report.keys_at_watermark,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "newest,later",
+    [
+        pytest.param("2030-01-01 00:00:00", "2030-01-01 00:00:05", id="whole-seconds"),
+        pytest.param("2030-01-01T00:00:00.000Z", "2030-01-01T00:00:00.500Z", id="milliseconds"),
+    ],
+)
+async def test_a_text_compared_cursor_goes_back_to_the_api_as_the_api_wrote_it(
+    tmp_path: Path, crm_apis: DemoApis, newest: str, later: str
+) -> None:
+    """`/text-cursor/customers` compares `updated_since` as text: a watermark re-written as
+    `2030-01-01T00:00:00Z` would sort after both later stamps, and the change made after the first run be lost."""
+    control(crm_apis, "POST", "stamp", json={"id": 17, "updated_at": newest})
+    incremental = {"incremental": {"cursor_field": "updated_at", "param": "updated_since"}}
+    extract_job = job("/text-cursor/customers", "data", {"type": "page_number", "page_size": 50}, **incremental)
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        first, _ = await extract(ctx, extract_job)
+        assert first.watermark_after == newest  # the record's own text
+        await save_watermark(ctx, extract_job, first)
+        control(crm_apis, "POST", "stamp", json={"id": 18, "updated_at": later})
+        second, staged = await extract(ctx, extract_job)
+    assert [r["id"] for r in staged] == [18]  # 17 came back too (>=) and was dropped as seen
+    assert second.watermark_before == newest and second.watermark_after == later
+
+
 async def test_a_record_without_its_natural_key_is_never_dropped_at_the_watermark(
     tmp_path: Path, crm_apis: DemoApis
 ) -> None:

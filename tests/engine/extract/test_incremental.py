@@ -77,7 +77,20 @@ def test_format_cursor_stores_utc_with_z() -> None:
         pytest.param(
             {"initial_value": "2020-01-01T00:00:00Z"}, None, {"updated_since": "2020-01-01T00:00:00Z"}, id="initial"
         ),
-        pytest.param({}, "2026-03-01T10:00:00+01:00", {"updated_since": "2026-03-01T09:00:00Z"}, id="stored-to-utc"),
+        pytest.param(
+            {}, "2026-03-01T10:00:00+01:00", {"updated_since": "2026-03-01T10:00:00+01:00"}, id="stored-text-as-given"
+        ),
+        pytest.param(
+            {}, "2030-01-01T00:00:00.000Z", {"updated_since": "2030-01-01T00:00:00.000Z"}, id="milliseconds-kept"
+        ),
+        pytest.param(
+            {"lookback": 1}, "2030-01-01T00:00:00.000Z", {"updated_since": "2029-12-31T23:59:59.000Z"}, id="ms-lookback"
+        ),
+        pytest.param(
+            {"lookback": 90}, "2030-01-01 00:00:00+01:00", {"updated_since": "2029-12-31 23:58:30+01:00"}, id="offset"
+        ),
+        pytest.param({"lookback": 60}, "1772359200", {"updated_since": 1772359140}, id="epoch-text-lookback"),
+        pytest.param({"lookback": "P1D"}, "2026-03-01", {"updated_since": "2026-02-28"}, id="date-only-lookback"),
         pytest.param(
             {"lookback": "PT5M"}, "2026-03-01T10:00:00Z", {"updated_since": "2026-03-01T09:55:00Z"}, id="lookback"
         ),
@@ -107,6 +120,20 @@ def test_max_cursor_compares_instants_not_text() -> None:
     for stamp in ["2026-03-01T10:30:00+02:00", "2026-03-01T09:00:00Z", "2026-03-01T08:59:59.999Z"]:
         assert cursor.admit({"updated_at": stamp})
     assert cursor.value == "2026-03-01T09:00:00Z"  # 10:30+02:00 is 08:30Z, textually larger but earlier
+
+
+def test_the_watermark_keeps_the_text_the_source_gave() -> None:
+    cursor = Cursor(config(), now=NOW)
+    for stamp in ["2030-01-01T00:00:00.000Z", "2029-12-31T23:59:59.999Z", "2030-01-01T00:00:00Z"]:
+        cursor.admit({"updated_at": stamp})
+    assert cursor.value == "2030-01-01T00:00:00.000Z"  # the first text of the highest instant, never re-rendered
+    assert Cursor(config(), cursor.value, now=NOW).request_params() == {"updated_since": "2030-01-01T00:00:00.000Z"}
+
+
+def test_an_epoch_cursor_is_stored_as_the_source_wrote_it() -> None:
+    cursor = Cursor(config(), "1772359200", now=NOW)
+    assert cursor.admit({"updated_at": 1772359260.5}) and cursor.value == "1772359260.5"
+    assert Cursor(config(), cursor.value, now=NOW).request_params() == {"updated_since": "1772359260.5"}
 
 
 def test_nested_cursor_field_and_int_cursor() -> None:

@@ -155,10 +155,12 @@ class AuditStore:
         await self.merge(watermark)
 
     async def clear_watermark(self, tenant_id: str, batch_type: str, job: str) -> None:
-        where = (
-            (EtlWatermark.tenant_id == tenant_id) & (EtlWatermark.batch_type == batch_type) & (EtlWatermark.job == job)
+        row = delete(EtlWatermark).where(
+            col(EtlWatermark.tenant_id) == tenant_id,
+            col(EtlWatermark.batch_type) == batch_type,
+            col(EtlWatermark.job) == job,
         )
-        await self.write(lambda session: session.execute(delete(EtlWatermark).where(where)))
+        await self.write(lambda session: session.execute(row))
 
     async def sync_screens(self, batch_type: str, rows: Iterable[EtlScreen]) -> None:
         """Make the screen dimension of `batch_type` the given rows: upsert them by job and screen name, and

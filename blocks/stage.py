@@ -1,4 +1,4 @@
-"""The stage Block: which Redis holds a batch's records between jobs, under which prefix, and for how long."""
+"""The stage Block: which Redis or MongoDB holds a batch's records between jobs, under which prefix, for how long."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.settings import Settings
-from prefect_restful_etl.tasks.engine.stage.redis import DEFAULT_TTL, RedisStage
+from prefect_restful_etl.tasks.engine.stage.base import DEFAULT_TTL, Stage
+from prefect_restful_etl.tasks.engine.stage.url import open_stage_url, stage_kind
+
+_SERVER_SCHEMES = "redis://, rediss://, mongodb:// or mongodb+srv://"
 
 
 class EtlStage(Block):
-    """Where a batch's records rest between its jobs: a Redis database shared by the workers.
+    """Where a batch's records rest between its jobs: a Redis database, or a MongoDB database, shared by the workers.
 
-    A Redis stage outlives a failed or cancelled batch, so a retry or a `resume_batch_id` run continues it
-    on any worker; it expires after `ttl_seconds` and is removed when its batch completes.
+    Either outlives a failed or cancelled batch, so a retry or a `resume_batch_id` run continues it on any
+    worker; it expires after `ttl_seconds` and is removed when its batch completes.
 
     Example:
         Save one, then name it in the workers' environment (`RESTFUL_ETL_STAGE_BLOCK=etl-stage`):
@@ -27,6 +30,14 @@ class EtlStage(Block):
         from prefect_restful_etl.blocks.stage import EtlStage
 
         EtlStage(redis=RedisDatabase(host="redis.internal", db=2), ttl_seconds=3 * 24 * 3600).save("etl-stage")
+        ```
+
+        Or on MongoDB (the URL's database, else `restful_etl`):
+        ```python
+        from pydantic import SecretStr
+        from prefect_restful_etl.blocks.stage import EtlStage
+
+        EtlStage(url=SecretStr("mongodb://etl:PASSWORD@mongo.internal:27017/etl_stage")).save("etl-stage")
         ```
 
         Load it and open the stage:
@@ -44,13 +55,15 @@ class EtlStage(Block):
     _block_type_name = "RESTful ETL Stage"
     _logo_url = "https://raw.githubusercontent.com/PrefectHQ/prefect/420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/redis.png"  # type: ignore[assignment]
     _documentation_url = "https://docs.prefect.io/v3/develop/blocks"  # type: ignore[assignment]
-    _description = "The Redis stage of restful-etl batches: connection, key prefix, expiry and cleanup."
+    _description = "The Redis or MongoDB stage of restful-etl batches: connection, key prefix, expiry and cleanup."
 
     redis: RedisDatabase | None = Field(
         default=None, description="A Redis Database block (prefect-redis) to stage in; or give `url`."
     )
     url: SecretStr | None = Field(
-        default=None, description="`redis://[:password@]host:port/db` (or rediss://), when no Redis block is given."
+        default=None,
+        description="`redis://[:password@]host:port/db` (or rediss://), or `mongodb://[user:password@]host:port/database`"
+        " (or mongodb+srv://), when no Redis block is given.",
     )
     key_prefix: str = Field(default="restful-etl", description="First part of every stage key.")
     ttl_seconds: int | None = Field(
@@ -64,8 +77,8 @@ class EtlStage(Block):
     def _one_connection(self) -> EtlStage:
         if (self.redis is None) == (self.url is None):
             raise ValueError("give either redis (a Redis Database block) or url, not both and not neither")
-        if self.url is not None and not self.url.get_secret_value().startswith(("redis://", "rediss://")):
-            raise ValueError("url: must start with redis:// or rediss://")
+        if self.url is not None and stage_kind(self.url.get_secret_value()) not in ("redis", "mongo"):
+            raise ValueError(f"url: must start with {_SERVER_SCHEMES}")
         return self
 
     def stage_url(self) -> SecretStr:
@@ -85,9 +98,10 @@ class EtlStage(Block):
         }
         return settings.model_copy(update=update)
 
-    def get_stage(self) -> RedisStage:
-        """A RedisStage on a client of its own; close it with `aclose()` (or use it as `async with`)."""
-        return RedisStage.from_url(self.stage_url().get_secret_value(), prefix=self.key_prefix, ttl=self.ttl_seconds)
+    def get_stage(self) -> Stage:
+        """A RedisStage or MongoStage on a client of its own; close it with `aclose()` (or use it as `async with`)."""
+        url = self.stage_url().get_secret_value()
+        return open_stage_url(url, prefix=self.key_prefix, ttl=self.ttl_seconds, field="url")
 
 
 def _url_of(redis: RedisDatabase) -> str:

@@ -15,7 +15,7 @@ from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage.base import Stage
-from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
+from prefect_restful_etl.tasks.engine.stage.url import open_stage_url
 
 
 async def stage_settings(settings: Settings) -> Settings:
@@ -30,18 +30,14 @@ async def stage_settings(settings: Settings) -> Settings:
 
 
 def open_stage(settings: Settings) -> Stage:
+    """The stage `RESTFUL_ETL_STAGE_URL` names (memory, Redis or MongoDB), with its prefix and TTL."""
     url = settings.stage_url.get_secret_value()
-    if url.startswith("memory:"):
-        return MemoryStage()
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
-
-        return RedisStage.from_url(url, prefix=settings.stage_prefix, ttl=settings.stage_ttl)
-    raise ConfigError("RESTFUL_ETL_STAGE_URL", "must start with memory://, redis:// or rediss://")
+    where = "RESTFUL_ETL_STAGE_BLOCK" if settings.stage_block else "RESTFUL_ETL_STAGE_URL"
+    return open_stage_url(url, prefix=settings.stage_prefix, ttl=settings.stage_ttl, field=where)
 
 
 async def close_stage(stage: Stage) -> None:
-    """Close the stage's connection, if it has one (a Redis stage does; memory does not)."""
+    """Close the stage's connection, if it has one (a Redis or MongoDB stage does; memory does not)."""
     aclose = getattr(stage, "aclose", None)
     if aclose is not None:
         await aclose()

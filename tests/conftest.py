@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 
 from prefect_restful_etl.tasks.engine.stage.base import Stage  # noqa: E402
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage  # noqa: E402
+from prefect_restful_etl.tasks.engine.stage.mongo import MongoStage  # noqa: E402
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage  # noqa: E402
 
 pytest_plugins = [
@@ -27,7 +28,11 @@ pytest_plugins = [
     "fixtures.prefect_server",
     "fixtures.pocketbase_server",
     "fixtures.mockoon_server",
+    "fixtures.mongo_server",
 ]
+
+# Every stage backend; the Mongo stage on SecantusDB, and on the user's own server too where MONGO_URL names one.
+STAGES = ["memory", "redis", "mongo", *(["mongo-url"] if os.environ.get("MONGO_URL") else [])]
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +63,21 @@ def etl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=STAGES)
 async def stage(request: pytest.FixtureRequest) -> AsyncIterator[Stage]:
-    """Each stage backend in turn; the Redis one on an emptied database of the session's redis-server."""
+    """Each stage backend in turn: Redis on an emptied database of the session's redis-server, MongoDB on a
+    database of the test's own (the session's SecantusDB, and the `MONGO_URL` server where it is set)."""
     if request.param == "memory":
         yield MemoryStage()
         return
-    async with RedisStage.from_url(request.getfixturevalue("redis_url")) as redis_stage:
-        yield redis_stage
+    opened: RedisStage | MongoStage
+    if request.param == "redis":
+        opened = RedisStage.from_url(request.getfixturevalue("redis_url"))
+    else:
+        fixture = "mongo_url" if request.param == "mongo" else "external_mongo_url"
+        opened = MongoStage.from_url(request.getfixturevalue(fixture))
+    async with opened:
+        yield opened
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])

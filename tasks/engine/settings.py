@@ -16,9 +16,14 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".restful-etl"), description="Folder for the default SQLite audit database.")
     audit_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL; a password in it stays secret.")
     audit_block: str | None = Field(default=None, description="An AuditDatabase block's name; replaces audit_url.")
-    stage_url: SecretStr = Field(default=SecretStr("memory://"), description="`memory://` or `redis://host:port/db`.")
+    stage_url: SecretStr = Field(
+        default=SecretStr("memory://"),
+        description="`memory://`, `redis://host:port/db` or `mongodb://host:port/database`; a password stays secret.",
+    )
     stage_prefix: str = "restful-etl"
-    stage_ttl: int | None = Field(default=7 * 24 * 3600, description="Seconds a Redis stage key lives.")
+    stage_ttl: int | None = Field(
+        default=7 * 24 * 3600, description="Seconds a Redis stage key, or a MongoDB stage document, lives."
+    )
     keep_stage: bool = Field(default=False, description="Keep a completed batch's staged records.")
     stage_block: str | None = Field(
         default=None, description="Name of an `EtlStage` block; when set it replaces the four stage settings above."

@@ -18,6 +18,10 @@ from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 # A part holding one could name, or let drop_batch match, another tenant's or batch's keys.
 _UNSAFE_IN_KEY = frozenset(":*?[]\\")
 
+DEFAULT_TTL = 7 * 24 * 3600
+"""Seconds a stage server keeps what a batch staged after its last write: long enough to restart a failed
+batch after a weekend."""
+
 
 @dataclass(frozen=True)
 class StageKey:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -20,10 +19,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, StageError, StageUnavailable
 from prefect_restful_etl.tasks.engine.redaction import redact
-from prefect_restful_etl.tasks.engine.stage.base import StageKey
+from prefect_restful_etl.tasks.engine.stage.base import DEFAULT_TTL, StageKey
+from prefect_restful_etl.tasks.engine.stage.encoding import dump
 
-DEFAULT_TTL = 7 * 24 * 3600
-"""Seconds a stage key lives after its last write: long enough to restart a failed batch after a weekend."""
+__all__ = ["DEFAULT_TTL", "RedisStage"]
 
 # After batch_prefix's trailing ':' this spells `<prefix>:<tenant>:<batch>::jobs`: no job name can, since
 # StageKey rejects ':', yet drop_batch's `<prefix>:<tenant>:<batch>:*` still matches it.
@@ -120,7 +119,7 @@ class RedisStage:
     async def append(self, key: StageKey, records: Sequence[dict[str, Any]]) -> None:
         """Add one chunk of records after those already staged under `key`, all or nothing (MULTI/EXEC)."""
         name = self._name(key)
-        payload = [_dump(record, name) for record in records]
+        payload = [dump(record, name) for record in records]
         with self._errors("append", name):
             async with self._client.pipeline(transaction=True) as pipe:
                 for start in range(0, len(payload), self._write_chunk):
@@ -273,19 +272,6 @@ class RedisStage:
 
 def _batch_key(tenant_id: str, batch_id: str, prefix: str) -> StageKey:
     return StageKey(tenant_id, batch_id, "", prefix)
-
-
-def _dump(record: dict[str, Any], name: str) -> bytes:
-    try:
-        return orjson.dumps(record, default=_json_default)
-    except orjson.JSONEncodeError as ex:
-        raise StageError(f"a record for {name} cannot be staged as JSON: {ex}") from ex
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, Decimal):
-        return str(value)  # exact, unlike a float
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def _glob_escape(text: str) -> str:

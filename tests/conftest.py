@@ -32,7 +32,9 @@ pytest_plugins = [
 ]
 
 # Every stage backend; the Mongo stage on SecantusDB, and on the user's own server too where MONGO_URL names one.
-STAGES = ["memory", "redis", "mongo", *(["mongo-url"] if os.environ.get("MONGO_URL") else [])]
+# SecantusDB is slow to write (a Python server): its runs are integration tests, out of the fast loop.
+_MONGO = [] if not os.environ.get("MONGO_URL") else [pytest.param("mongo-url", marks=pytest.mark.integration)]
+STAGES = ["memory", "redis", pytest.param("mongo", marks=pytest.mark.integration), *_MONGO]
 
 
 @pytest.fixture(scope="session")

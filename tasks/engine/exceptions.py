@@ -65,7 +65,7 @@ class LoadLimitExceeded(EtlError):
 
 
 class StageError(EtlError):
-    """The stage (memory or Redis) cannot be read or written."""
+    """The stage (memory, Redis or MongoDB) cannot be read or written."""
 
 
 class StageUnavailable(StageError):

@@ -172,7 +172,8 @@ class MongoStage:
         if staged is not None and staged > present:
             raise StageError(f"{name} holds {present} of the {staged} records staged: the rest expired or were lost")
         end = present if staged is None else staged
-        position, pending = 0, []
+        pending: list[dict[str, Any]]
+        position, pending = 0, []  # pending: read, not yet yielded (less than a chunk, plus one document)
         while position < end:
             window = {**where, "n": {"$gte": position, "$lt": position + chunk_size - len(pending)}}
             with self._errors("read", name):

@@ -10,10 +10,13 @@ import pytest
 from prefect_restful_etl.tasks.engine.load.keysets import Claims, KeySet, MemoryKeySet, StagedKeySet
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
+from prefect_restful_etl.tasks.engine.stage.mongo import MongoStage
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 
 
-@pytest.fixture(params=["memory-set", "memory-stage", "redis-stage"])
+@pytest.fixture(
+    params=["memory-set", "memory-stage", "redis-stage", pytest.param("mongo-stage", marks=pytest.mark.integration)]
+)
 async def key_set(request: pytest.FixtureRequest) -> AsyncIterator[KeySet]:
     key = StageKey("acme", str(uuid.uuid4()), "shape").part("unique-1")
     if request.param == "memory-set":
@@ -21,9 +24,12 @@ async def key_set(request: pytest.FixtureRequest) -> AsyncIterator[KeySet]:
     elif request.param == "memory-stage":
         yield StagedKeySet(MemoryStage(), key)
         await MemoryStage().drop_batch(key.tenant_id, key.batch_id)
-    else:
+    elif request.param == "redis-stage":
         async with RedisStage.from_url(request.getfixturevalue("redis_url")) as stage:
             yield StagedKeySet(stage, key)
+    else:
+        async with MongoStage.from_url(request.getfixturevalue("mongo_url")) as mongo_stage:
+            yield StagedKeySet(mongo_stage, key)
 
 
 async def test_add_contains_and_drop(key_set: KeySet) -> None:

@@ -1,4 +1,4 @@
-"""The stage contract, run against every backend (memory and Redis), and StageKey's safety checks."""
+"""The stage contract, run against every backend (memory, Redis and MongoDB), and StageKey's safety checks."""
 
 from __future__ import annotations
 

@@ -22,6 +22,16 @@ value stored and sent back is the text the record held (or `datetime_format` app
 a value the product works out itself (the watermark less the lookback, the run's end) is written the way
 the source writes its cursors: the same separator, fraction digits and zone. Comparisons inside the product
 are by value: instants for datetimes, numbers for ints.
+
+An API that filters by expression takes the watermark inside a parameter's value: `template` writes it there,
+escaped for its place (`escape`), so a quote in a cursor value cannot end the string early:
+
+```json
+{"cursor_field": "updated", "cursor_type": "str", "param": "filter",
+ "template": "(updated >= \"{watermark}\")", "escape": "backslash"}
+```
+sends `GET /api/collections/customers/records?filter=(updated >= "2026-03-01 10:00:00.123Z")`; a first or full run
+sends no filter at all. `{end}` in a template stands for the run's start time (as `end_param` sends it).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.moments import format_datetime
 
 CursorType = Literal["datetime", "int", "str"]
 CursorValue = datetime | int | str
@@ -52,9 +63,20 @@ class Incremental(BaseModel):
     lookback: timedelta = Field(default=timedelta(0), description="Seconds or ISO 8601 duration (PT5M).")
     inclusive: bool = Field(default=True, description="The API returns records >= the watermark.")
     datetime_format: str | None = Field(
-        default=None, description="strftime for parameters; unset: the text the source gave, written its way."
+        default=None,
+        description="strftime for parameters (`%3f`: milliseconds); unset: the text the source gave, written its way.",
     )
     max_keys: int = Field(default=1000, ge=0, description="Natural keys remembered at the watermark.")
+    template: str | None = Field(
+        default=None,
+        description='The value of `param` around the watermark: `(updated >= "{watermark}")`, '
+        "`updated_at>'{watermark}'`.",
+    )
+    escape: Literal["none", "backslash", "sql"] = Field(
+        default="none",
+        description="How the watermark is escaped inside the template: none, backslash (before \\ \" and '), "
+        "or sql (a ' doubled).",
+    )
 
     @field_validator("lookback", mode="before")
     @classmethod
@@ -76,12 +98,23 @@ class Incremental(BaseModel):
             raise ValueError("end_param needs a datetime cursor (it sends the run's start time)")
         if self.initial_value is not None:
             parse_cursor(self.initial_value, self.cursor_type)
+        if self.template is not None and (self.param is None or "{watermark}" not in self.template):
+            raise ValueError("template needs param (the parameter it is the value of) and {watermark} in its text")
         return self
 
 
 _EPOCH = re.compile(r"^-?\d+(\.\d+)?$")
 # The parts of an ISO 8601 text that say how it is written: date, separator, time, fraction, zone.
 _ISO = re.compile(r"^(\d{4}-\d\d-\d\d)(?:([Tt ])(\d\d:\d\d(?::\d\d)?)(?:[.,](\d+))?(Z|z|[+-]\d\d:?\d\d)?)?$")
+
+
+def escape_value(text: str, escape: str) -> str:
+    """`text` ready to stand inside a quoted string of a filter expression."""
+    if escape == "backslash":
+        return text.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'")
+    if escape == "sql":
+        return text.replace("'", "''")
+    return text
 
 
 def parse_cursor(value: Any, cursor_type: CursorType) -> CursorValue:
@@ -181,9 +214,10 @@ class Cursor:
         params: dict[str, Any] = {}
         if self.config.param and self._start is not None:
             if self.config.lookback or self.config.datetime_format:
-                params[self.config.param] = self._format_param(self._minus_lookback(self._start))
+                value = self._format_param(self._minus_lookback(self._start))
             else:
-                params[self.config.param] = self._start_text
+                value = self._start_text
+            params[self.config.param] = value if self.config.template is None else self._templated(value)
         if self.config.end_param:
             params[self.config.end_param] = self._format_param(self._end)
         return params
@@ -215,9 +249,20 @@ class Cursor:
             return value - int(self.config.lookback.total_seconds())
         return value
 
+    def _templated(self, watermark: str | int | float) -> str:
+        """The template with the watermark (and the run's start) in place, each escaped for its place."""
+        text = self.config.template or ""
+        end = str(self._format_param(self._end))
+        # One pass over the template, so that a value holding "{end}" is never replaced in its turn.
+        parts = {
+            "{watermark}": escape_value(str(watermark), self.config.escape),
+            "{end}": escape_value(end, self.config.escape),
+        }
+        return re.sub(r"\{watermark\}|\{end\}", lambda match: parts[match.group(0)], text)
+
     def _format_param(self, value: CursorValue) -> str | int | float:
         if isinstance(value, datetime) and self.config.datetime_format:
-            return value.strftime(self.config.datetime_format)
+            return format_datetime(value, self.config.datetime_format)
         if isinstance(value, datetime) and self._start_text is not None:
             return write_like(self._start_text, value)
         return format_cursor(value)

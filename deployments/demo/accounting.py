@@ -1,16 +1,21 @@
 """The demo accounting API: customers and bills in memory, in insertion order, behind an `X-API-Key` header.
 
 Records keep whatever JSON fields they are given (SCD2 or audit columns too); only a few fields are validated.
+A create sent with an `Idempotency-Key` header it has seen before is answered with the row that key made,
+and nothing is created (`Idempotent-Replayed: true`). `POST /_control/representation {"mode": "own"}` makes
+it store every value it is sent in its own representation, as many real APIs do (see `own_representation`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
 from secrets import compare_digest
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 
 from prefect_restful_etl.deployments.demo.crm import (
@@ -35,6 +40,50 @@ class Invalid(Exception):
     """A record the API refuses: the message names the field and why."""
 
 
+_KEPT = frozenset({"id", "external_id"})  # ids and the natural key stay as sent: they are matched as text
+_DECIMAL_TEXT = re.compile(r"^-?\d+\.\d+$")
+_OWN_OFFSET = timezone(timedelta(hours=1))
+
+
+def own_representation(value: Any) -> Any:
+    """How a destination that keeps values its own way stores `value`: the same meaning, spelt differently.
+
+    `0` -> `0.0` and `2.0` -> `2`; decimal text `"1234.50"` -> the number `1234.5`; a date and time ->
+    the same instant at +01:00 with milliseconds (`2026-03-01T00:00:00Z` -> `2026-03-01T01:00:00.000+01:00`);
+    a null member -> left out; an object's members in reverse order. Booleans and other text stay as they are.
+    """
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, str):
+        return _own_text(value)
+    if isinstance(value, dict):
+        return {k: own_representation(v) for k, v in reversed(value.items()) if v is not None}
+    if isinstance(value, list):
+        return [own_representation(v) for v in value]
+    return value
+
+
+def _own_text(text: str) -> Any:
+    if _DECIMAL_TEXT.match(text):
+        return float(text)
+    if len(text) >= 16 and text[4] == "-" and text[10] in "Tt ":
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return text
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return moment.astimezone(_OWN_OFFSET).isoformat(timespec="milliseconds")
+    return text
+
+
+def _own_record(body: Record) -> Record:
+    return {k: v if k in _KEPT else own_representation(v) for k, v in reversed(body.items()) if v is not None}
+
+
 class Collection:
     """One kind of record: ids like `AC-000001` in insertion order, and an index on `external_id`."""
 
@@ -46,6 +95,13 @@ class Collection:
         self.records: dict[str, Record] = {}
         self._by_external: dict[str, dict[str, None]] = {}  # str(external_id) -> ids, as an ordered set
         self._next = 1
+        self.own_representation = False  # store values as sent
+        self.idempotency: dict[str, str] = {}  # Idempotency-Key -> the id of the row its create made
+        self.replays = 0
+
+    def arriving(self, body: Record) -> Record:
+        """A body as this collection stores it (its own representation, when that mode is on)."""
+        return _own_record(body) if self.own_representation else body
 
     def get(self, record_id: str) -> Record:
         if record_id not in self.records:
@@ -64,16 +120,28 @@ class Collection:
 
     def create(self, body: Record) -> Record:
         record_id = f"{self.prefix}-{self._next:06d}"
-        record = self._store(_with_id(record_id, body))
+        record = self._store(_with_id(record_id, self.arriving(body)))
         self._next += 1
         return record
 
     def replace(self, record_id: str, body: Record) -> Record:
         self.get(record_id)
-        return self._store(_with_id(record_id, body))
+        return self._store(_with_id(record_id, self.arriving(body)))
 
     def merge(self, record_id: str, changes: Record) -> Record:
-        return self._store(_with_id(record_id, {**self.get(record_id), **changes}))
+        old = self.get(record_id)
+        if self.own_representation:  # the changed members as it stores them: a null one is left out
+            kept = {k: v for k, v in old.items() if k not in changes}
+            return self._store(_with_id(record_id, {**kept, **self.arriving(changes)}))
+        return self._store(_with_id(record_id, {**old, **changes}))
+
+    def replayed(self, key: str | None) -> Record | None:
+        """The row an earlier create with this Idempotency-Key made (None: a key not seen, or its row is gone)."""
+        record_id = self.idempotency.get(key) if key else None
+        if record_id is None or record_id not in self.records:
+            return None
+        self.replays += 1
+        return self.records[record_id]
 
     def delete(self, record_id: str) -> None:
         self._unindex(self.get(record_id))
@@ -169,7 +237,14 @@ def collection_routes(path: str, collection: Collection, control: ControlState, 
     @router.post("", status_code=201)
     async def create(request: Request) -> Response:
         body = await json_object(request)
-        return _written(control, "POST", 201, lambda: collection.create(body))
+        key = request.headers.get("idempotency-key")
+        earlier = collection.replayed(key)
+        if earlier is not None:
+            return json_response(earlier, 201, headers={"Idempotent-Replayed": "true"})
+        response = _written(control, "POST", 201, lambda: collection.create(body))
+        if key:
+            collection.idempotency[key] = orjson.loads(response.body)["id"]
+        return response
 
     @router.put("/{record_id}")
     async def replace(request: Request, record_id: str) -> Response:
@@ -216,6 +291,21 @@ def accounting_control_router(customers: Collection, bills: Collection) -> APIRo
     @router.get("/dump")
     async def dump() -> Response:
         return json_response({"customers": list(customers.records.values()), "bills": list(bills.records.values())})
+
+    @router.get("/idempotency")
+    async def idempotency() -> Response:
+        """How many Idempotency-Keys the creates brought, and how many creates were answered from one."""
+        keys, replays = (sum(len(c.idempotency) for c in (customers, bills)), customers.replays + bills.replays)
+        return json_response({"keys": keys, "replays": replays})
+
+    @router.post("/representation")
+    async def representation(request: Request) -> Response:
+        """`{"mode": "own"}`: store every value sent in the API's own representation; `{"mode": "as_sent"}`."""
+        mode = (await json_object(request)).get("mode")
+        if mode not in ("own", "as_sent"):
+            raise HTTPException(422, 'mode: "own" or "as_sent"')
+        customers.own_representation = bills.own_representation = mode == "own"
+        return json_response({"mode": mode})
 
     @router.post("/reset")
     async def reset() -> Response:

@@ -14,6 +14,7 @@ from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.load.job import LoadJob
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob
+from prefect_restful_etl.tasks.engine.transform.steps import Cast, Rename
 
 __all__ = ["BatchType", "Endpoint", "ExtractJob", "JobBase", "JobType", "LoadJob", "TransformJob"]
 
@@ -56,7 +57,23 @@ class BatchType(BaseModel):
         for key, api_config in self.apis.items():
             if api_config.name != key:
                 raise ValueError(f"apis.{key}.name: must equal its key {key!r}, not {api_config.name!r}")
+        for job in self.jobs:
+            if isinstance(job, LoadJob):  # a decimal cast upstream is compared as a decimal (canonical.py)
+                job.compare_as = {**dict.fromkeys(self._decimals(job.source), "decimal"), **job.compare_as}
         return self
+
+    def _decimals(self, name: str) -> set[str]:
+        """The fields that the transform `name` (after the transforms it reads) leaves cast to decimal."""
+        job = self.job(name)
+        if not isinstance(job, TransformJob):
+            return set()
+        decimals = self._decimals(job.source)
+        for step in job.steps:
+            if isinstance(step, Rename):
+                decimals = {step.fields.get(field, field) for field in decimals}
+            elif isinstance(step, Cast):
+                decimals = (decimals - set(step.fields)) | {f for f, to in step.fields.items() if to == "decimal"}
+        return decimals
 
     def _earlier(self, name: str, before: int) -> JobType | None:
         return next((job for job in self.jobs[:before] if job.name == name), None)

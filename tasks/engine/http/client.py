@@ -160,24 +160,32 @@ class RestClient:
         """`GET crm:/customers`: what errors name, built only when one is raised (it parses and redacts)."""
         return redact(f"{method} {self.api.name}:{httpx.URL(url).copy_with(query=None)}", self._secrets)
 
-    async def request(self, method: str, url: str, *, idempotent: bool | None = None, **kwargs: Any) -> httpx.Response:
+    async def request(
+        self, method: str, url: str, *, idempotent: bool | None = None, attempts: int | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """One request, retried on 429, 5xx, timeouts and dropped connections with backoff and jitter.
 
         A request that is not `idempotent` (by default POST and PATCH) is sent again only when it surely
         never reached the API (429, no connection): a retried POST after a 502 could create a record twice.
+        `attempts=1` sends it once and leaves every retry to the caller (a load's create looks its key up first).
         """
         self._check_origin(method, url)
         safe = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
-        for attempt in range(1, self.api.max_attempts + 1):
+        most = attempts or self.api.max_attempts
+        for attempt in range(1, most + 1):
             outcome, unsent = await self._send(method, url, kwargs)
             if isinstance(outcome, httpx.Response):
                 return outcome
-            if attempt == self.api.max_attempts or not (safe or unsent):
+            if attempt == most or not (safe or unsent):
                 raise outcome
-            delay = self._backoff(attempt, outcome.retry_after)
-            logger.warning("%s; attempt %d of %d, retrying in %.2fs", outcome, attempt, self.api.max_attempts, delay)
-            await _sleep(delay)
+            await self.pause(attempt, outcome)
         raise AssertionError("unreachable")
+
+    async def pause(self, attempt: int, failure: RetriableError) -> None:
+        """The backoff before attempt `attempt + 1` after `failure` (its Retry-After, or jittered doubling)."""
+        delay = self._backoff(attempt, failure.retry_after)
+        logger.warning("%s; attempt %d of %d, retrying in %.2fs", failure, attempt, self.api.max_attempts, delay)
+        await _sleep(delay)
 
     async def _send(
         self, method: str, url: str, kwargs: dict[str, Any]

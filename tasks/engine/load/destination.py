@@ -18,8 +18,9 @@ from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError
 from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint
+from prefect_restful_etl.tasks.engine.load.canonical import CompareAs, row_hash, same_instant
 from prefect_restful_etl.tasks.engine.load.history import History
-from prefect_restful_etl.tasks.engine.load.scd import KeyState, SoftDelete, Version, natural_key, row_hash
+from prefect_restful_etl.tasks.engine.load.scd import KeyState, SoftDelete, Version, natural_key
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
 
 LookupMode = Literal["pull", "by_key"]
@@ -99,11 +100,17 @@ class DestinationIndex:
         compare: list[str],
         history: History | None = None,
         soft_delete: SoftDelete | None = None,
+        compare_as: Mapping[str, CompareAs] | None = None,
     ) -> None:
         self.stage, self.key = stage, key
         self.key_fields, self.id_field, self.compare = key_fields, id_field, compare
+        self.compare_as = compare_as or {}
         self.history, self.soft_delete = history, soft_delete
         self.pulled_keys = 0  # keys the destination held when pulled (KeyState.present), before any write
+
+    def hash(self, record: dict[str, Any]) -> str:
+        """The hash of a record's compared fields in canonical form: staged records and destination rows alike."""
+        return row_hash(record, self.compare, self.compare_as)
 
     async def fetch(self, keys: Iterable[str]) -> IndexChunk:
         """The states of `keys` (one `index_get`); keys the destination does not hold are absent."""
@@ -135,7 +142,7 @@ class DestinationIndex:
             raise DestinationDataError(ex.field, f"destination row {row.get(self.id_field)!r}: {ex.detail}") from None
         version = Version(
             id=row.get(self.id_field),
-            hash=row_hash(row, self.compare),
+            hash=self.hash(row),
             number=number,
             valid_from=_text(row.get(history.valid_from)) if history else None,
             deleted=soft is not None and row.get(soft.field) == soft.value,
@@ -177,19 +184,11 @@ class DestinationIndex:
         (an empty state for a key the destination lacks, so that no later chunk asks again)."""
         limit = asyncio.Semaphore(concurrency)
         wanted = {key: record for key, record in staged.items() if key not in chunk}
-        states = {key: KeyState() for key in wanted}
+        states: dict[str, KeyState] = {}
 
         async def one(key: str, record: dict[str, Any]) -> None:
-            params = {**endpoint.params, **self._filter(record, lookup)}
             async with limit:
-                pages = client.paginate(
-                    endpoint.path, params=params, records_path=endpoint.records_path, paginator=endpoint.paginator
-                )
-                async for page in pages:
-                    for row in page:
-                        # An API that ignores the filter answers with other keys too: keep only this one.
-                        if natural_key(row, self.key_fields) == key:
-                            states[key].add(*self.version(row))
+                states[key] = await self.state_of(client, endpoint, lookup, key, record)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -197,8 +196,43 @@ class DestinationIndex:
                     group.create_task(one(key, record))
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
-        for key, state in states.items():
-            chunk.set(key, state)
+        for key in wanted:
+            chunk.set(key, states[key])
+
+    async def state_of(
+        self, client: RestClient, endpoint: Endpoint, lookup: Lookup, key: str, record: dict[str, Any]
+    ) -> KeyState:
+        """What the destination holds of one key now: one filtered GET (`lookup.params`), paged if need be."""
+        state = KeyState()
+        params = {**endpoint.params, **self._filter(record, lookup)}
+        pages = client.paginate(
+            endpoint.path, params=params, records_path=endpoint.records_path, paginator=endpoint.paginator
+        )
+        async with aclosing(pages):
+            async for page in pages:
+                for row in page:
+                    # An API that ignores the filter answers with other keys too: keep only this one.
+                    if natural_key(row, self.key_fields) == key:
+                        state.add(*self.version(row))
+        return state
+
+    async def find_created(
+        self, client: RestClient, endpoint: Endpoint, lookup: Lookup, key: str, record: dict[str, Any], after: Version
+    ) -> Version | None:
+        """After a create of `key` whose answer was lost: the live row it made, or None if it did not land.
+
+        Types 0 and 1 take any live row of the key (a second create would make a duplicate, whoever made the
+        first); type 2 the version the create opened: its number, or (an API without numbers) its start.
+        """
+        state = await self.state_of(client, endpoint, lookup, key, record)
+        for version in state.live:
+            if self.history is None:
+                return version
+            if self.history.version is not None and version.number == after.number:
+                return version
+            if self.history.version is None and same_instant(version.valid_from, after.valid_from):
+                return version
+        return None
 
     def _filter(self, record: dict[str, Any], lookup: Lookup) -> dict[str, Any]:
         return {lookup.params.get(f, f): get_path(record, f) for f in self.key_fields}

@@ -8,6 +8,7 @@ nothing, and a load cut off half way converges when it runs again: every run dif
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -16,10 +17,11 @@ from prefect_restful_etl.tasks.engine.audit.tables import utcnow
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, StageError
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
+from prefect_restful_etl.tasks.engine.load.canonical import CompareAs
 from prefect_restful_etl.tasks.engine.load.destination import DestinationIndex, IndexChunk, Lookup, LookupMode
 from prefect_restful_etl.tasks.engine.load.history import History
 from prefect_restful_etl.tasks.engine.load.occurrences import LastOccurrences
-from prefect_restful_etl.tasks.engine.load.scd import Missing, Planner, format_moment, row_hash
+from prefect_restful_etl.tasks.engine.load.scd import Change, Missing, Planner, Version, format_moment
 from prefect_restful_etl.tasks.engine.load.writers import (
     AuditColumns,
     BulkWrite,
@@ -60,6 +62,11 @@ class LoadJob(JobBase):
         default=None,
         description="Fields compared for change; default: every staged field but those the load writes itself.",
     )
+    compare_as: dict[str, CompareAs] = Field(
+        default_factory=dict,
+        description='How a compared field is compared: "decimal" (numbers and numeric text by value), "text" '
+        '(exactly); default "value" (canonical.py). A batch type fills in "decimal" for fields its transforms cast so.',
+    )
     id_field: str = Field(default="id", description="The destination's own id, used in update URLs.")
     scd_type: Literal[0, 1, 2] = Field(default=1, description="0: insert only; 1: overwrite; 2: keep history.")
     history: History | None = Field(default=None, description="Type 2's validity fields; default: History().")
@@ -70,6 +77,11 @@ class LoadJob(JobBase):
     concurrency: int = Field(default=4, ge=1, description="Keys written at once (the API's rate limit also applies).")
     error_threshold: ErrorThreshold | None = Field(default=None, description="Default: refused writes never fail it.")
     dry_run: bool = Field(default=False, description="Compute and report the changes; write nothing.")
+    idempotency_header: str | None = Field(
+        default=None,
+        description='The header by which the API recognises a create sent twice ("Idempotency-Key"): creates whose '
+        "answer was lost are then sent again with it; without one the load looks the key up before sending again.",
+    )
     audit_columns: AuditColumns | None = None
 
     @model_validator(mode="after")
@@ -112,11 +124,17 @@ async def run_load(
     acts_on_missing = ctx.full_refresh and job.missing.action != "ignore"
     mode = job.lookup.choose(await ctx.stage.count(source), must_pull=acts_on_missing)
     planner = Planner(job.scd_type, format_moment(ctx.effective_at), job.history, job.missing.soft_delete)
-    writer = Writer(client, _writer_settings(job, ctx, dry_run), errors, counts)
+    index: DestinationIndex | None = None
+
+    async def find_created(change: Change) -> Version | None:
+        assert index is not None and change.after is not None, "a create is planned against an open index"
+        body = next(w.body for w in change.writes if w.op == "create") or {}
+        return await index.find_created(client, job.endpoint, job.lookup, change.key, body, change.after)
+
+    writer = Writer(client, _writer_settings(job, ctx, dry_run, find_created), errors, counts)
     own = StageKey(ctx.tenant_id, ctx.batch_id, job.slug)  # the load stages no records; its index rests beside
     last = LastOccurrences(ctx.stage, own.part("last"), job.natural_key)
     await _forget(ctx.stage, own)  # an earlier attempt's index may lack writes that landed: diff afresh
-    index: DestinationIndex | None = None
     try:
         # A key staged twice is written once, with its last record: planning it again in a later chunk, against
         # what the earlier one wrote, would write twice (type 2: a zero-length version) and again on every rerun.
@@ -133,7 +151,7 @@ async def run_load(
             if mode == "by_key":
                 await index.look_up(client, job.endpoint, job.lookup, latest, states, job.concurrency)
             latest = {key: _with_nulls(record, index.compare) for key, record in latest.items()}
-            changes = [planner.plan(k, r, row_hash(r, index.compare), states.get(k)) for k, r in latest.items()]
+            changes = [planner.plan(k, r, index.hash(r), states.get(k)) for k, r in latest.items()]
             await writer.apply(changes, states)
             await index.save(states)
             await ctx.report_progress(report)
@@ -166,6 +184,7 @@ async def _open_index(
         compare=compare,
         history=job.history if job.scd_type == 2 else None,
         soft_delete=job.missing.soft_delete,
+        compare_as=job.compare_as,
     )
     if mode == "pull":
         await index.pull(ctx.client(job.api), job.endpoint)
@@ -222,7 +241,9 @@ def _check_fraction(job: LoadJob, counts: dict[str, int]) -> None:
         )
 
 
-def _writer_settings(job: LoadJob, ctx: BatchContext, dry_run: bool) -> WriterSettings:
+def _writer_settings(
+    job: LoadJob, ctx: BatchContext, dry_run: bool, find_created: Callable[[Change], Awaitable[Version | None]]
+) -> WriterSettings:
     stamp: dict[str, Any] = {}
     if job.audit_columns is not None:
         if job.audit_columns.batch_id:
@@ -238,4 +259,6 @@ def _writer_settings(job: LoadJob, ctx: BatchContext, dry_run: bool) -> WriterSe
         threshold=job.error_threshold,
         stamp=stamp or None,
         dry_run=dry_run,
+        idempotency_header=job.idempotency_header,
+        find_created=find_created,
     )

@@ -6,13 +6,11 @@ Plans are pure: the writer carries them out, a dry run only counts them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect_restful_etl.tasks.engine.http.paths import get_path
@@ -25,12 +23,6 @@ WriteOp = Literal["create", "update", "expire", "soft_delete", "delete"]
 def natural_key(record: dict[str, Any], fields: Iterable[str]) -> str:
     """The record's natural key as text: `42`, or `42|EUR` for a key of several fields."""
     return "|".join("" if (v := get_path(record, f)) is None else str(v) for f in fields)
-
-
-def row_hash(record: dict[str, Any], fields: Iterable[str]) -> str:
-    """A digest of the compared fields, so a change in any of them (and only them) is seen."""
-    values = [get_path(record, f) for f in fields]
-    return hashlib.blake2b(orjson.dumps(values, default=str), digest_size=16).hexdigest()
 
 
 class SoftDelete(BaseModel):

@@ -3,12 +3,18 @@
 A write the API refuses (a 4xx) becomes an error event and the load goes on, up to the job's error threshold;
 a destination that is down (429, 5xx, no connection, after the client's retries) fails the job, so that a
 rerun, which diffs afresh, converges.
+
+A create whose answer is lost (429, 5xx, a dropped connection: it may have landed) is never sent again blindly:
+the load looks its key up first, and takes the row it finds as the create's; only a key that is still absent is
+sent again. With an `Idempotency-Key` header (`idempotency_header`) the API itself recognises a create sent
+twice, and the client sends it again as it would a PUT.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -79,6 +85,9 @@ class WriterSettings:
     threshold: ErrorThreshold | None = None
     stamp: dict[str, Any] | None = None  # the audit columns' values
     dry_run: bool = False
+    idempotency_header: str | None = None  # e.g. "Idempotency-Key": the API recognises a create sent twice
+    # Looks a key up after a create's answer was lost: the row the create made, or None if it is absent.
+    find_created: Callable[[Change], Awaitable[Version | None]] | None = None
 
 
 class Writer:
@@ -88,6 +97,7 @@ class Writer:
         self._client, self._settings, self._errors, self.counts = client, settings, errors, counts
         self._path = settings.path.rstrip("/")
         self._limit = asyncio.Semaphore(settings.concurrency)
+        self._run = uuid.uuid4()  # idempotency keys: one per key and version within this load, new in the next
 
     async def apply(self, changes: Sequence[Change], index: IndexChunk) -> None:
         if self._settings.dry_run:
@@ -116,7 +126,7 @@ class Writer:
         async with self._limit:
             try:
                 for write in change.writes:
-                    written = await self._send(write)
+                    written = await (self._create(change, write) if write.op == "create" else self._send(write))
                     landed.append(write)
                     if write.op == "create":
                         new_id = written
@@ -131,12 +141,34 @@ class Writer:
                 return
         self._landed(change, new_id, index)
 
-    async def _send(self, write: Write) -> Any:
-        """One request; returns the id a create answered with."""
+    async def _create(self, change: Change, write: Write) -> Any:
+        """POST one new row; returns its id. A lost answer is followed by a look-up of the key, never by a blind
+        second POST: only a key the destination still lacks is sent again (see the module's docstring)."""
         client, settings = self._client, self._settings
-        if write.op == "create":
-            response = await client.request("POST", self._path, json=self._stamped(write.body))
+        body = self._stamped(write.body)
+        header = settings.idempotency_header
+        if header:
+            token = str(uuid.uuid5(self._run, f"{change.key}\x00{change.after.number if change.after else 0}"))
+            response = await client.request("POST", self._path, json=body, headers={header: token}, idempotent=True)
             return _id_of(response.json() if response.content else None, settings.id_field)
+        find = settings.find_created
+        attempt = 1
+        while True:
+            try:
+                response = await client.request("POST", self._path, json=body, attempts=1 if find else None)
+                return _id_of(response.json() if response.content else None, settings.id_field)
+            except RetriableError as lost:
+                found = await find(change) if find else None
+                if found is not None:
+                    return found.id  # it landed: its answer was lost, not the row
+                if find is None or attempt >= client.api.max_attempts:
+                    raise
+                await client.pause(attempt, lost)
+                attempt += 1
+
+    async def _send(self, write: Write) -> Any:
+        """One update, expiry, soft delete or delete."""
+        client, settings = self._client, self._settings
         url = f"{self._path}/{quote(str(write.target), safe='')}"
         if write.op == "delete":
             try:

@@ -677,6 +677,56 @@ def test_accounting_stats_by_template_and_reset(accounting: httpx.Client) -> Non
     assert ok(accounting.post("/customers", json={"name": "A", "email": "a@x.io"})).json()["id"] == "AC-000001"
 
 
+def test_accounting_answers_a_create_sent_again_with_its_idempotency_key_from_the_first(
+    accounting: httpx.Client,
+) -> None:
+    body = {"external_id": "1", "name": "A", "email": "a@x.io"}
+    first = ok(accounting.post("/customers", json=body, headers={"Idempotency-Key": "k-1"}))
+    again = ok(accounting.post("/customers", json=body, headers={"Idempotency-Key": "k-1"}))
+    assert (again.status_code, again.json(), again.headers["idempotent-replayed"]) == (201, first.json(), "true")
+    other = ok(accounting.post("/customers", json=body, headers={"Idempotency-Key": "k-2"}))
+    assert other.json()["id"] == "AC-000002" and "idempotent-replayed" not in other.headers
+    assert [c["id"] for c in ok(accounting.get("/_control/dump")).json()["customers"]] == ["AC-000001", "AC-000002"]
+    assert ok(accounting.get("/_control/idempotency")).json() == {"keys": 2, "replays": 1}
+    ok(accounting.post("/_control/reset"))
+    assert ok(accounting.get("/_control/idempotency")).json() == {"keys": 0, "replays": 0}
+
+
+def test_accounting_in_its_own_representation_stores_the_same_meaning_spelt_its_way(accounting: httpx.Client) -> None:
+    assert accounting.post("/_control/representation", json={"mode": "odd"}).status_code == 422
+    ok(accounting.post("/_control/representation", json={"mode": "own"}))
+    sent = {
+        "external_id": "7",
+        "name": "A",
+        "email": "a@x.io",
+        "score": 0,
+        "ratio": 2.0,
+        "balance": "1234.50",
+        "at": "2026-03-01T00:00:00Z",
+        "gone": None,
+        "address": {"a": 1, "b": None, "c": "x"},
+        "vip": True,
+    }
+    stored = ok(accounting.post("/customers", json=sent)).json()
+    assert stored == {
+        "id": "AC-000001",
+        "external_id": "7",
+        "name": "A",
+        "email": "a@x.io",
+        "score": 0.0,
+        "ratio": 2,
+        "balance": 1234.5,
+        "at": "2026-03-01T01:00:00.000+01:00",
+        "address": {"c": "x", "a": 1.0},
+        "vip": True,
+    }
+    assert list(stored["address"]) == ["c", "a"] and isinstance(stored["score"], float)
+    merged = ok(accounting.patch("/customers/AC-000001", json={"score": None, "ratio": 3})).json()
+    assert "score" not in merged and merged["ratio"] == 3.0
+    ok(accounting.post("/_control/reset"))  # back to storing values as sent
+    assert ok(accounting.post("/customers", json=sent)).json() == {"id": "AC-000001", **sent}
+
+
 # --- the process and the generator -----------------------------------------------------------------------------
 
 

@@ -15,7 +15,6 @@ from prefect_restful_etl.tasks.engine.load.scd import (
     format_moment,
     later,
     natural_key,
-    row_hash,
 )
 
 T0, T1, T2 = "2026-01-01T00:00:00.000000Z", "2026-02-01T00:00:00.000000Z", "2026-03-01T00:00:00.000000Z"
@@ -35,18 +34,6 @@ RECORD = {"external_id": "7", "email": "new@x.io"}
 )
 def test_natural_key(record: dict, fields: list[str], expected: str) -> None:
     assert natural_key(record, fields) == expected
-
-
-def test_row_hash_sees_only_compared_fields() -> None:
-    a = {"name": "Acme", "email": "a@x.io", "loaded_at": "monday"}
-    b = {"name": "Acme", "email": "a@x.io", "loaded_at": "tuesday"}
-    assert row_hash(a, ["name", "email"]) == row_hash(b, ["name", "email"])
-    assert row_hash(a, ["name", "email", "loaded_at"]) != row_hash(b, ["name", "email", "loaded_at"])
-
-
-def test_row_hash_tells_types_apart() -> None:
-    assert row_hash({"v": 1}, ["v"]) != row_hash({"v": "1"}, ["v"])
-    assert row_hash({"v": None}, ["v"]) != row_hash({"v": ""}, ["v"])
 
 
 def _state(*versions: Version, top: int | None = None, closed: tuple[str, ...] = ()) -> KeyState:

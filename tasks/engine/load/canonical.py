@@ -54,17 +54,23 @@ def canonical(value: Any) -> Any:
 
 def canonical_decimal(value: Any) -> Any:
     """A decimal field's value: a number or numeric text as normalised decimal text; anything else as `canonical`."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int | float | Decimal | str):
-        try:
-            number = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
-        except InvalidOperation:
-            return canonical(value)
-        if number.is_finite():
-            text = f"{number.normalize():f}"
-            return "0" if text == "-0" else text
-    return canonical(value)
+    kind = type(value)
+    if kind is str:
+        text = value
+    elif kind is int or kind is float:
+        text = repr(value)  # a float's shortest round-tripping digits: 0.1 is "0.1", not 0.1000000000000000055...
+    elif isinstance(value, Decimal):
+        text = str(value)
+    else:
+        return canonical(value)  # None, booleans, objects and lists are no decimals
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return canonical(value)
+    if not number.is_finite():
+        return canonical(value)
+    normal = f"{number.normalize():f}"
+    return "0" if normal == "-0" else normal
 
 
 def _instant(text: str) -> str | None:
@@ -92,9 +98,26 @@ def _utc(moment: datetime) -> str:
 _FORMS: dict[str, Callable[[Any], Any]] = {"value": canonical, "decimal": canonical_decimal, "text": lambda v: v}
 
 
+class RowHasher:
+    """A digest of a record's compared fields in canonical form: a change in any of them (and only them) is
+    seen, a re-spelling of a value is not. Built once per load (it runs for every staged and destination row)."""
+
+    def __init__(self, fields: Iterable[str], compare_as: Mapping[str, CompareAs] | None = None) -> None:
+        forms = compare_as or {}
+        self._plain = [(f, _FORMS[forms.get(f, "value")]) for f in fields]
+        self._dotted = any("." in f for f, _ in self._plain)
+
+    def __call__(self, record: dict[str, Any]) -> str:
+        if self._dotted:
+            values = [form(get_path(record, f)) for f, form in self._plain]
+        else:
+            get = record.get
+            values = [form(get(f)) for f, form in self._plain]
+        return hashlib.blake2b(
+            orjson.dumps(values, default=str, option=orjson.OPT_SORT_KEYS), digest_size=16
+        ).hexdigest()
+
+
 def row_hash(record: dict[str, Any], fields: Iterable[str], compare_as: Mapping[str, CompareAs] | None = None) -> str:
-    """A digest of the compared fields in canonical form: a change in any of them (and only them) is seen, a
-    re-spelling of a value is not."""
-    forms = compare_as or {}
-    values = [_FORMS[forms.get(f, "value")](get_path(record, f)) for f in fields]
-    return hashlib.blake2b(orjson.dumps(values, default=str, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+    """`RowHasher(fields, compare_as)(record)`, for one record."""
+    return RowHasher(fields, compare_as)(record)

@@ -18,7 +18,7 @@ from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError
 from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint
-from prefect_restful_etl.tasks.engine.load.canonical import CompareAs, row_hash, same_instant
+from prefect_restful_etl.tasks.engine.load.canonical import CompareAs, RowHasher, same_instant
 from prefect_restful_etl.tasks.engine.load.history import History
 from prefect_restful_etl.tasks.engine.load.scd import KeyState, SoftDelete, Version, natural_key
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
@@ -105,12 +105,9 @@ class DestinationIndex:
         self.stage, self.key = stage, key
         self.key_fields, self.id_field, self.compare = key_fields, id_field, compare
         self.compare_as = compare_as or {}
+        self.hash = RowHasher(compare, self.compare_as)  # staged records and destination rows alike
         self.history, self.soft_delete = history, soft_delete
         self.pulled_keys = 0  # keys the destination held when pulled (KeyState.present), before any write
-
-    def hash(self, record: dict[str, Any]) -> str:
-        """The hash of a record's compared fields in canonical form: staged records and destination rows alike."""
-        return row_hash(record, self.compare, self.compare_as)
 
     async def fetch(self, keys: Iterable[str]) -> IndexChunk:
         """The states of `keys` (one `index_get`); keys the destination does not hold are absent."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import prefect_restful_etl.tasks.engine as engine
 
 _PACKAGE = "prefect_restful_etl.tasks.engine"
-ROOMS = {"http", "extract", "transform", "load", "stage", "audit"}
+ROOMS = {"http", "extract", "transform", "load", "stage", "audit", "hooks"}
 
 
 def _engine_modules() -> list[str]:

@@ -1,0 +1,1 @@
+"""Real-time hooks: the receiver's configuration, signatures, the durable intake, the debouncer, pushed records."""

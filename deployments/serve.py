@@ -17,6 +17,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Interval, Schedule
 
 from prefect_restful_etl.flows.catalog import FULL_RESYNC_SUFFIX, BatchFlow, batch_flows
+from prefect_restful_etl.flows.hooks import DEPLOYMENT_NAME, ENTRYPOINT, micro_batch
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,18 @@ def batch_deployments(
     return deployments
 
 
+def hooks_deployment() -> RunnerDeployment:
+    """The hooks' micro-batches (`restful-etl-hooks/hooks`): no schedule, the hook receiver starts them."""
+    deployment = micro_batch.to_deployment(
+        name=DEPLOYMENT_NAME,
+        tags=["hooks"],
+        description="Micro-batches of pushed records, started by the hook receiver (`restful-etl hooks serve`).",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    deployment.entrypoint = ENTRYPOINT
+    return deployment
+
+
 def serve_all(*, limit: int | None = None, tenant_id: str | None = None, sealed_credentials: str | None = None) -> None:
     """Blocks until interrupted: polls Prefect for runs of every batch type's deployments and runs them."""
     if not os.environ.get(SEAL_KEY_ENV):
@@ -68,4 +81,4 @@ def serve_all(*, limit: int | None = None, tenant_id: str | None = None, sealed_
         for name, flow in batch_flows().items()
         for d in batch_deployments(name, flow, tenant_id=tenant_id, sealed_credentials=sealed_credentials)
     ]
-    serve(*deployments, limit=limit)
+    serve(*deployments, hooks_deployment(), limit=limit)

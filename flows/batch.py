@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from prefect.context import FlowRunContext
@@ -39,9 +40,16 @@ from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
 from prefect_restful_etl.tasks.jobs import extract_job, load_job, transform_job
 
+# A job run another way (a micro-batch's pushed records in place of its extract), given the batch id.
+Substitute = Callable[[str], Awaitable[JobReport]]
 
-async def run_batch(batch_type: BatchType, parameters: dict[str, Any]) -> BatchReport:
-    """One batch of `batch_type` from the run's parameters as sent: masked in Prefect, then validated."""
+
+async def run_batch(
+    batch_type: BatchType, parameters: dict[str, Any], *, substitutes: Mapping[str, Substitute] | None = None
+) -> BatchReport:
+    """One batch of `batch_type` from the run's parameters as sent: masked in Prefect, then validated.
+
+    `substitutes` runs the named jobs another way; such a batch moves no watermark (they are the polling's)."""
     context = FlowRunContext.get()
     assert context is not None and context.flow_run is not None, "run_batch runs inside a batch flow"
     flow_run = context.flow_run
@@ -81,7 +89,7 @@ async def run_batch(batch_type: BatchType, parameters: dict[str, Any]) -> BatchR
             EtlBatch(batch_id=batch_id, tenant_id=tenant_id, batch_type=batch_type.name, full_refresh=full_refresh)
         )
         opened.pop_all()  # from here on the batch's own ending closes them (_close)
-    return await _run(ctx, batch_type, given, settings, callback_secret, logger)
+    return await _run(ctx, batch_type, given, settings, callback_secret, logger, substitutes or {})
 
 
 async def _run(
@@ -91,6 +99,7 @@ async def _run(
     settings: Settings,
     callback_secret: SecretStr | None,
     logger: Any,
+    substitutes: Mapping[str, Substitute],
 ) -> BatchReport:
     """The jobs in order, then the audit rows, watermarks and the report; whatever happens, the batch's ending."""
     tenant_id, batch_id, audit = ctx.tenant_id, ctx.batch_id, ctx.audit
@@ -109,8 +118,14 @@ async def _run(
         await audit.sync_screens(batch_type.name, screen_dimension(batch_type))
         reused = await prepare(ctx, batch_type, given.resume_batch_id)  # the jobs a resumed batch need not run
         for job in batch_type.jobs:
-            reports.append(reused[job.name] if job.name in reused else await _run_job(job, batch_type, batch_id))
-        await _advance_watermarks(ctx, batch_type, reports)
+            if job.name in reused:
+                reports.append(reused[job.name])
+            elif job.name in substitutes:
+                reports.append(await substitutes[job.name](batch_id))
+            else:
+                reports.append(await _run_job(job, batch_type, batch_id))
+        if not substitutes:
+            await _advance_watermarks(ctx, batch_type, reports)
         report = await _finish(ctx, batch_type, reports, started, "COMPLETED", None, settings)
     except asyncio.CancelledError:
         await asyncio.shield(_finish(ctx, batch_type, reports, started, "CANCELLED", "cancelled", settings))

@@ -24,6 +24,7 @@ from rich.live import Live
 
 from prefect_restful_etl.deployments.cli import client as prefect_api
 from prefect_restful_etl.deployments.cli import records
+from prefect_restful_etl.deployments.cli.hooks import hooks_app, intake_rows
 from prefect_restful_etl.deployments.cli.output import console, errors, show, show_one, table
 from prefect_restful_etl.deployments.cli.watch import BatchView, watch_batch
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key, seal, seal_key_from_env
@@ -32,6 +33,7 @@ from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False)
 blocks_app = typer.Typer(help="The package's Prefect Blocks.", no_args_is_help=True)
 app.add_typer(blocks_app, name="blocks")
+app.add_typer(hooks_app, name="hooks")
 
 T = TypeVar("T")
 Tenant = Annotated[str, typer.Option("--tenant", "-t", help="The tenant whose batches these are.")]
@@ -68,6 +70,7 @@ HISTORY_COLUMNS = (
 )
 JOB_COLUMNS = ("job", "status", "extracted", "transformed", "rejected", "inserted", "updated", "unchanged", "seconds")
 WATCH_COLUMNS = ("job", "status", "records", "counts")
+HOOK_COLUMNS = ("batch_type", "accepted", "duplicates", "refused", "micro_batches")
 BATCH_FIELDS = (
     "batch_id",
     "batch_type",
@@ -298,7 +301,8 @@ def status(
         async with records.audit_store() as store:
             detail = await records.batch_detail(store, str(run.id), tenant)
         batch, jobs = detail if detail else (None, [])
-        return {"run": prefect_api.run_row(run), "batch": batch, "jobs": jobs}
+        hooks = await intake_rows(tenant, [batch_type] if batch_type else [str((batch or {}).get("batch_type", ""))])
+        return {"run": prefect_api.run_row(run), "batch": batch, "jobs": jobs, "hooks": hooks}
 
     result = _sync(go())
     if as_json:
@@ -307,6 +311,8 @@ def status(
     merged = {**(result["batch"] or {}), **result["run"]}  # Prefect's state and times, the audit's counts
     show_one("batch", {name: merged[name] for name in BATCH_FIELDS if name in merged}, as_json=False)
     show("jobs", result["jobs"], as_json=False, columns=JOB_COLUMNS)
+    if result["hooks"]:  # the tenant's hooks of this batch type: what the receiver's intake counted
+        show("hook intake", result["hooks"], as_json=False, columns=HOOK_COLUMNS)
 
 
 @app.command()

@@ -411,6 +411,7 @@ class CustomerStore:
 
     def __init__(self, customers: Iterable[Record], seed: int, anchor: datetime) -> None:
         self.seed, self.anchor = seed, anchor
+        self.on_change: list[Callable[[str, Record], None]] = []  # the outgoing hooks (crm_hooks.py)
         self.reset(customers)
 
     def reset(self, customers: Iterable[Record]) -> None:
@@ -441,6 +442,8 @@ class CustomerStore:
         self.records[record["id"]] = record
         insort(self.keys, (record["updated_at"], record["id"]))
         self.last_id = max(self.last_id, record["id"])
+        for listener in self.on_change:
+            listener("customer.created" if old is None else "customer.updated", record)
         return record
 
     def remove(self, customer_id: int) -> bool:
@@ -852,4 +855,10 @@ def create_crm_app(
     app.include_router(oauth)
     app.include_router(crm_control_router(store, tokens, writes))
     add_control(app, control, [*guarded, oauth])
+    # --- outgoing hooks: `POST /_control/hooks` subscribes a URL to signed hooks of every change (crm_hooks.py)
+    from prefect_restful_etl.deployments.demo.crm_hooks import HookSender, hooks_router
+
+    sender = HookSender()
+    store.on_change.append(sender.changed)
+    app.include_router(hooks_router(sender, CONTROL_PREFIX))
     return app

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 import yaml
+from prefect.flows import load_flow_from_entrypoint
 
 from prefect_restful_etl.flows.catalog import FULL_RESYNC_SUFFIX, batch_flows
+from prefect_restful_etl.flows.hooks import DEPLOYMENT_NAME, ENTRYPOINT, FLOW_NAME
 
 PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
 
@@ -31,4 +33,10 @@ def test_prefect_yaml_declares_both_deployments_of_every_batch_type(batch_type: 
 
 def test_prefect_yaml_declares_no_batch_type_the_catalog_does_not_know() -> None:
     known = set(batch_flows()) | {f"{name}{FULL_RESYNC_SUFFIX}" for name in batch_flows()}
-    assert set(declared()) <= known
+    assert set(declared()) - {DEPLOYMENT_NAME} <= known
+
+
+def test_prefect_yaml_declares_the_hooks_deployment() -> None:
+    hooks = declared()[DEPLOYMENT_NAME]
+    assert hooks["entrypoint"] == ENTRYPOINT and not hooks.get("schedules")
+    assert load_flow_from_entrypoint(ENTRYPOINT).name == FLOW_NAME

@@ -64,7 +64,7 @@ async def open_secret(given: SealedSecret | BlockSecret, where: str) -> SecretSt
     from prefect.blocks.system import Secret
 
     try:
-        block = await Secret.aload(given.block)
+        block: Secret[Any] = await Secret.aload(given.block)
     except ValueError:
         raise ConfigError(where, f"no Secret block named {given.block!r}") from None
     return SecretStr(str(block.get()))

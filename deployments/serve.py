@@ -62,12 +62,13 @@ def batch_deployments(
 
 def hooks_deployment() -> RunnerDeployment:
     """The hooks' micro-batches (`restful-etl-hooks/hooks`): no schedule, the hook receiver starts them."""
-    deployment = micro_batch.to_deployment(
+    made = micro_batch.to_deployment(
         name=DEPLOYMENT_NAME,
         tags=["hooks"],
         description="Micro-batches of pushed records, started by the hook receiver (`restful-etl hooks serve`).",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    deployment = cast(RunnerDeployment, made)  # called outside an event loop: not a coroutine
     deployment.entrypoint = ENTRYPOINT
     return deployment
 

@@ -135,7 +135,7 @@ async def _hold_back_stale(
     for k, stored in zip(keys, known, strict=True):
         version, record = gathered.latest[k]
         newest = [v for v in (floor, _parsed(stored, feed)) if v is not None]
-        if newest and version < max(newest):  # type: ignore[operator,type-var]
+        if newest and version < max(newest):  # type: ignore[operator]
             del gathered.latest[k]
             if feed.fetch is not None:
                 gathered.fetch[k] = get_path(record, job.natural_key[0]) if len(job.natural_key) == 1 else k

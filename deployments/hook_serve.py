@@ -7,9 +7,11 @@ a secret that cannot be opened, a stage that is not durable. Secrets are opened 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,10 @@ def seal_secret(secret: str, key: str) -> str:
 
 async def open_secret(given: SealedSecret | BlockSecret, where: str) -> SecretStr:
     if isinstance(given, SealedSecret):
-        opened = unseal(given.sealed, seal_key_from_env()).get(HOOK_SECRET)
+        try:
+            opened = unseal(given.sealed, seal_key_from_env()).get(HOOK_SECRET)
+        except ConfigError as ex:
+            raise ConfigError(where, str(ex).split(": ", 1)[-1]) from None
         if opened is None or opened.token is None:
             raise ConfigError(where, f"is sealed, but not as a hook secret ({{{HOOK_SECRET!r}: {{'token': ...}}}})")
         return opened.token
@@ -107,8 +112,12 @@ def _socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_hooks(config: HooksConfig, *, in_process: bool = False, allow_memory: bool = False) -> None:
-    """Serve until SIGTERM or SIGINT; prints `{"hooks": "http://host:port", "pid": ...}` once it listens."""
+@contextlib.asynccontextmanager
+async def running_receiver(
+    config: HooksConfig, *, in_process: bool = False, allow_memory: bool = False
+) -> AsyncIterator[tuple[str, asyncio.Task[None]]]:
+    """The receiver served on this loop: yields its URL once it listens, and uvicorn's task (ending on SIGTERM
+    or SIGINT); stops it, and its work, on exit."""
     endpoints = await open_endpoints(config)
     stage = await open_intake_stage(allow_memory=allow_memory)
     dispatcher: Dispatcher = InProcessDispatcher() if in_process else DeploymentDispatcher()
@@ -123,13 +132,22 @@ async def serve_hooks(config: HooksConfig, *, in_process: bool = False, allow_me
         while not server.started:
             if task.done():
                 await task
-                return
+                raise ConfigError("hooks", "the receiver stopped before it listened")
             await asyncio.sleep(0.01)
         host, port = sock.getsockname()[:2]
-        print(json.dumps({"hooks": f"http://{host}:{port}", "pid": os.getpid()}), flush=True)
-        await task
+        yield f"http://{host}:{port}", task
     finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         await close_stage(stage)
+
+
+async def serve_hooks(config: HooksConfig, *, in_process: bool = False, allow_memory: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT; prints `{"hooks": "http://host:port", "pid": ...}` once it listens."""
+    async with running_receiver(config, in_process=in_process, allow_memory=allow_memory) as (url, served):
+        print(json.dumps({"hooks": url, "pid": os.getpid()}), flush=True)
+        await served
 
 
 def run(config: HooksConfig, *, in_process: bool = False, allow_memory: bool = False) -> None:

@@ -19,6 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
+from prefect_restful_etl.deployments.demo.hooks_demo import push_one_change
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent
@@ -152,6 +153,8 @@ def main() -> None:
             f"({second.counts['inserted']} inserted, {second.counts['updated']} updated); "
             f"demo took {time.monotonic() - started:.1f}s."
         )
+        console.print()
+        asyncio.run(push_one_change(apis, console))  # real time: a hook, not the next poll (hooks_demo.py)
 
 
 if __name__ == "__main__":

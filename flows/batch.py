@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from typing import Any
 
 from prefect.context import FlowRunContext
@@ -186,11 +186,13 @@ async def _advance_watermarks(ctx: BatchContext, batch_type: BatchType, reports:
         )
 
 
-def _totals(reports: list[JobReport]) -> dict[str, int]:
+def _totals(reports: list[JobReport], lookup_extracts: Set[str] = frozenset()) -> dict[str, int]:
+    """The batch's counts: each job's added up, except what extracts read only for lookups (their own etl_job
+    rows keep it), so that `extracted` counts the records the batch moves."""
     totals: Counter[str] = Counter()
     for report in reports:
         for name, value in report.counts.items():
-            if name in COUNT_FIELDS:
+            if name in COUNT_FIELDS and not (name == "extracted" and report.job in lookup_extracts):
                 totals[name] += value
     return {name: totals[name] for name in COUNT_FIELDS}
 
@@ -204,7 +206,7 @@ async def _finish(
     message: str | None,
     settings: Settings,
 ) -> BatchReport:
-    totals, quality = _totals(reports), batch_quality(reports)
+    totals, quality = _totals(reports, batch_type.lookup_extracts()), batch_quality(reports)
     await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals, **quality)
     report = BatchReport(
         batch_id=ctx.batch_id,

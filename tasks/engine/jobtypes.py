@@ -81,6 +81,14 @@ class BatchType(BaseModel):
     def job(self, name: str) -> ExtractJob | TransformJob | LoadJob:
         return next(job for job in self.jobs if job.name == name)
 
+    def lookup_extracts(self) -> set[str]:
+        """Extract jobs whose records only feed lookups (a staged dimension such as countries): no job reads
+        them as its `source` or `parent`, so they are not the records the batch moves."""
+        read = {getattr(job, "source", None) for job in self.jobs}
+        read |= {job.parent.job for job in self.jobs if isinstance(job, ExtractJob) and job.parent is not None}
+        looked_up = {name for job in self.jobs for name in getattr(job, "lookup_jobs", ())}
+        return {job.name for job in self.jobs if isinstance(job, ExtractJob) and job.name in looked_up - read}
+
     def natural_key_of(self, job: ExtractJob | TransformJob | LoadJob) -> list[str]:
         """A job's own natural key, or that of the job it reads from."""
         while job.natural_key is None and isinstance(job, TransformJob):

@@ -161,19 +161,27 @@ class RestClient:
         return redact(f"{method} {self.api.name}:{httpx.URL(url).copy_with(query=None)}", self._secrets)
 
     async def request(
-        self, method: str, url: str, *, idempotent: bool | None = None, attempts: int | None = None, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool | None = None,
+        attempts: int | None = None,
+        accept_status: frozenset[int] = frozenset(),
+        **kwargs: Any,
     ) -> httpx.Response:
         """One request, retried on 429, 5xx, timeouts and dropped connections with backoff and jitter.
 
         A request that is not `idempotent` (by default POST and PATCH) is sent again only when it surely
         never reached the API (429, no connection): a retried POST after a 502 could create a record twice.
         `attempts=1` sends it once and leaves every retry to the caller (a load's create looks its key up first).
+        A status in `accept_status` is the caller's to read (a batch API naming its failed rows), not an error.
         """
         self._check_origin(method, url)
         safe = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
         most = attempts or self.api.max_attempts
         for attempt in range(1, most + 1):
-            outcome, unsent = await self._send(method, url, kwargs)
+            outcome, unsent = await self._send(method, url, kwargs, accept_status)
             if isinstance(outcome, httpx.Response):
                 return outcome
             if attempt == most or not (safe or unsent):
@@ -188,13 +196,13 @@ class RestClient:
         await _sleep(delay)
 
     async def _send(
-        self, method: str, url: str, kwargs: dict[str, Any]
+        self, method: str, url: str, kwargs: dict[str, Any], accept_status: frozenset[int] = frozenset()
     ) -> tuple[httpx.Response | RetriableError, bool]:
         """The response, or a retriable error and whether the request surely never reached the API."""
         failure = ""
         try:
             response = await self._http.request(method, url, auth=self._auth, **kwargs)
-            if response.is_success:  # the common case pays for no label
+            if response.is_success or response.status_code in accept_status:  # the common case pays for no label
                 return response, False
             classify(response, self._endpoint(method, url), self._secrets)
             return response, False

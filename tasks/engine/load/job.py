@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -22,6 +23,7 @@ from prefect_restful_etl.tasks.engine.load.destination import DestinationIndex, 
 from prefect_restful_etl.tasks.engine.load.history import History
 from prefect_restful_etl.tasks.engine.load.occurrences import LastOccurrences
 from prefect_restful_etl.tasks.engine.load.scd import Change, Missing, Planner, Version, format_moment
+from prefect_restful_etl.tasks.engine.load.shapes import Shaper, WriteShapes
 from prefect_restful_etl.tasks.engine.load.writers import (
     AuditColumns,
     BulkWrite,
@@ -29,6 +31,7 @@ from prefect_restful_etl.tasks.engine.load.writers import (
     Writer,
     WriterSettings,
 )
+from prefect_restful_etl.tasks.engine.moments import format_datetime
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
 
@@ -50,7 +53,8 @@ class LoadJob(JobBase):
      "audit_columns": {"batch_id": "etl_batch_id", "loaded_at": "etl_loaded_at"}}
     ```
     Creates are `POST {path}`, updates `PUT|PATCH {path}/{id}`, expiries and soft deletes `PATCH {path}/{id}`
-    with only their fields, deletes `DELETE {path}/{id}`; or creates and updates in batches through `bulk`.
+    with only their fields, deletes `DELETE {path}/{id}`, unless `writes` shapes them otherwise; or creates and
+    updates in batches through `bulk`.
     """
 
     kind: Literal["load"] = "load"
@@ -71,7 +75,21 @@ class LoadJob(JobBase):
     scd_type: Literal[0, 1, 2] = Field(default=1, description="0: insert only; 1: overwrite; 2: keep history.")
     history: History | None = Field(default=None, description="Type 2's validity fields; default: History().")
     update_method: Literal["PUT", "PATCH"] = "PUT"
-    bulk: BulkWrite | None = Field(default=None, description="An upsert endpoint for creates and updates (types 0, 1).")
+    bulk: BulkWrite | None = Field(
+        default=None, description="Creates and updates in batches: an upsert endpoint (types 0, 1) or a batch API."
+    )
+    writes: WriteShapes | None = Field(
+        default=None, description="Per action (create, update, expire, soft_delete, delete): method, URL, body shape."
+    )
+    shape_values: dict[str, str] = Field(
+        default_factory=dict,
+        description='Values of the write shapes\' URL placeholders (`{table}`): `{"table": "customers"}`.',
+    )
+    datetime_format: str | None = Field(
+        default=None,
+        description="strftime (`%3f`: milliseconds) of the validity times and `loaded_at` it writes; "
+        "default: `%Y-%m-%dT%H:%M:%S.%fZ` (UTC, microseconds).",
+    )
     missing: Missing = Field(default_factory=Missing, description="Keys a full refresh no longer holds.")
     lookup: Lookup = Field(default_factory=Lookup)
     concurrency: int = Field(default=4, ge=1, description="Keys written at once (the API's rate limit also applies).")
@@ -88,16 +106,33 @@ class LoadJob(JobBase):
     def _consistent(self) -> LoadJob:
         if self.scd_type == 2:
             self.history = self.history or History()
-            if self.bulk is not None:
+            if self.bulk is not None and self.bulk.item == "record":
                 raise ValueError("bulk: an upsert by natural key cannot keep type 2 history; write one by one")
             if self.missing.action in ("delete", "soft_delete"):
                 raise ValueError(f'missing: type 2 keeps history; use "expire", not {self.missing.action!r}')
         elif self.missing.action == "expire":
             raise ValueError('missing: "expire" closes type 2 versions; use "soft_delete" or "delete"')
+        unfilled = self.shaper().missing_values()
+        if unfilled:
+            raise ValueError(f"writes: the URL placeholders {unfilled} have no value in shape_values")
         clash = set(self.compare or ()) & self.managed_fields()
         if clash:
             raise ValueError(f"compare: {sorted(clash)} are written by the load itself, not compared")
         return self
+
+    def shaper(self) -> Shaper:
+        """The requests of each write, from `writes` (or the defaults) and `shape_values`."""
+        return Shaper(
+            self.writes,
+            path=self.endpoint.path,
+            id_field=self.id_field,
+            update_method=self.update_method,
+            values=self.shape_values,
+        )
+
+    def moment(self, moment: datetime) -> str:
+        """A validity time or `loaded_at` as this load writes it."""
+        return format_datetime(moment, self.datetime_format) if self.datetime_format else format_moment(moment)
 
     def managed_fields(self) -> set[str]:
         """Fields the load writes itself (id, validity, audit), so never compared for change."""
@@ -123,7 +158,7 @@ async def run_load(
         counts["dry_run"] = 1
     acts_on_missing = ctx.full_refresh and job.missing.action != "ignore"
     mode = job.lookup.choose(await ctx.stage.count(source), must_pull=acts_on_missing)
-    planner = Planner(job.scd_type, format_moment(ctx.effective_at), job.history, job.missing.soft_delete)
+    planner = Planner(job.scd_type, job.moment(ctx.effective_at), job.history, job.missing.soft_delete)
     index: DestinationIndex | None = None
 
     async def find_created(change: Change) -> Version | None:
@@ -249,13 +284,14 @@ def _writer_settings(
         if job.audit_columns.batch_id:
             stamp[job.audit_columns.batch_id] = ctx.batch_id
         if job.audit_columns.loaded_at:
-            stamp[job.audit_columns.loaded_at] = format_moment(utcnow())
+            stamp[job.audit_columns.loaded_at] = job.moment(utcnow())
     return WriterSettings(
         path=job.endpoint.path,
         id_field=job.id_field,
         update_method=job.update_method,
         concurrency=job.concurrency,
         bulk=job.bulk,
+        shaper=job.shaper(),
         threshold=job.error_threshold,
         stamp=stamp or None,
         dry_run=dry_run,

@@ -17,38 +17,20 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.http.client import RestClient
-from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.http.paginators import body_of
+from prefect_restful_etl.tasks.engine.load.bulk import BulkWrite, failed_rows, request_body, row_results
 from prefect_restful_etl.tasks.engine.load.destination import IndexChunk
 from prefect_restful_etl.tasks.engine.load.scd import Change, KeyState, Version, Write
+from prefect_restful_etl.tasks.engine.load.shapes import Shaper
 
-
-class BulkWrite(BaseModel):
-    """An upsert endpoint: a list of records in, one result per record out, in the same order.
-
-    ```
-    POST /customers/bulk  [{"external_id": "7", "name": "Acme", ...}, ...]
-    200 [{"id": "AC-000007", "status": "created", "detail": null},
-         {"id": null, "status": "error", "detail": "email: 'x' is not a valid email address"}]
-    ```
-    `{"path": "/customers/bulk", "batch_size": 100}`. It must match records by the job's natural key, so it
-    serves types 0 and 1 (a type 2 key has several rows); deletes and expiries still go one by one.
-    """
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    path: str = Field(min_length=1)
-    batch_size: int = Field(default=100, ge=1, description="Records per request (the API's maximum or less).")
-    results_path: str | None = Field(default=None, description="Where the per-record results are; default: the body.")
-    status_field: str = "status"
-    error_status: str = "error"
-    message_field: str = "detail"
+__all__ = ["AuditColumns", "BulkWrite", "ErrorThreshold", "Writer", "WriterSettings"]
+_REFUSALS = frozenset({400, 409, 422})  # a batch API's "some rows failed": read, not raised, when it names them
 
 
 class ErrorThreshold(BaseModel):
@@ -88,6 +70,13 @@ class WriterSettings:
     idempotency_header: str | None = None  # e.g. "Idempotency-Key": the API recognises a create sent twice
     # Looks a key up after a create's answer was lost: the row the create made, or None if it is absent.
     find_created: Callable[[Change], Awaitable[Version | None]] | None = None
+    shaper: Shaper | None = None  # the write shapes; default: POST path, PUT|PATCH|DELETE path/id
+
+    def __post_init__(self) -> None:
+        if self.shaper is None:
+            self.shaper = Shaper(
+                None, path=self.path, id_field=self.id_field, update_method=self.update_method, values={}
+            )
 
 
 class Writer:
@@ -142,21 +131,22 @@ class Writer:
         self._landed(change, new_id, index)
 
     async def _create(self, change: Change, write: Write) -> Any:
-        """POST one new row; returns its id. A lost answer is followed by a look-up of the key, never by a blind
-        second POST: only a key the destination still lacks is sent again (see the module's docstring)."""
-        client, settings = self._client, self._settings
-        body = self._stamped(write.body)
+        """POST one new row (as the create shape says); returns its id. A lost answer is followed by a look-up
+        of the key, never by a blind second POST: only a key the destination still lacks is sent again (see the
+        module's docstring)."""
+        client, settings, shaper = self._client, self._settings, self._shaper
+        method, url, body = shaper.request(write, self._stamped(write.body))
         header = settings.idempotency_header
         if header:
             token = str(uuid.uuid5(self._run, f"{change.key}\x00{change.after.number if change.after else 0}"))
-            response = await client.request("POST", self._path, json=body, headers={header: token}, idempotent=True)
-            return _id_of(response.json() if response.content else None, settings.id_field)
+            response = await client.request(method, url, json=body, headers={header: token}, idempotent=True)
+            return shaper.new_id(body_of(response) if response.content else None)
         find = settings.find_created
         attempt = 1
         while True:
             try:
-                response = await client.request("POST", self._path, json=body, attempts=1 if find else None)
-                return _id_of(response.json() if response.content else None, settings.id_field)
+                response = await client.request(method, url, json=body, attempts=1 if find else None)
+                return shaper.new_id(body_of(response) if response.content else None)
             except RetriableError as lost:
                 found = await find(change) if find else None
                 if found is not None:
@@ -167,46 +157,83 @@ class Writer:
                 attempt += 1
 
     async def _send(self, write: Write) -> Any:
-        """One update, expiry, soft delete or delete."""
-        client, settings = self._client, self._settings
-        url = f"{self._path}/{quote(str(write.target), safe='')}"
+        """One update, expiry, soft delete or delete, as the write shapes say."""
+        client = self._client
+        record = self._stamped(write.body) if write.op == "update" else write.body
+        method, url, body = self._shaper.request(write, record)
         if write.op == "delete":
             try:
-                await client.request("DELETE", url)
+                await client.request(method, url, json=body)
             except SourceError as ex:
                 if ex.status != 404:  # already gone: a retried DELETE whose first answer was lost
                     raise
             return None
-        method, body = (
-            (settings.update_method, self._stamped(write.body)) if write.op == "update" else ("PATCH", write.body)
-        )
         # Every body holds whole values (no increments), so sending it twice does no harm.
         await client.request(method, url, json=body, idempotent=True)
         return None
 
-    async def _bulk(self, bulk: BulkWrite, batch: list[Change], index: IndexChunk) -> None:
-        body = [self._stamped(change.writes[0].body) for change in batch]
+    @property
+    def _shaper(self) -> Shaper:
+        assert self._settings.shaper is not None
+        return self._settings.shaper
+
+    def _bulk_item(self, bulk: BulkWrite, change: Change) -> Any:
+        write = change.writes[0]
+        record = self._stamped(write.body)
+        if bulk.item == "record":
+            return record
+        method, url, body = self._shaper.request(write, record)
+        return {"method": method, "url": url, "body": body}
+
+    async def _bulk(self, bulk: BulkWrite, batch: list[Change], index: IndexChunk, *, again: bool = False) -> None:
+        body = request_body(bulk, [self._bulk_item(bulk, change) for change in batch])
+        where = f"POST {self._client.api.name}:{bulk.path}"
+        accept = _REFUSALS if bulk.failures_path else frozenset()
         async with self._limit:
             try:
-                # An upsert by natural key may be sent twice: the second finds what the first wrote.
-                response = await self._client.request("POST", bulk.path, json=body, idempotent=True)
+                # An upsert by natural key may be sent twice: the second finds what the first wrote. A batch of
+                # sub-requests may hold creates, so it is sent again only when it surely never arrived.
+                response = await self._client.request(
+                    "POST", bulk.path, json=body, idempotent=bulk.item == "record", accept_status=accept
+                )
             except RetriableError:
                 raise
             except SourceError as ex:
                 for change in batch:
                     await self._refused(change.key, str(ex))
                 return
-        results = get_path(response.json(), bulk.results_path) if response.content else None
-        if not isinstance(results, list) or len(results) != len(batch):
-            results = [{}] * len(batch)  # no per-record results: the request's success is every record's
-        for change, result in zip(batch, results, strict=True):
-            result = result if isinstance(result, dict) else {}
-            if result.get(bulk.status_field) == bulk.error_status:
-                detail = result.get(bulk.message_field) or "refused"
-                where = f"POST {self._client.api.name}:{bulk.path}"
-                await self._refused(change.key, f"{where} refused the record: {detail}")
+        answer = body_of(response) if response.content else None
+        if not response.is_success:
+            await self._bulk_refused(bulk, batch, index, answer, response.status_code, again)
+            return
+        for change, (new_id, refusal) in zip(
+            batch, row_results(bulk, answer, len(batch), self._settings.id_field), strict=True
+        ):
+            if refusal is not None:
+                await self._refused(change.key, f"{where} refused the record: {refusal}")
             else:
-                self._landed(change, result.get(self._settings.id_field), index)
+                self._landed(change, new_id, index)
+
+    async def _bulk_refused(
+        self, bulk: BulkWrite, batch: list[Change], index: IndexChunk, answer: Any, status: int, again: bool
+    ) -> None:
+        """A refused batch that names its failed rows: those are error events; the others landed, or (a
+        transactional API) were rolled back and are sent once more without the failed ones."""
+        where = f"POST {self._client.api.name}:{bulk.path} answered {status}"
+        failed = failed_rows(bulk, answer, len(batch)) or dict.fromkeys(range(len(batch)), "the batch was refused")
+        for position, reason in failed.items():
+            await self._refused(batch[position].key, f"{where}, refusing the record: {reason}")
+        rest = [change for position, change in enumerate(batch) if position not in failed]
+        if not rest:
+            return
+        if bulk.transactional and not again:
+            await self._bulk(bulk, rest, index, again=True)
+        elif bulk.transactional:  # refused twice over: no row of it is known to have landed
+            for change in rest:
+                await self._refused(change.key, f"{where}: the batch was rolled back")
+        else:
+            for change in rest:
+                self._landed(change, None, index)
 
     def _stamped(self, body: dict[str, Any] | None) -> dict[str, Any]:
         stamp = self._settings.stamp
@@ -254,7 +281,3 @@ def _add_live(index: IndexChunk, key: str, version: Version) -> None:
 
 def _upsertable(change: Change) -> bool:
     return len(change.writes) == 1 and change.writes[0].op in ("create", "update")
-
-
-def _id_of(body: Any, id_field: str) -> Any:
-    return body.get(id_field) if isinstance(body, dict) else None

@@ -127,6 +127,7 @@ class DestinationIndex:
 
     async def drop(self) -> None:
         await self.stage.index_drop(self.key)
+        await self.stage.index_drop(self.duplicated_key)
 
     def version(self, row: dict[str, Any]) -> tuple[Version, bool, str | None]:
         """One destination row as a version of its key, whether it is live and (a closed type 2 version) where it
@@ -157,7 +158,19 @@ class DestinationIndex:
             state.add(*self.version(row))
             chunk.set(key, state)
         self.pulled_keys += sum(state.present for state in chunk.values()) - before  # a key's rows may span pages
+        duplicated = {key: "" for key in chunk.changed if chunk[key].extras()}
         await self.save(chunk)
+        if duplicated:  # remembered on the stage, as the index is: `duplicated` reads them back
+            await self.stage.index_put(self.duplicated_key, duplicated)
+
+    @property
+    def duplicated_key(self) -> StageKey:
+        return self.key.part("duplicated")
+
+    async def duplicated(self, chunk_size: int = 1000) -> AsyncIterator[IndexChunk]:
+        """The states of the pulled keys the destination holds more than one row of, a chunk at a time."""
+        async for found in self.stage.index_scan(self.duplicated_key, chunk_size):
+            yield await self.fetch(found)
 
     async def pull(self, client: RestClient, endpoint: Endpoint) -> None:
         """Every row of the collection, page by page: any paginator the API or endpoint states."""
@@ -237,12 +250,12 @@ class DestinationIndex:
 
 def _encode(state: KeyState) -> str:
     rows = [[v.id, v.hash, v.number, v.valid_from, v.deleted] for v in state.live]
-    return orjson.dumps([state.top, rows, state.ended]).decode()
+    return orjson.dumps([state.top, rows, state.ended, state.closed]).decode()
 
 
 def _decode(text: str) -> KeyState:
-    top, rows, ended = orjson.loads(text)
-    return KeyState([Version(*row) for row in rows], top, ended)
+    top, rows, ended, closed = orjson.loads(text)
+    return KeyState([Version(*row) for row in rows], top, ended, [(number, start) for number, start in closed])
 
 
 def _text(value: Any) -> str | None:

@@ -95,6 +95,11 @@ class LoadJob(JobBase):
     concurrency: int = Field(default=4, ge=1, description="Keys written at once (the API's rate limit also applies).")
     error_threshold: ErrorThreshold | None = Field(default=None, description="Default: refused writes never fail it.")
     dry_run: bool = Field(default=False, description="Compute and report the changes; write nothing.")
+    duplicates: Literal["report", "remove_extra"] = Field(
+        default="report",
+        description="Keys the destination holds more than one row of: each extra row is an error event and the load "
+        'writes to one; "remove_extra" also deletes the extras.',
+    )
     idempotency_header: str | None = Field(
         default=None,
         description='The header by which the API recognises a create sent twice ("Idempotency-Key"): creates whose '
@@ -177,7 +182,7 @@ async def run_load(
         position = 0
         async for chunk in ctx.stage.read(source):
             if index is None:
-                index = await _open_index(job, ctx, own, compared_fields(job, staged_fields), mode)
+                index = await _open_index(job, ctx, own, compared_fields(job, staged_fields), mode, writer)
             latest = await last.latest(chunk, position)
             position += len(chunk)
             counts["read"] += len(chunk)
@@ -185,6 +190,7 @@ async def run_load(
             states = await index.fetch(latest)
             if mode == "by_key":
                 await index.look_up(client, job.endpoint, job.lookup, latest, states, job.concurrency)
+                await writer.settle_duplicates(states, latest, job.duplicates == "remove_extra")
             latest = {key: _with_nulls(record, index.compare) for key, record in latest.items()}
             changes = [planner.plan(k, r, index.hash(r), states.get(k)) for k, r in latest.items()]
             await writer.apply(changes, states)
@@ -192,7 +198,7 @@ async def run_load(
             await ctx.report_progress(report)
         _check_fraction(job, counts)  # before any key is removed: a load refused this often removes none
         if acts_on_missing:
-            index = index or await _open_index(job, ctx, own, list(job.compare or ()), mode)
+            index = index or await _open_index(job, ctx, own, list(job.compare or ()), mode, writer)
             await _retire_missing(job, index, last, planner, writer)
     finally:
         await errors.flush()
@@ -209,7 +215,7 @@ def _with_nulls(record: dict[str, Any], compare: list[str]) -> dict[str, Any]:
 
 
 async def _open_index(
-    job: LoadJob, ctx: BatchContext, own: StageKey, compare: list[str], mode: LookupMode
+    job: LoadJob, ctx: BatchContext, own: StageKey, compare: list[str], mode: LookupMode, writer: Writer
 ) -> DestinationIndex:
     index = DestinationIndex(
         ctx.stage,
@@ -223,12 +229,15 @@ async def _open_index(
     )
     if mode == "pull":
         await index.pull(ctx.client(job.api), job.endpoint)
+        async for states in index.duplicated():  # every key the destination holds twice, staged or not
+            await writer.settle_duplicates(states, list(states), job.duplicates == "remove_extra")
+            await index.save(states)
     return index
 
 
 async def _forget(stage: Stage, own: StageKey) -> None:
     """Drop the load's bookkeeping: its index of the destination and where each staged key last occurs."""
-    for name in ("index", "last"):
+    for name in ("index", "index.duplicated", "last"):
         await stage.index_drop(own.part(name))
 
 

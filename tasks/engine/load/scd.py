@@ -80,22 +80,31 @@ class KeyState:
     """What the destination holds for one natural key: its live rows, the highest version number seen and
     (type 2) where its last closed version ends.
 
-    A key has one live row, except after a type 2 run that failed between its two writes (then two).
+    A key has one live row, except after a type 2 run that failed between its two writes (then two), or where
+    the destination holds the key twice (`extras`).
     """
 
     live: list[Version] = field(default_factory=list)
     top: int = 0
     ended: str | None = None  # the latest valid_to of a closed version: no new version may begin before it
+    closed: list[tuple[int, str | None]] = field(default_factory=list)  # (number, valid_from) of closed versions
 
     def add(self, version: Version, live: bool, valid_to: str | None = None) -> None:
         self.top = max(self.top, version.number)
         if live:
             self.live.append(version)
-        elif valid_to is not None:
+            return
+        self.closed.append((version.number, version.valid_from))
+        if valid_to is not None:
             self.ended = valid_to if self.ended is None else later(self.ended, valid_to)
 
     def newest(self) -> Version | None:
-        return max(self.live, key=lambda v: (v.number, _moment(v.valid_from)), default=None)
+        """The live row with the highest version and start; of rows alike in both (duplicates), the one with the
+        lowest id, so that every run picks the same whatever order the API answers in."""
+        if len(self.live) < 2:
+            return self.live[0] if self.live else None
+        top = max((v.number, _moment(v.valid_from)) for v in self.live)
+        return min((v for v in self.live if (v.number, _moment(v.valid_from)) == top), key=lambda v: str(v.id))
 
     @property
     def present(self) -> bool:
@@ -107,6 +116,30 @@ class KeyState:
         """Live rows other than the newest: left behind by an interrupted type 2 write."""
         newest = self.newest()
         return [v for v in self.live if v is not newest]
+
+    def extras(self) -> list[Version]:
+        """Live rows that repeat another live row's version (its number and start): duplicates in the destination
+        (types 0 and 1: every live row but one). The newest is kept; an interrupted type 2 write leaves a
+        version that begins elsewhere, which is stale, not an extra."""
+        if len(self.live) < 2:
+            return []
+        newest = self.newest()
+        assert newest is not None
+        seen = {(number, _moment(start)) for number, start in self.closed} | {
+            (newest.number, _moment(newest.valid_from))
+        }
+        extras = []
+        for version in sorted((v for v in self.live if v is not newest), key=lambda v: str(v.id)):
+            mark = (version.number, _moment(version.valid_from))
+            if mark in seen:
+                extras.append(version)
+            seen.add(mark)
+        return extras
+
+    def without(self, versions: list[Version]) -> KeyState:
+        """This state with `versions` no longer live (removed, or left aside as duplicates)."""
+        gone = {id(v) for v in versions}
+        return KeyState([v for v in self.live if id(v) not in gone], self.top, self.ended, self.closed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -235,6 +235,57 @@ class Writer:
             for change in rest:
                 self._landed(change, None, index)
 
+    async def settle_duplicates(self, index: IndexChunk, keys: Iterable[str], remove: bool) -> None:
+        """Keys the destination holds more than one row of (`KeyState.extras`): each extra row is an error event,
+        and the load goes on with the newest row alone; `remove` deletes the extras (each counted as deleted)."""
+        extras: list[tuple[str, Version]] = []
+        for key in keys:
+            state = index.get(key)
+            found = state.extras() if state else []
+            if state is None or not found:
+                continue
+            kept = state.newest()
+            assert kept is not None
+            for extra in found:
+                fate = "deleted" if remove else "left as it is, never written (duplicates: report)"
+                message = (
+                    f"the destination holds {len(found) + 1} rows of this natural key: {kept.id!r} is the one "
+                    f"written, {extra.id!r} is an extra, {fate}"
+                )
+                action = "remove" if remove else "report"
+                await self._errors.add(
+                    screen="load", message=message, natural_key=key, column=self._settings.id_field,
+                    value=extra.id, severity=6, action=action,
+                )  # fmt: skip
+                extras.append((key, extra))
+            index.set(key, state.without(found))
+        if remove:
+            await self._remove(extras)
+
+    async def _remove(self, extras: list[tuple[str, Version]]) -> None:
+        """DELETE each extra row, `concurrency` at a time (a dry run only counts them)."""
+
+        async def one(key: str, extra: Version) -> None:
+            async with self._limit:
+                try:
+                    await self._send(Write("delete", None, extra.id))
+                except RetriableError:
+                    raise
+                except SourceError as ex:
+                    await self._refused(key, str(ex))
+                    return
+            self.counts["deleted"] += 1
+
+        if self._settings.dry_run:
+            self.counts["deleted"] += len(extras)
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for key, extra in extras:
+                    group.create_task(one(key, extra))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+
     def _stamped(self, body: dict[str, Any] | None) -> dict[str, Any]:
         stamp = self._settings.stamp
         return {**(body or {}), **stamp} if stamp else dict(body or {})
@@ -243,10 +294,10 @@ class Writer:
         before = index[change.key] if change.key in index else KeyState()
         after = change.after
         if after is None:
-            index.set(change.key, KeyState([], before.top, before.ended))
+            index.set(change.key, KeyState([], before.top, before.ended, before.closed))
         else:
             live = after if after.id is not None or new_id is None else replace(after, id=new_id)
-            index.set(change.key, KeyState([live], max(before.top, live.number), before.ended))
+            index.set(change.key, KeyState([live], max(before.top, live.number), before.ended, before.closed))
         self._count(change)
 
     def _count(self, change: Change) -> None:
@@ -276,7 +327,7 @@ def _add_live(index: IndexChunk, key: str, version: Version) -> None:
     """A version created before a later write of its key was refused: both are live now, and the key's
     next change (in a later chunk) mends them, as a rerun would."""
     state = index[key] if key in index else KeyState()
-    index.set(key, KeyState([*state.live, version], max(state.top, version.number), state.ended))
+    index.set(key, KeyState([*state.live, version], max(state.top, version.number), state.ended, state.closed))
 
 
 def _upsertable(change: Change) -> bool:

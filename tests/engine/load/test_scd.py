@@ -229,3 +229,29 @@ def test_times_are_one_sortable_form() -> None:
     assert format_moment(moment) == "2026-03-01T00:30:00.000000Z"
     assert format_moment(datetime(2026, 3, 1, tzinfo=UTC)) == T2
     assert later(T1, T2) == T2 and later(T2, T1) == T2 and later(T1, None) == T1
+
+
+@pytest.mark.parametrize(
+    "live,closed,extras",
+    [
+        ([Version("a", "h")], [], []),
+        ([Version("b", "h"), Version("a", "h2")], [], ["b"]),  # type 1: every row but the lowest id's
+        ([Version("a", "h"), Version("b", "h"), Version("c", "h")], [], ["b", "c"]),
+        ([Version("a", "h", 2, T1), Version("b", "h", 2, T1)], [(1, T0)], ["b"]),  # one version twice
+        ([Version("a", "h", 2, T1), Version("b", "h", 1, T0)], [], []),  # an interrupted write's leftover: stale
+        ([Version("a", "h", 2, T1), Version("b", "h", 1, T0)], [(1, T0)], ["b"]),  # repeats a closed version
+    ],
+    ids=["one-row", "type1-twice", "type1-thrice", "type2-twice", "type2-stale", "type2-repeats-closed"],
+)
+def test_extras_are_rows_that_repeat_another_version(
+    live: list[Version], closed: list[tuple[int, str]], extras: list[str]
+) -> None:
+    state = KeyState(live, max(v.number for v in live), None, closed)
+    assert [v.id for v in state.extras()] == extras
+    kept = state.without(state.extras())
+    assert kept.newest() == state.newest() and len(kept.live) == len(live) - len(extras)
+
+
+def test_the_newest_of_rows_alike_is_the_lowest_id_whatever_the_order() -> None:
+    rows = [Version("AC-9", "h"), Version("AC-3", "h2"), Version("AC-5", "h3")]
+    assert {KeyState(order).newest().id for order in (rows, rows[::-1])} == {"AC-3"}  # type: ignore[union-attr]

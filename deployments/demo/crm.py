@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from secrets import compare_digest, token_urlsafe
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 import orjson
@@ -483,29 +483,69 @@ class PageWriteSpec(BaseModel):
     patch: dict[int, dict[str, Any]] = Field(default_factory=dict, description="Customer id -> changes (a PATCH).")
     delete: list[int] = Field(default_factory=list, description="Customer ids to delete.")
     times: int = Field(default=1, ge=1, description="How many matching pages each write once.")
+    after: int = Field(default=0, ge=0, description="How many matching pages pass before the first write.")
+
+
+class OddPageSpec(BaseModel):
+    """`POST /_control/odd-page`: the matching page contradicts its stream, as a faulty API's would:
+    `empty` (`"data": []`), `null` (`"data": null`), `short` (half its records), `object` (an object where the
+    list belongs), all with the total and `has_more` of the real page.
+
+    `{"path": "/customers", "params": {"page": "3"}, "shape": "empty"}`
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = "/customers"
+    params: dict[str, str] = Field(default_factory=dict)
+    shape: Literal["empty", "null", "short", "object"]
+    times: int = Field(default=1, ge=1)
+    after: int = Field(default=0, ge=0)
 
 
 class PageWrites:
-    """The pending `PageWriteSpec`s; every listing route calls `fire` once it has read its page."""
+    """The pending `PageWriteSpec`s and `OddPageSpec`s; every listing route calls `fire` once it has read its
+    page, and `reshape` on the body it answers."""
 
     def __init__(self, store: CustomerStore) -> None:
         self.store = store
         self.pending: list[PageWriteSpec] = []
+        self.odd: list[OddPageSpec] = []
+
+    def clear(self) -> None:
+        self.pending.clear()
+        self.odd.clear()
+
+    def reshape(self, request: Request, body: Record, records_key: str) -> Record:
+        for spec in _due(self.odd, request):
+            data = body[records_key]
+            shapes = {"empty": [], "null": None, "short": data[: len(data) // 2], "object": {"error": "busy"}}
+            body = {**body, records_key: shapes[spec.shape]}
+        return body
 
     def fire(self, request: Request) -> None:
-        query = request.query_params
-        for spec in list(self.pending):
-            if spec.path != request.url.path or any(query.get(k) != v for k, v in spec.params.items()):
-                continue
+        for spec in _due(self.pending, request):
             for customer_id, changes in spec.patch.items():
                 old = self.store.records.get(customer_id)
                 if old is not None:
                     self.store.put(stamped({**old, **changes, "id": customer_id}, self.store.fresh_stamp()))
             for customer_id in spec.delete:
                 self.store.remove(customer_id)
+
+
+def _due(specs: list[Any], request: Request) -> list[Any]:
+    """The specs that match the request (path and parameters), each counted once against its `times`."""
+    query, due = request.query_params, []
+    for spec in list(specs):
+        if spec.path == request.url.path and all(query.get(k) == v for k, v in spec.params.items()):
+            if spec.after:
+                spec.after -= 1
+                continue
+            due.append(spec)
             spec.times -= 1
             if not spec.times:
-                self.pending.remove(spec)
+                specs.remove(spec)
+    return due
 
 
 # --- auth ---------------------------------------------------------------------------------------------------
@@ -653,10 +693,18 @@ def _keyset(store: CustomerStore, since: str | None, cursor: str | None, limit: 
     return store.window(start, stop), encode_cursor(store.keys[stop - 1]) if stop < len(store.keys) else None
 
 
-def numbered_page(request: Request, data: list[Record], page: int, per_page: int, total: int) -> Response:
+def numbered_page(
+    request: Request,
+    data: list[Record],
+    page: int,
+    per_page: int,
+    total: int,
+    reshape: Callable[[Record], Record] | None = None,
+) -> Response:
     """`{"data", "page", "per_page", "total", "has_more"}` and a `Link` to the next page when there is one."""
     has_more = page * per_page < total
     body = {"data": data, "page": page, "per_page": per_page, "total": total, "has_more": has_more}
+    body = reshape(body) if reshape else body
     return json_response(body, headers=next_link(request, page=page + 1) if has_more else None)
 
 
@@ -674,7 +722,7 @@ def customer_routes(store: CustomerStore, writes: PageWrites) -> APIRouter:
         first = start + (page - 1) * per_page
         body, total = store.window(first, first + per_page), len(store.keys) - start
         writes.fire(request)  # after the page is read: the writes land while it is on the wire
-        return numbered_page(request, body, page, per_page, total)
+        return numbered_page(request, body, page, per_page, total, lambda b: writes.reshape(request, b, "data"))
 
     @router.get("/text-cursor/customers")
     async def by_text(
@@ -696,7 +744,7 @@ def customer_routes(store: CustomerStore, writes: PageWrites) -> APIRouter:
             "total": len(store.keys) - store.since(since),
         }
         writes.fire(request)
-        return json_response(body)
+        return json_response(writes.reshape(request, body, "items"))
 
     @router.get("/cursor/customers")
     async def by_cursor(request: Request, since: Since, cursor: str | None = None, limit: PageSize = 100) -> Response:
@@ -788,6 +836,17 @@ def schema_router() -> APIRouter:
     return router
 
 
+class RawFieldSpec(BaseModel):
+    """`POST /_control/raw-field`: `{"id": 17, "field": "score", "json_text": "NaN"}` serves that field as this
+    JSON text verbatim, for values no JSON encoder writes: `NaN`, `1e400`, `"\\ud800"`, 100,000 nested lists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    field: str = Field(min_length=1)
+    json_text: str = Field(min_length=1)
+
+
 class StampSpec(BaseModel):
     """`POST /_control/stamp`: `{"id": 17, "updated_at": "2030-01-01T00:00:00.000Z"}` sets a customer's stamp to
     that text exactly (both `updated_at` and `meta.updated_at`), for cursors in another form than the CRM's."""
@@ -822,10 +881,21 @@ def crm_control_router(store: CustomerStore, tokens: TokenBook, writes: PageWrit
         writes.pending.append(spec)
         return json_response({"pending": len(writes.pending)}, 201)
 
+    @router.post("/odd-page", status_code=201)
+    async def odd_page(spec: OddPageSpec) -> Response:
+        writes.odd.append(spec)
+        return json_response({"pending": len(writes.odd)}, 201)
+
+    @router.post("/raw-field")
+    async def raw_field(spec: RawFieldSpec) -> Response:
+        record = _existing(store, spec.id)
+        store.put({**record, spec.field: orjson.Fragment(spec.json_text.encode("utf-8", "surrogatepass"))})
+        return json_response({"id": spec.id, "field": spec.field})
+
     @router.post("/reset")
     async def reset() -> Response:
         store.reset(generated)
-        writes.pending.clear()
+        writes.clear()
         return json_response({"customers": len(store.records)})
 
     return router

@@ -1,30 +1,43 @@
 """The extract job: read an entity from an API page by page and stage it, tracking the watermark.
 
 Optionally each record is checked against the entity's JSON Schema (its metadata), and a child endpoint
-is read for every record a parent extract staged (`/customers/{id}/bills`).
+is read for every record a parent extract staged (`/customers/{id}/bills`). A record the stage cannot hold is
+an error event, never a failed batch (`records.py`).
+
+Pages by number or offset are positions, and a source written while it is read moves records between them:
+one customer updated while page 3 is read moves to the end, the others one place up, and the first record of
+page 4 is never read. So a positional stream is read as a whole again (`passes`) when it shows such a move: a
+record read twice in one pass, or a total that changes between pages (`SourceChanged`); a pass with neither
+is staged, and only then does the watermark advance. Keyset styles (a cursor or next URL that names the last
+record read) cannot skip a record this way and are read once.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
-from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError, SourceChanged
 from prefect_restful_etl.tasks.engine.extract.children import iter_child_pages
 from prefect_restful_etl.tasks.engine.extract.incremental import Cursor, Incremental
+from prefect_restful_etl.tasks.engine.extract.records import EXTRACT_SCREEN, shown, split_unstageable
 from prefect_restful_etl.tasks.engine.extract.schema import SchemaChecker
 from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
+from prefect_restful_etl.tasks.engine.load.keysets import KeySet, StagedKeySet
 from prefect_restful_etl.tasks.engine.load.scd import natural_key
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
 
 Records = list[dict[str, Any]]
+logger = logging.getLogger(__name__)
+_MAX_HELD = 10_000  # error events a positional pass holds back until it is known to be the pass that counts
 
 
 class EntitySchema(BaseModel):
@@ -76,6 +89,12 @@ class ExtractJob(JobBase):
     concurrency: int | None = Field(
         default=None, ge=1, description="Pages (or parents) in flight at once; default: the API's concurrency."
     )
+    passes: int = Field(
+        default=3,
+        ge=1,
+        description="Times a page-number or offset stream is read when the source changes while it is read;"
+        " past that the job fails (and the watermark stays).",
+    )
 
 
 async def run_extract(
@@ -88,27 +107,24 @@ async def run_extract(
     client = ctx.client(job.api)
     key = ctx.stage_key(job.slug)
     report.stage_key = str(key)
-    await ctx.stage.clear(key)  # a retried extract starts its output afresh: nothing is staged twice
-
-    params = dict(job.endpoint.params)
-    cursor = await _cursor(job, ctx, report)
-    if cursor is not None:
-        params.update(cursor.request_params())
     checker = await _checker(job.entity_schema, client)
-
-    counts = report.counts = {"extracted": 0, "skipped": 0, "rejected": 0}
-    async for page in _pages(job, client, ctx, params, parents):
-        if cursor is not None:
-            fresh = [r for r in page if cursor.admit(r, _seen_key(r, job.natural_key))]
-            counts["skipped"] += len(page) - len(fresh)
-            page = fresh
-        if checker is not None:
-            page = await _screen_schema(job, checker, page, errors, counts)
-        if page:
-            await ctx.stage.append(key, page)
-            counts["extracted"] += len(page)
-        await ctx.report_progress(report)
-
+    paginator = job.endpoint.paginator or client.api.paginator
+    reads = StagedKeySet(ctx.stage, key.part("read")) if job.parent is None and paginator.positional() else None
+    passes = job.passes if reads is not None else 1
+    for attempt in range(1, passes + 1):
+        held = _HeldErrors(errors)
+        try:
+            cursor = await _one_pass(job, ctx, report, held, checker, parents, reads)
+        except SourceChanged as ex:
+            if attempt == passes or held.released:
+                raise SourceChanged(f"{ex}; read {attempt} times, the source changed each time: {_ADVICE}") from None
+            logger.warning("%s: %s; reading the whole stream again (pass %d of %d)", job.name, ex, attempt + 1, passes)
+            continue
+        finally:
+            if reads is not None:
+                await reads.drop()
+        await held.release()
+        break
     await errors.flush()
     if cursor is not None:
         report.watermark_after = cursor.value
@@ -121,6 +137,114 @@ async def run_extract(
             else {}
         )
     return report
+
+
+_ADVICE = (
+    "pages by number or offset move when records are written while they are read (or when the API does not sort"
+    " them stably, or holds two records with one natural key); a keyset paginator (cursor, next_url) reads such"
+    " a source safely, or sort by the cursor, then the natural key"
+)
+
+
+async def _one_pass(
+    job: ExtractJob,
+    ctx: BatchContext,
+    report: JobReport,
+    errors: _HeldErrors,
+    checker: SchemaChecker | None,
+    parents: StageKey | None,
+    reads: KeySet | None,
+) -> Cursor | None:
+    """Read the whole stream once into a stage key cleared first; raises SourceChanged when it saw a move."""
+    key = ctx.stage_key(job.slug)
+    await ctx.stage.clear(key)  # a retried extract (or pass) starts its output afresh: nothing is staged twice
+    params = dict(job.endpoint.params)
+    cursor = await _cursor(job, ctx, report)
+    if cursor is not None:
+        params.update(cursor.request_params())
+    counts = report.counts = {"extracted": 0, "skipped": 0, "rejected": 0}
+    number = 0
+    async for page in _pages(job, ctx.client(job.api), ctx, params, parents):
+        number += 1
+        keys = _keys(page, job.natural_key) if cursor is not None or reads is not None else None
+        if reads is not None:
+            assert keys is not None
+            await _note_reads(reads, keys, f"GET {job.api}:{job.endpoint.path} (page {number} of the stream)")
+        if cursor is not None:
+            assert keys is not None
+            fresh = [r for r, k in zip(page, keys, strict=True) if cursor.admit(r, k)]
+            counts["skipped"] += len(page) - len(fresh)
+            page = fresh
+        page = await _stageable(job, page, errors, counts)
+        if checker is not None:
+            page = await _screen_schema(job, checker, page, errors, counts)
+        if page:
+            await ctx.stage.append(key, page)
+            counts["extracted"] += len(page)
+        await ctx.report_progress(report)
+    return cursor
+
+
+def _keys(page: Records, fields: list[str]) -> list[str | None]:
+    """Each record's natural key as the watermark remembers it (see `_seen_key`), a plain field read directly."""
+    if len(fields) == 1 and "." not in fields[0]:
+        field = fields[0]
+        return [None if not isinstance(r, dict) or (v := r.get(field)) is None else str(v) for r in page]
+    return [_seen_key(r, fields) for r in page]
+
+
+async def _note_reads(reads: KeySet, keys: list[str | None], where: str) -> None:
+    """Remember this page's keys for the pass; a key read before in it (or twice on the page) is a move."""
+    present = [k for k in keys if k is not None]
+    repeated = len(set(present)) != len(present)
+    if not repeated and present:
+        repeated = any(await reads.contains(present))
+    if repeated:
+        raise SourceChanged(f"{where}: a record came twice in one read of the stream: records moved between pages")
+    if present:
+        await reads.add(present)
+
+
+class _HeldErrors:
+    """A pass's error events, held back until the pass is the one that counts (a pass read again would write
+    them twice); past `_MAX_HELD` they go on, and a change of the source then fails the job instead."""
+
+    def __init__(self, sink: ErrorSink) -> None:
+        self.sink, self.released = sink, False
+        self.events: list[dict[str, Any]] = []
+
+    async def add(self, **event: Any) -> None:
+        self.events.append(event)
+        if len(self.events) >= _MAX_HELD:
+            await self.release()
+
+    async def release(self) -> None:
+        events, self.events, self.released = self.events, [], True
+        for event in events:
+            await self.sink.add(**event)
+
+
+async def _stageable(job: ExtractJob, page: Records, errors: _HeldErrors, counts: dict[str, int]) -> Records:
+    """The page less the records no stage can hold (NaN, a lone surrogate, nesting too deep): error events."""
+    kept, bad = split_unstageable(page)
+    for record, problem in bad:
+        await errors.add(
+            screen=EXTRACT_SCREEN,
+            message=problem.message if problem.column is None else f"{problem.column}: {problem.message}",
+            column=problem.column,
+            value=problem.value,
+            natural_key=_key_text(record, job.natural_key),
+            severity=8,
+            action="reject",
+        )
+    counts["rejected"] += len(bad)
+    return kept
+
+
+def _key_text(record: Any, fields: Sequence[str]) -> str | None:
+    if not isinstance(record, dict) or all(get_path(record, f) is None for f in fields):
+        return None
+    return shown(natural_key(record, fields))
 
 
 def _seen_key(record: dict[str, Any], fields: list[str]) -> str | None:
@@ -194,7 +318,7 @@ def _schema_object(response: httpx.Response, source: str) -> dict[str, Any]:
 
 
 async def _screen_schema(
-    job: ExtractJob, checker: SchemaChecker, page: Records, errors: ErrorSink, counts: dict[str, int]
+    job: ExtractJob, checker: SchemaChecker, page: Records, errors: _HeldErrors, counts: dict[str, int]
 ) -> Records:
     """A record that fails the schema is an error event, never a crash; `flag` stages it all the same."""
     link = job.entity_schema

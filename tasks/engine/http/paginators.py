@@ -97,6 +97,10 @@ class BasePaginator(BaseModel):
     def check_planned(self, request: PageRequest, response: httpx.Response, records: list[dict[str, Any]]) -> None:
         """A planned page, fetched concurrently: raise if it contradicts what page one announced."""
 
+    def positional(self) -> bool:
+        """Whether pages are positions (a number, an offset): records written meanwhile move between them."""
+        return False
+
     def _guard(self, token: Any) -> None:
         """Every style passes its next token or URL here, so no style can spin forever."""
         if token in self._seen:
@@ -200,6 +204,9 @@ class _NumberedPaginator(BasePaginator):
     def _expected(self, request: PageRequest) -> int | None:
         """How many records a planned page holds by page one's total (None: the style cannot tell)."""
         raise NotImplementedError
+
+    def positional(self) -> bool:
+        return True
 
     def _where(self, request: PageRequest | None = None) -> str:
         """The page, as its request names it: `page 3`, `offset 600`."""
@@ -533,6 +540,9 @@ class HeaderLinkPaginator(_NextUrl):
     def _reset(self) -> Self:
         self._last_page = None
         return super()._reset()
+
+    def positional(self) -> bool:
+        return self.page_param is not None  # its pages are planned by number; else links, which may be either
 
     def init_request(self, request: PageRequest) -> None:
         if self.page_param is not None:

@@ -1,0 +1,145 @@
+"""The extract against a demo CRM written while it is read, and one whose pages contradict their stream.
+
+`/_control/write-during-page` lands writes while a page is served: a patched customer moves to the end of the
+(updated_at, id) order, so a reader by page number or offset skips the customer that moved up into the page
+it had read. The job must read every customer all the same, or fail; never complete with one missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from engine_support import batch_context
+from test_extract import STYLES, control, crm, crm_ids, extract, job, save_watermark, token
+
+from prefect_restful_etl.deployments.demo.apis import DemoApis
+from prefect_restful_etl.tasks.engine.exceptions import PaginationError, SourceChanged, SourceError
+from prefect_restful_etl.tasks.engine.extract.job import ExtractJob
+
+pytestmark = pytest.mark.integration
+
+INCREMENTAL = {"incremental": {"cursor_field": "meta.updated_at", "param": "updated_since"}}
+PHONE = "+1 555 0199"
+
+
+@pytest.fixture
+def crm_apis(demo_state: DemoApis) -> DemoApis:
+    return demo_state
+
+
+def first_ids(apis: DemoApis, n: int = 3) -> list[int]:
+    """The first customers in the CRM's (updated_at, id) order: on page one whatever the paging."""
+    with httpx.Client(base_url=apis.crm_url, headers={"Authorization": f"Bearer {apis.crm_token}"}) as client:
+        return [c["id"] for c in client.get("/customers", params={"per_page": n}).raise_for_status().json()["data"]]
+
+
+def write_during(apis: DemoApis, path: str, params: dict[str, str], **writes: Any) -> None:
+    control(apis, "POST", "write-during-page", json={"path": path, "params": params, **writes})
+
+
+def listing_requests(apis: DemoApis, path: str) -> int:
+    return int(control(apis, "GET", "stats")["requests"].get(f"GET {path}", 0))
+
+
+@pytest.mark.parametrize(
+    "style,params",
+    [
+        pytest.param("page-number", {"page": "3"}, id="page-number"),
+        pytest.param("page-number-concurrent", {"page": "3"}, id="page-number-concurrent"),
+        pytest.param("offset", {"offset": "60"}, id="offset"),
+    ],
+)
+@pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
+async def test_a_record_patched_while_pages_are_read_makes_no_other_record_go_missing(
+    tmp_path: Path, crm_apis: DemoApis, style: str, params: dict[str, str], incremental: bool
+) -> None:
+    path, records_path, paginator = STYLES[style]
+    moved = first_ids(crm_apis)[0]
+    write_during(crm_apis, path, params, patch={moved: {"phone": PHONE}})  # moves from page 1 to the end
+    extract_job = job(path, records_path, paginator, **(INCREMENTAL if incremental else {}))
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        report, staged = await extract(ctx, extract_job)
+    assert sorted(r["id"] for r in staged) == crm_ids(crm_apis)  # each customer once: none skipped, none twice
+    assert [r["phone"] for r in staged if r["id"] == moved] == [PHONE]
+    if incremental:
+        newest = max(r["meta"]["updated_at"] for r in staged)
+        assert report.watermark_after == newest and report.counts["extracted"] == len(staged)
+
+
+async def test_the_next_incremental_run_after_a_patched_extract_reads_only_later_changes(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    extract_job = job(*STYLES["page-number"], **INCREMENTAL)
+    write_during(crm_apis, "/customers", {"page": "3"}, patch={first_ids(crm_apis)[0]: {"phone": PHONE}})
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        first, staged = await extract(ctx, extract_job)
+        assert len({r["id"] for r in staged}) == len(crm_ids(crm_apis))
+        await save_watermark(ctx, extract_job, first)
+        _, again = await extract(ctx, extract_job)
+    assert again == []  # customer 5's new version is at the watermark and was seen
+
+
+async def test_a_record_deleted_while_offsets_are_read_is_seen_as_a_changed_total(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    write_during(crm_apis, "/offset/customers", {"offset": "60"}, delete=first_ids(crm_apis)[:1])
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        _, staged = await extract(ctx, job(*STYLES["offset"]))
+    assert sorted(r["id"] for r in staged) == crm_ids(crm_apis)  # 199: the second pass read what is left
+
+
+async def test_a_keyset_stream_is_read_once_under_the_same_writes(tmp_path: Path, crm_apis: DemoApis) -> None:
+    path, records_path, paginator = STYLES["cursor"]
+    moved = first_ids(crm_apis)[0]
+    write_during(crm_apis, path, {"limit": "30"}, patch={moved: {"phone": PHONE}})  # during the first page
+    keyset = ExtractJob.model_validate(
+        {"name": "Extract CRM customers", "api": "crm", "natural_key": ["id"],
+         "endpoint": {"path": path, "records_path": records_path, "paginator": paginator, "params": {"limit": 30}}}
+    )  # fmt: skip
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        _, staged = await extract(ctx, keyset)
+    assert {r["id"] for r in staged} == set(crm_ids(crm_apis))  # its cursor names the last record read
+    assert [r["phone"] for r in staged if r["id"] == moved][-1] == PHONE  # read before and after: the last is new
+    assert listing_requests(crm_apis, path) == 7  # one pass: 201 records in pages of 30
+
+
+async def test_a_source_written_during_every_pass_fails_the_job_naming_the_endpoint(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    for n, customer in enumerate(first_ids(crm_apis)):  # another customer of page 1 each pass
+        write_during(crm_apis, "/customers", {"page": "3"}, patch={customer: {"phone": PHONE}}, after=n)
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        with pytest.raises(SourceChanged, match=r"GET crm:/customers .*read 3 times, the source changed each time"):
+            await extract(ctx, job(*STYLES["page-number"]))
+
+
+CONTRADICTIONS = [
+    pytest.param("empty", PaginationError, r"GET crm:/customers.*: page 3 has 0 records", id="empty-page"),
+    pytest.param("null", PaginationError, r"GET crm:/customers.*: page 3 has 0 records", id="null-page"),
+    pytest.param("short", PaginationError, r"GET crm:/customers.*: page 3 has 15 records", id="short-page"),
+    pytest.param("object", SourceError, r"GET crm:/customers .*data is an object, not a page's list", id="object"),
+]
+
+
+@pytest.mark.parametrize("shape,error,message", CONTRADICTIONS)
+@pytest.mark.parametrize("concurrent", [False, True], ids=["sequential", "concurrent"])
+async def test_a_page_that_contradicts_the_stream_fails_the_extract_and_keeps_the_watermark(
+    tmp_path: Path, crm_apis: DemoApis, shape: str, error: type[Exception], message: str, concurrent: bool
+) -> None:
+    control(crm_apis, "POST", "odd-page", json={"path": "/customers", "params": {"page": "3"}, "shape": shape})
+    paginator = {"type": "page_number", "page_size": 30, "total_path": "total", "concurrent": concurrent}
+    extract_job = job("/customers", "data", paginator, **INCREMENTAL)
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        with pytest.raises(error, match=message):
+            await extract(ctx, extract_job)
+        assert await ctx.audit.get_watermark(ctx.tenant_id, ctx.batch_type, extract_job.slug) is None
+
+
+def test_the_demo_crm_serves_a_contradicting_page_once(crm_apis: DemoApis) -> None:
+    control(crm_apis, "POST", "odd-page", json={"path": "/customers", "params": {"page": "2"}, "shape": "null"})
+    with httpx.Client(base_url=crm_apis.crm_url, headers={"Authorization": f"Bearer {crm_apis.crm_token}"}) as c:
+        odd, again = (c.get("/customers", params={"page": 2}).json() for _ in range(2))
+    assert odd["data"] is None and odd["total"] == again["total"] == 200 and len(again["data"]) == 100

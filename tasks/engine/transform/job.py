@@ -29,6 +29,7 @@ from prefect_restful_etl.tasks.engine.transform.lookup_config import (
     open_lookup_sources,
 )
 from prefect_restful_etl.tasks.engine.transform.lookups import Lookup, LookupSource
+from prefect_restful_etl.tasks.engine.transform.newest import KeyIndex, StagedKeyIndex
 from prefect_restful_etl.tasks.engine.transform.screens import (
     Exists,
     Fate,
@@ -135,6 +136,7 @@ async def run_transform(
         errors,
         key_fields,
         lambda name: StagedKeySet(ctx.stage, keys.part(name)),
+        lambda name: StagedKeyIndex(ctx.stage, keys.part(name)),
     )
     await run.screener.drop()  # an earlier attempt's claims would reject every record as a repeat
     read = transformed = 0
@@ -159,10 +161,29 @@ async def run_transform(
             ex.report = report  # the batch's audit row keeps the figures of what was screened before the stop
         raise
     await errors.flush()
+    if run.screener.superseded:  # a later, newer record beat one already staged: leave each key's newest only
+        transformed = await _keep_newest(ctx, target, run.screener)
     with contextlib.suppress(StageError):  # the records are staged: leftover claims only wait for their TTL
         await run.screener.drop()
     report.counts, report.quality = run.counts(read, transformed), run.quality()
     return report
+
+
+async def _keep_newest(ctx: BatchContext, target: StageKey, screener: Screener) -> int:
+    """Rewrite the job's output with only each key's newest record, through a key beside it; how many remain."""
+    scratch, place, kept = target.part("newest"), 0, 0
+    await ctx.stage.clear(scratch)
+    async for chunk in ctx.stage.read(target):
+        newest = await screener.keep(chunk, place)
+        place += len(chunk)
+        if newest:
+            await ctx.stage.append(scratch, newest)
+    await ctx.stage.clear(target)
+    async for chunk in ctx.stage.read(scratch):
+        await ctx.stage.append(target, chunk)
+        kept += len(chunk)
+    await ctx.stage.clear(scratch)
+    return kept
 
 
 class _TransformRun:
@@ -175,9 +196,10 @@ class _TransformRun:
         errors: ErrorSink,
         key_fields: list[str],
         key_sets: Callable[[str], KeySet],
+        indexes: Callable[[str], KeyIndex],
     ) -> None:
         self.pipeline = Pipeline(job.steps, sources)
-        self.screener = Screener(job.screens, sources, key_sets)
+        self.screener = Screener(job.screens, sources, key_sets, indexes)
         self.errors, self.key_fields, self.flag = errors, key_fields, job.quality_flag
         self.limit = asyncio.Semaphore(job.lookup_concurrency) if job.lookup_apis else None
 
@@ -236,8 +258,11 @@ class _TransformRun:
         await self.errors.add(natural_key=key, **failure.as_error_event())
 
     def counts(self, read: int, transformed: int) -> dict[str, int]:
-        return {"read": read, "transformed": transformed, "rejected": self.screener.summary.rejected,
-                "filtered": self.pipeline.filtered}  # fmt: skip
+        counts = {"read": read, "transformed": transformed, "rejected": self.screener.summary.rejected,
+                  "filtered": self.pipeline.filtered}  # fmt: skip
+        if self.screener.duplicates:  # older versions of a key, dropped by a unique screen: as a load counts them
+            counts["duplicates"] = self.screener.duplicates
+        return counts
 
     def quality(self) -> dict[str, Any]:
         return self.screener.summary.as_dict()

@@ -33,6 +33,7 @@ from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.load.keysets import Claims, KeySet, MemoryKeySet
 from prefect_restful_etl.tasks.engine.transform.expressions import compile_expression
 from prefect_restful_etl.tasks.engine.transform.lookups import LookupSource, resolve_source
+from prefect_restful_etl.tasks.engine.transform.newest import KeyIndex, MemoryKeyIndex, Newest
 
 Record = dict[str, Any]
 Problem = tuple[str | None, Any, str]  # column, failing value, message
@@ -240,16 +241,23 @@ class AllowedValues(_ColumnScreen):
 
 
 class Unique(_Screen):
-    """A natural key seen once per batch: `{"name": "one row per id", "check": "unique", "columns": ["id"]}`
+    """A natural key once per batch: `{"name": "one row per id", "check": "unique", "columns": ["id"],
+    "newest_by": "updated_at"}`
 
-    The first record with a key passes, later ones fail; a record the screens reject does not claim its key.
-    A key with a null part is not checked. Keys compare as text (`42` and `"42"` are one key), as the
-    load's natural key does.
+    With `reject` (the default), the newest record of a key is kept, by `newest_by` compared by value (instants,
+    numbers), or the last read when it is not set or ties; the others are duplicates, not staged, each an error
+    event naming both versions (a record updated while the source was paged comes twice, the new one last).
+    With `pass` or `stop`, the first record of a key passes and a later one fails. A record the other screens
+    reject does not take part. A key with a null part is not checked. Keys compare as text (`42` and `"42"`
+    are one key), as the load's natural key does.
     """
 
     type: Literal["structure"] = "structure"
     check: Literal["unique"] = "unique"
     columns: list[str] = Field(min_length=1)
+    newest_by: str | None = Field(
+        default=None, description="The field (the cursor) whose newest value wins a key; unset: the last read."
+    )
 
     def key(self, record: Record) -> tuple[str, ...] | None:
         parts = [get_path(record, c) for c in self.columns]
@@ -317,10 +325,11 @@ class Fate(StrEnum):
     FLAGGED = "flagged"  # failed only `pass` screens: goes on, with error events
     REJECTED = "rejected"
     STOP = "stop"
+    DUPLICATE = "duplicate"  # an older version of a key a newer record holds: not staged, not a quality failure
 
 
 _FATE_OF_ACTION = {"pass": Fate.FLAGGED, "reject": Fate.REJECTED, "stop": Fate.STOP}
-_RANK = {Fate.PASSED: 0, Fate.FLAGGED: 1, Fate.REJECTED: 2, Fate.STOP: 3}
+_RANK = {Fate.PASSED: 0, Fate.FLAGGED: 1, Fate.REJECTED: 2, Fate.STOP: 3, Fate.DUPLICATE: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +392,8 @@ class ScreenSummary:
     _severity_total: int = 0
 
     def add(self, result: ScreenResult) -> None:
+        if result.fate is Fate.DUPLICATE:  # a version of a record, not a record of its own
+            return
         self.screened += 1
         fate = result.fate
         if fate is Fate.PASSED:
@@ -432,8 +443,11 @@ class Screener:
     `result.raise_for_stop()`; `screener.summary` is the quality report.
 
     Those keys rest in memory unless `key_sets` makes a key set per unique screen from a name such as
-    `unique-3` (the screen's processing order): `lambda name: StagedKeySet(stage, key.part(name))`. Then,
-    per chunk, `await screener.prefetch(records)` before screening it and `await screener.flush()` after.
+    `unique-3` (the screen's processing order): `lambda name: StagedKeySet(stage, key.part(name))`, and
+    `indexes` an index for the newest-wins screens (`newest-3`). Then, per chunk, `await
+    screener.prefetch(records)` before screening it and `await screener.flush()` after. Kept records are
+    counted in order (their place in the job's output); when a later record beat a kept one (`superseded`),
+    the output is read once more through `keep`, which leaves each key's winner only.
     """
 
     def __init__(
@@ -441,13 +455,23 @@ class Screener:
         screens: Sequence[Screen | Mapping[str, Any]],
         lookups: Mapping[str, LookupSource] | None = None,
         key_sets: Callable[[str], KeySet] | None = None,
+        indexes: Callable[[str], KeyIndex] | None = None,
     ) -> None:
         self.screens = parse_screens(screens)
         self.summary = ScreenSummary()
         self._sources = {s.name: resolve_source(s.lookup, lookups or {}) for s in self.screens if isinstance(s, Exists)}
         make = key_sets or (lambda name: MemoryKeySet())
-        self._claims = {s.name: Claims(make(f"unique-{order}"))
-                        for order, s in enumerate(self.screens, start=1) if isinstance(s, Unique)}  # fmt: skip
+        index = indexes or (lambda name: MemoryKeyIndex())
+        uniques = [(order, s) for order, s in enumerate(self.screens, start=1) if isinstance(s, Unique)]
+        self._claims = {s.name: Claims(make(f"unique-{o}")) for o, s in uniques if s.action != "reject"}
+        self._newest = {s.name: Newest(index(f"newest-{o}")) for o, s in uniques if s.action == "reject"}
+        self.kept = 0  # records kept so far: the next kept record's place in the output
+        self.duplicates = 0  # older versions of a key: dropped, whether read before or after the newest
+
+    @property
+    def superseded(self) -> int:
+        """Kept records a later, newer record of their key beat: they are in the output until `keep` runs."""
+        return sum(newest.superseded for newest in self._newest.values())
 
     def dimension_rows(self) -> list[dict[str, Any]]:
         return [screen.dimension_row(order) for order, screen in enumerate(self.screens, start=1)]
@@ -457,23 +481,44 @@ class Screener:
         chunk = list(records)
         for screen in self.screens:
             if isinstance(screen, Unique):
-                members = (screen.member(record) for record in chunk)
-                await self._claims[screen.name].prefetch(m for m in members if m is not None)
+                members = [m for m in (screen.member(record) for record in chunk) if m is not None]
+                if screen.name in self._newest:
+                    await self._newest[screen.name].prefetch(members)
+                else:
+                    await self._claims[screen.name].prefetch(members)
 
     async def flush(self) -> None:
         """Hand the keys claimed since the last flush to the key sets: one write per unique screen."""
         for claims in self._claims.values():
             await claims.flush()
+        for newest in self._newest.values():
+            await newest.flush()
 
     async def drop(self) -> None:
         """Forget every claimed key (a job's retry screens its input afresh)."""
         for claims in self._claims.values():
             await claims.drop()
+        for newest in self._newest.values():
+            await newest.drop()
+
+    async def keep(self, output: list[Record], start: int) -> list[Record]:
+        """Of a chunk of the job's output (its first record at place `start`), the records that are still their
+        keys' newest: after the last `flush`, for the rewrite `superseded` calls for."""
+        winning = [True] * len(output)
+        for screen in self.screens:
+            if isinstance(screen, Unique) and screen.name in self._newest:
+                members = [screen.member(record) for record in output]
+                places = await self._newest[screen.name].positions([m for m in members if m is not None])
+                for i, member in enumerate(members):
+                    winning[i] = winning[i] and (member is None or places.get(member) == start + i)
+        return [record for record, kept in zip(output, winning, strict=True) if kept]
 
     async def screen(self, record: Record) -> ScreenResult:
         failures: list[ScreenFailure] = []
         claims: list[tuple[Claims, str]] = []
         for screen in self.screens:
+            if isinstance(screen, Unique) and screen.name in self._newest:
+                continue  # decided once the record's fate by the other screens is known
             if isinstance(screen, Unique):
                 problem, claim = await self._unique(screen, record)
                 if claim:
@@ -485,12 +530,32 @@ class Screener:
             if problem is not None:
                 failures.append(_failure(screen, *problem))
         fate = max((_FATE_OF_ACTION[f.action] for f in failures), key=_RANK.__getitem__, default=Fate.PASSED)
+        if fate in (Fate.PASSED, Fate.FLAGGED) and self._newest:
+            fate = await self._offer_newest(record, failures, fate)
         result = ScreenResult(tuple(failures), fate)
         if result.kept:
+            self.kept += 1
             for keys, member in claims:
                 keys.claim(member)
         self.summary.add(result)
         return result
+
+    async def _offer_newest(self, record: Record, failures: list[ScreenFailure], fate: Fate) -> Fate:
+        """The record against its keys' newest so far: it wins (an older one becomes a duplicate) or it is one."""
+        for screen in self.screens:
+            if not (isinstance(screen, Unique) and screen.name in self._newest):
+                continue
+            key = screen.key(record)
+            if key is None:
+                continue
+            value = get_path(record, screen.newest_by) if screen.newest_by else None
+            wins, other = await self._newest[screen.name].offer(_member(key), value, self.kept)
+            if other is not None:
+                self.duplicates += 1
+                failures.append(_failure(screen, *_two_versions(screen, key, (value, self.kept), other, wins)))
+            if not wins:
+                fate = Fate.DUPLICATE
+        return fate
 
     async def _unique(self, screen: Unique, record: Record) -> tuple[Problem | None, tuple[Claims, str] | None]:
         key = screen.key(record)
@@ -510,6 +575,19 @@ class Screener:
             where = screen.lookup if isinstance(screen.lookup, str) else "the inline mapping"
             return (screen.column, value, f"{screen.column} {value!r} has no match in {where}")
         return None
+
+
+def _two_versions(
+    screen: Unique, key: tuple[str, ...], this: tuple[Any, int], other: tuple[Any, int], kept_this: bool
+) -> Problem:
+    """The error event of a duplicate: which version of the key is kept (and so which is dropped), and why."""
+    shown = key[0] if len(key) == 1 else key
+    kept, dropped = (this, other) if kept_this else (other, this)
+    if screen.newest_by and kept[0] != dropped[0]:
+        why = f"the one whose {screen.newest_by} {kept[0]!r} is newer than the other's {dropped[0]!r}"
+    else:
+        why = "the one read later" + (f" (both have {screen.newest_by} {kept[0]!r})" if screen.newest_by else "")
+    return ", ".join(screen.columns), shown, f"natural key {shown!r} came twice in this batch: kept {why}"
 
 
 def _member(key: tuple[str, ...]) -> str:

@@ -16,8 +16,11 @@ from engine_support import batch_context
 from test_extract import STYLES, control, crm, crm_ids, extract, job, save_watermark, token
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
+from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, SourceChanged, SourceError
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob
+from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.transform.job import TransformJob, run_transform
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +146,33 @@ def test_the_demo_crm_serves_a_contradicting_page_once(crm_apis: DemoApis) -> No
     with httpx.Client(base_url=crm_apis.crm_url, headers={"Authorization": f"Bearer {crm_apis.crm_token}"}) as c:
         odd, again = (c.get("/customers", params={"page": 2}).json() for _ in range(2))
     assert odd["data"] is None and odd["total"] == again["total"] == 200 and len(again["data"]) == 100
+
+
+async def test_the_unique_screen_keeps_the_version_updated_while_the_source_was_paged(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    """A keyset stream reads a customer patched meanwhile twice, the new version last: the transform's unique
+    screen keeps that one (by the cursor), counts the old one as a duplicate and says so in one error event."""
+    path, records_path, paginator = STYLES["cursor"]
+    moved = first_ids(crm_apis)[0]
+    write_during(crm_apis, path, {"limit": "30"}, patch={moved: {"phone": PHONE}})
+    keyset = ExtractJob.model_validate(
+        {"name": "Extract CRM customers", "api": "crm", "natural_key": ["id"],
+         "endpoint": {"path": path, "records_path": records_path, "paginator": paginator, "params": {"limit": 30}}}
+    )  # fmt: skip
+    screen = {"name": "one per customer", "check": "unique", "columns": ["id"], "newest_by": "meta.updated_at"}
+    shape = TransformJob.model_validate({"name": "Shape customers", "source": keyset.name, "screens": [screen]})
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        _, extracted = await extract(ctx, keyset)
+        report = JobReport(job=shape.name, kind="transform", job_id="t")
+        errors = ErrorSink(ctx, shape.name, "t")
+        await run_transform(shape, ctx, report, errors, source=ctx.stage_key(keyset.slug), key_fields=["id"])
+        shaped = [r async for chunk in ctx.stage.read(ctx.stage_key(shape.slug)) for r in chunk]
+        events = await ctx.audit.error_events(ctx.batch_id)
+    assert len(extracted) == len(crm_ids(crm_apis)) + 1  # the moved customer, before and after
+    assert sorted(r["id"] for r in shaped) == crm_ids(crm_apis)
+    assert [r["phone"] for r in shaped if r["id"] == moved] == [PHONE]
+    assert report.counts["duplicates"] == 1 and report.counts["transformed"] == len(shaped)
+    (event,) = events
+    assert (event.screen, event.natural_key) == ("one per customer", str(moved))
+    assert "came twice in this batch: kept the one whose meta.updated_at" in event.message

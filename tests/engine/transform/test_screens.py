@@ -146,30 +146,71 @@ async def test_screen_fails(
 @pytest.mark.parametrize(
     "records,fates",
     [
-        ([{"id": 1}, {"id": 2}, {"id": 1}], ["passed", "passed", "rejected"]),
-        ([{"id": 1}, {"id": "1"}], ["passed", "rejected"]),
+        ([{"id": 1}, {"id": 2}, {"id": 1}], ["passed", "passed", "flagged"]),
+        ([{"id": 1}, {"id": "1"}], ["passed", "flagged"]),
         ([{"id": None}, {"id": None}], ["passed", "passed"]),
         ([{"id": 1, "bad": True}, {"id": 1}], ["rejected", "passed"]),
-        ([{"id": [1]}, {"id": [1]}], ["passed", "rejected"]),
+        ([{"id": [1]}, {"id": [1]}], ["passed", "flagged"]),
     ],
     ids=["duplicate", "same-key-as-text", "null-key-unchecked", "rejected-record-claims-no-key", "unhashable-key"],
 )
-async def test_unique_natural_key_within_the_batch(records: list[dict[str, Any]], fates: list[str]) -> None:
+async def test_a_unique_screen_that_passes_flags_each_later_record_of_a_key(
+    records: list[dict[str, Any]], fates: list[str]
+) -> None:
     screener = Screener(
         [
             {"name": "good", "check": "rule", "expression": "not bad"},
-            {"name": "one per id", "check": "unique", "columns": ["id"]},
+            {"name": "one per id", "check": "unique", "columns": ["id"], "action": "pass"},
         ]
     )
     assert [(await screener.screen(r)).fate for r in records] == fates
 
 
+NEWEST = [
+    pytest.param(
+        None, [{"id": 1, "v": "old"}, {"id": 2}, {"id": 1, "v": "new"}], [1, 2], "kept the one read later", id="last"
+    ),
+    pytest.param(
+        "updated_at",
+        [{"id": 1, "updated_at": "2026-03-02T10:00:00Z"}, {"id": 1, "updated_at": "2026-03-01T10:00:00+00:00"}],
+        [0],
+        "kept the one whose updated_at '2026-03-02T10:00:00Z' is newer than the other's '2026-03-01T10:00:00+00:00'",
+        id="newest-by-cursor-read-first",
+    ),
+    pytest.param(
+        "updated_at",
+        [{"id": 1, "updated_at": "2026-03-01T12:00:00+02:00"}, {"id": 1, "updated_at": "2026-03-01T10:30:00Z"}],
+        [1],
+        "is newer than",
+        id="instants-by-value-not-text",
+    ),
+    pytest.param(
+        "seq", [{"id": 1, "seq": 10}, {"id": 1, "seq": 9}], [0], "seq 10 is newer than the other's 9", id="numbers"
+    ),
+]
+
+
+@pytest.mark.parametrize("newest_by,records,kept,message", NEWEST)
+async def test_the_newest_record_of_a_key_wins_and_the_other_is_a_duplicate(
+    newest_by: str | None, records: list[dict[str, Any]], kept: list[int], message: str
+) -> None:
+    screener = Screener([{"name": "one per id", "check": "unique", "columns": ["id"], "newest_by": newest_by}])
+    results = [await screener.screen(r) for r in records]
+    await screener.flush()
+    staged = [r for r, result in zip(records, results, strict=True) if result.kept]
+    survivors = await screener.keep(staged, 0)
+    assert [records.index(r) for r in survivors] == kept
+    (event,) = [f for result in results for f in result.failures]
+    assert event.screen == "one per id" and event.column == "id" and message in event.message
+    assert screener.duplicates == 1 and screener.summary.rejected == 0
+
+
 async def test_unique_composite_key() -> None:
-    screener = Screener([{"name": "u", "check": "unique", "columns": ["tenant", "id"]}])
+    screener = Screener([{"name": "u", "check": "unique", "columns": ["tenant", "id"], "action": "pass"}])
     results = [
         await screener.screen(r) for r in [{"tenant": "a", "id": 1}, {"tenant": "b", "id": 1}, {"tenant": "a", "id": 1}]
     ]
-    assert [r.fate for r in results] == ["passed", "passed", "rejected"]
+    assert [r.fate for r in results] == ["passed", "passed", "flagged"]
     assert results[2].failures[0].column == "tenant, id"
 
 
@@ -193,7 +234,7 @@ async def test_unique_keys_kept_in_a_key_set_chunk_by_chunk() -> None:
     screener = Screener(
         [
             {"name": "good", "check": "rule", "expression": "not bad"},
-            {"name": "one per id", "check": "unique", "columns": ["id"]},
+            {"name": "one per id", "check": "unique", "columns": ["id"], "action": "stop"},
         ],
         key_sets=lambda name: key_sets.setdefault(name, CountingKeySet()),
     )
@@ -204,7 +245,7 @@ async def test_unique_keys_kept_in_a_key_set_chunk_by_chunk() -> None:
         fates.append([(await screener.screen(r)).fate for r in chunk])
         await screener.flush()
 
-    assert fates == [["passed", "rejected", "rejected"], ["passed", "rejected", "passed", "rejected"]]
+    assert fates == [["passed", "rejected", "stop"], ["passed", "stop", "passed", "stop"]]
     assert list(key_sets) == ["unique-2"]  # named for the screen's processing order
     assert key_sets["unique-2"].round_trips == 4  # per chunk: one question, one write
     assert await key_sets["unique-2"].contains(['["1"]', '["2"]', '["3"]']) == [True, True, True]
@@ -216,7 +257,7 @@ async def test_unique_keys_on_a_redis_stage(redis_url: str) -> None:
     key = StageKey("acme", "b1", "shape-customers")
     async with RedisStage.from_url(redis_url) as stage:
         screener = Screener(
-            [{"name": "u", "check": "unique", "columns": ["tenant", "id"]}],
+            [{"name": "u", "check": "unique", "columns": ["tenant", "id"], "action": "pass"}],
             key_sets=lambda name: StagedKeySet(stage, key.part(name)),
         )
         fates = []
@@ -226,7 +267,7 @@ async def test_unique_keys_on_a_redis_stage(redis_url: str) -> None:
             await screener.flush()
         assert await stage.index_get(key.part("unique-1"), ['["a|1","x"]', '["a","1|x"]']) == ["", ""]
 
-    assert fates == ["passed", "passed", "rejected"]
+    assert fates == ["passed", "passed", "flagged"]
 
 
 SCREENS: list[dict[str, Any]] = [

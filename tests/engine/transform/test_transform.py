@@ -35,7 +35,7 @@ CUSTOMERS = [
     {"id": 3, "email": "ben@example.com", "country": "ZZ", "ltv": "7", "phone": "+1 3"},  # unknown country: rejected
     {"id": 4, "email": "chloe@example.com", "country": "FR", "ltv": "oops", "phone": "+33 4"},  # cast fails
     {"id": 5, "email": "david@example.com", "country": "FR", "ltv": "1", "phone": None},  # no phone: flagged
-    {"id": 1, "email": "ada@example.com", "country": "DE", "ltv": "10.5", "phone": "+49 1"},  # a repeat: rejected
+    {"id": 1, "email": "ada@example.com", "country": "DE", "ltv": "10.5", "phone": "+49 1"},  # a repeat: it wins
 ]
 SCREENS: list[dict[str, Any]] = [
     {"name": "email present", "check": "not_null", "column": "email", "severity": 8},
@@ -89,10 +89,10 @@ async def test_screens_reject_flag_and_report_every_failure(tmp_path: Path) -> N
         events = await ctx.audit.error_events(ctx.batch_id)
 
     assert [(r["id"], r["country_name"], r["quality"]) for r in out] == [
-        (1, "Germany", "passed"),
         (5, "France", "flagged"),
+        (1, "Germany", "passed"),  # the last read of customer 1: the first is a duplicate
     ]
-    assert out[0]["ltv"] == "10.5"
+    assert out[1]["ltv"] == "10.5"
     assert shown(events) == [
         ("email present", "2", "email", None, 8, "reject"),
         ("known country", "3", "country", "ZZ", 6, "reject"),
@@ -102,15 +102,15 @@ async def test_screens_reject_flag_and_report_every_failure(tmp_path: Path) -> N
     ]
     assert all((e.job, e.job_id, e.tenant_id) == ("Shape customers", "job-1", "t1") for e in events)
     assert "cannot cast ltv to decimal" in events[2].message
-    assert report.counts == {"read": 6, "transformed": 2, "rejected": 4, "filtered": 0}
+    assert report.counts == {"read": 6, "transformed": 2, "rejected": 3, "filtered": 0, "duplicates": 1}
     assert {k: report.quality[k] for k in ("screened", "passed", "flagged", "rejected", "max_severity")} == {
         "screened": 6,
-        "passed": 1,
+        "passed": 2,
         "flagged": 1,
-        "rejected": 4,
-        "max_severity": 9,
+        "rejected": 3,
+        "max_severity": 8,  # an older version of a record is a duplicate, not a quality failure
     }
-    assert report.quality["quality_score"] == round(100 * (1 - (8 + 6 + 5 + 2 + 9) / 60), 2)
+    assert report.quality["quality_score"] == round(100 * (1 - (8 + 6 + 5 + 2) / 60), 2)
     assert report.quality["failures_by_screen"]["transform"] == 1
 
 
@@ -416,12 +416,16 @@ async def test_unique_screen_keys_rest_on_a_redis_stage_a_chunk_at_a_time(tmp_pa
         async with batch_context(tmp_path, {}) as ctx:
             ctx.stage = redis_stage
             job = transform()
-            claims = StageKey(ctx.tenant_id, ctx.batch_id, job.slug).part("unique-3")
-            await redis_stage.index_put(claims, {'["7"]': ""})  # left by an earlier attempt: forgotten
+            winners = StageKey(ctx.tenant_id, ctx.batch_id, job.slug).part("newest-3")
+            await redis_stage.index_put(winners, {'["7"]': '["x", 99999]'})  # left by an earlier attempt: forgotten
             redis_stage.log = []
             report = await run(ctx, job, records)
+            out = await staged(ctx, job)
             left = [name async for name in client.scan_iter(match=f"*{job.slug}.*")]
 
-    assert report.counts == {"read": 2500, "transformed": 1998, "rejected": 502, "filtered": 0}
-    assert redis_stage.log == ["get unique-3", "put unique-3"] * 2 + ["get unique-3"]  # the last chunk claims none
-    assert left == [], "the claimed keys go when the transform ends"
+    # customer 5 once rejected; the later copies of 0..499 win, each earlier one is a duplicate
+    assert report.counts == {"read": 2500, "transformed": 1998, "rejected": 1, "filtered": 0, "duplicates": 501}
+    assert sorted(r["id"] for r in out) == list(range(1998))
+    # per chunk one question and one write; then the output is read once more, a question per chunk
+    assert redis_stage.log == ["get newest-3", "put newest-3"] * 3 + ["get newest-3"] * 3
+    assert [n for n in left if not n.decode().endswith(".newest")] == [], "the winners go when the transform ends"

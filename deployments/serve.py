@@ -1,5 +1,6 @@
 """Serving every batch type for local development: the same two deployments per batch type as prefect.yaml,
-run by this process (no work pool, no worker).
+run by this process (no work pool, no worker). The batch types are the catalog's: the batch types folder
+(`RESTFUL_ETL_BATCH_TYPES`, default `./batch_types`), the `restful_etl.batch_types` entry points, the package.
 
 `restful-etl serve` with PREFECT_API_URL pointing at a `prefect server`, and RESTFUL_ETL_SEAL_KEY set when
 runs bring sealed credentials. Stop it with Ctrl-C; Prefect pauses the schedules it served.
@@ -16,9 +17,10 @@ from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Interval, Schedule
 
-from prefect_restful_etl.flows.catalog import FULL_RESYNC_SUFFIX, BatchFlow, batch_flows
+from prefect_restful_etl.flows.catalog import FOLDER_ENV, FULL_RESYNC_SUFFIX, BatchFlow, catalog
 from prefect_restful_etl.flows.hooks import DEPLOYMENT_NAME, ENTRYPOINT, micro_batch
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 HOURLY = timedelta(hours=1)
@@ -79,7 +81,20 @@ def serve_all(*, limit: int | None = None, tenant_id: str | None = None, sealed_
         logger.warning("%s is not set: runs with sealed credentials will fail", SEAL_KEY_ENV)
     deployments = [
         d
-        for name, flow in batch_flows().items()
+        for name, flow in served_batch_types().items()
         for d in batch_deployments(name, flow, tenant_id=tenant_id, sealed_credentials=sealed_credentials)
     ]
     serve(*deployments, hooks_deployment(), limit=limit)
+
+
+def served_batch_types() -> dict[str, BatchFlow]:
+    """Every batch type the catalog finds; none if any file did not load, since its runs would never run.
+
+    The runs' own processes find the user's batch types in the same folder, wherever they start."""
+    found = catalog()
+    if found.problems:
+        raise ConfigError("batch types", "; ".join(found.problems))
+    os.environ[FOLDER_ENV] = str(found.folder)
+    for name, flow in found.flows.items():
+        logger.info("serving batch type %s (%s: %s)", name, flow.origin, flow.source)
+    return found.flows

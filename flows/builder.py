@@ -25,6 +25,15 @@ def run_name() -> str:
     return f"{tenant if isinstance(tenant, str) and tenant else 'no tenant'} {kind} {when:%Y-%m-%d %H:%M}"
 
 
+BATCH_TYPE_ATTRIBUTE = "restful_etl_batch_type"
+
+
+def batch_type_of(batch_flow: Flow[..., Any]) -> BatchType | None:
+    """The batch type a flow was built from (`build_flow`), or None for any other flow."""
+    found = getattr(batch_flow.fn, BATCH_TYPE_ATTRIBUTE, None)
+    return found if isinstance(found, BatchType) else None
+
+
 def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
     """One flow per batch type; its parameters are the batch's: tenant, credentials, full or incremental."""
 
@@ -71,6 +80,7 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
         api_blocks: Per API name, a RestApi block that replaces the batch type's configuration of that API.
     """
     batch.__name__ = batch_type.name.replace("-", "_")
+    batch.__dict__[BATCH_TYPE_ATTRIBUTE] = batch_type  # see batch_type_of
     options: dict[str, Any] = {
         "name": batch_type.name,
         "flow_run_name": run_name,

@@ -23,7 +23,7 @@ from prefect.client.orchestration import get_client
 from rich.live import Live
 
 from prefect_restful_etl.deployments.cli import client as prefect_api
-from prefect_restful_etl.deployments.cli import records
+from prefect_restful_etl.deployments.cli import project, records
 from prefect_restful_etl.deployments.cli.hooks import hooks_app, intake_rows
 from prefect_restful_etl.deployments.cli.output import console, errors, show, show_one, table
 from prefect_restful_etl.deployments.cli.watch import BatchView, watch_batch
@@ -402,7 +402,11 @@ def serve(
         if sealed is None:
             errors.print(f"[red]a schedule needs sealed credentials: set {SEAL_KEY_ENV} or `restful-etl seal`[/red]")
             raise typer.Exit(2)
-    serve_all(limit=limit, tenant_id=tenant, sealed_credentials=sealed)
+    try:
+        serve_all(limit=limit, tenant_id=tenant, sealed_credentials=sealed)
+    except ConfigError as ex:  # a batch type file that does not load: `restful-etl validate` tells more
+        errors.print(str(ex), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("seal")
@@ -421,6 +425,14 @@ def seal_(
 def keygen() -> None:
     """A new sealing key: give it to the workers (and whoever seals) as RESTFUL_ETL_SEAL_KEY."""
     print(generate_key())
+
+
+# A user's own batch types: deployments/cli/project.py
+app.command()(project.init)
+app.command()(project.validate)
+app.command()(project.schema)
+app.command()(project.plan)
+app.command("batch-types")(project.batch_types)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,32 @@ A batch type lists its APIs and its jobs in order; each job names the job whose 
 
 from __future__ import annotations
 
-from typing import Annotated
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.load.job import LoadJob
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob
+from prefect_restful_etl.tasks.engine.transform.lookup_config import ApiLookupConfig, StagedLookupConfig
 from prefect_restful_etl.tasks.engine.transform.steps import Cast, Rename
 
-__all__ = ["BatchType", "Endpoint", "ExtractJob", "JobBase", "JobType", "LoadJob", "TransformJob"]
+__all__ = [
+    "BatchType",
+    "Endpoint",
+    "ExtractJob",
+    "JobBase",
+    "JobType",
+    "JobTypeLibrary",
+    "LoadJob",
+    "TransformJob",
+    "resolve_uses",
+]
 
 
 JobType = Annotated[ExtractJob | TransformJob | LoadJob, Field(discriminator="kind")]
@@ -25,6 +39,7 @@ JobType = Annotated[ExtractJob | TransformJob | LoadJob, Field(discriminator="ki
 class BatchType(BaseModel):
     """A named template of jobs: `crm-to-accounting` = extract, transform, load."""
 
+    # no error quotes what was given: a value of any field may be a secret put in the wrong place
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
@@ -34,29 +49,37 @@ class BatchType(BaseModel):
 
     @model_validator(mode="after")
     def _check_references(self) -> BatchType:
-        seen: set[str] = set()
+        # A job is named by its name, which a file's reader knows (not its index, which they would count); a
+        # reference that leads nowhere is named by its field, never quoted: the valid choices are listed instead
+        seen: list[str] = []
         for index, job in enumerate(self.jobs):
-            where = f"jobs.{index}"
+            where = f"job {job.name!r}"
             if job.name in seen:
-                raise ValueError(f"{where}.name: {job.name!r} is used by two jobs")
+                raise ValueError(f"{where}: name: used by two jobs")
+            earlier = f"the earlier jobs are {_listed(seen)}" if seen else "it is the first job"
+            apis = f"the batch type's apis are {_listed(self.apis)}"
             api = getattr(job, "api", None)
             if api is not None and api not in self.apis:
-                raise ValueError(f"{where}.api: {api!r} is not one of the batch type's apis {sorted(self.apis)}")
+                raise ValueError(f"{where}: api: not one of the batch type's apis; {apis}")
             source = getattr(job, "source", None)
             if source is not None and source not in seen:
-                raise ValueError(f"{where}.source: {source!r} is not the name of an earlier job")
-            for looked_up in getattr(job, "lookup_jobs", ()):
-                if looked_up not in seen:
-                    raise ValueError(f"{where}.lookups: {looked_up!r} is not the name of an earlier job")
-            for lookup_api in sorted(set(getattr(job, "lookup_apis", ())) - set(self.apis)):
-                raise ValueError(f"{where}.lookups: {lookup_api!r} is not one of the batch type's apis")
+                raise ValueError(f"{where}: source: not the name of an earlier job; {earlier}")
+            for name, lookup in getattr(job, "lookups", {}).items():
+                if isinstance(lookup, StagedLookupConfig) and lookup.job not in seen:
+                    raise ValueError(f"{where}: lookups.{name}.job: not the name of an earlier job; {earlier}")
+                if isinstance(lookup, ApiLookupConfig) and lookup.api not in self.apis:
+                    raise ValueError(f"{where}: lookups.{name}.api: not one of the batch type's apis; {apis}")
             parent = getattr(job, "parent", None)
             if parent is not None and not isinstance(self._earlier(parent.job, index), ExtractJob):
-                raise ValueError(f"{where}.parent.job: {parent.job!r} is not the name of an earlier extract job")
-            seen.add(job.name)
+                extracts = [j.name for j in self.jobs[:index] if isinstance(j, ExtractJob)]
+                raise ValueError(
+                    f"{where}: parent.job: not the name of an earlier extract job; "
+                    + (f"the earlier extract jobs are {_listed(extracts)}" if extracts else "there is none before it")
+                )
+            seen.append(job.name)
         for key, api_config in self.apis.items():
             if api_config.name != key:
-                raise ValueError(f"apis.{key}.name: must equal its key {key!r}, not {api_config.name!r}")
+                raise ValueError(f"apis.{key}.name: must equal its key {key!r}")
         for job in self.jobs:
             if isinstance(job, LoadJob):  # a decimal cast upstream is compared as a decimal (canonical.py)
                 job.compare_as = {**dict.fromkeys(self._decimals(job.source), "decimal"), **job.compare_as}
@@ -95,3 +118,69 @@ class BatchType(BaseModel):
             job = self.job(job.source)
         assert job.natural_key is not None
         return job.natural_key
+
+
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(repr(name) for name in sorted(names)) or "(none)"
+
+
+# --- reusable job types ---------------------------------------------------------------------------------------
+
+USE = "use"
+
+
+class JobTypeLibrary(BaseModel):
+    """Job types by name, for the batch types of one folder to share: a file holding
+
+    ```yaml
+    job_types:
+      extract-crm-customers:
+        kind: extract
+        name: Extract CRM customers
+        api: crm
+        endpoint: {path: /customers, records_path: data}
+        natural_key: [id]
+    ```
+    lets a batch type's job be `{"use": "extract-crm-customers"}`, or that with overrides. A job type may leave
+    out what each batch type gives (a load's `source`): it is checked as a job once it is used.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_types: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")], dict[str, Any]] = Field(
+        description="Job type name -> the fields of a job (kind, name, ...), partial where batch types add the rest."
+    )
+
+
+def resolve_uses(jobs: Sequence[Any], library: Mapping[str, Mapping[str, Any]]) -> list[Any]:
+    """The jobs with each `{"use": name, ...overrides}` replaced by that job type with the overrides merged in.
+
+    Overrides merge as a JSON merge patch (RFC 7396): an object merges field by field, any other value
+    (a list included) replaces, and `null` removes the field. Anything that is not a `use` passes as given.
+    """
+    resolved: list[Any] = []
+    for position, job in enumerate(jobs, start=1):
+        if not isinstance(job, Mapping) or USE not in job:
+            resolved.append(job)
+            continue
+        overrides = {key: value for key, value in job.items() if key != USE}
+        name = job[USE]
+        if not isinstance(name, str) or name not in library:
+            what = repr(overrides["name"]) if isinstance(overrides.get("name"), str) else f"number {position}"
+            known = f"the job types are {_listed(library)}" if library else "no job types are defined here"
+            raise ConfigError(f"job {what}: use", f"not the name of a job type; {known}")
+        resolved.append(merge_patch(library[name], overrides))
+    return resolved
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: `patch` applied to `target` (neither is changed)."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    merged = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return {key: copy.deepcopy(value) for key, value in merged.items()}

@@ -12,14 +12,16 @@ import pytest
 from pydantic import SecretStr
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
-from prefect_restful_etl.flows.countries import ISO_COUNTRIES
-from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING, crm_to_accounting
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.audit.tables import EtlWatermark
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, ScreenStop
 
 pytestmark = pytest.mark.integration
+
+# the example's static lookup: ISO 3166-1 alpha-2 codes and their names
+ISO_COUNTRIES = CRM_TO_ACCOUNTING.job("Shape accounting customers").lookups["countries"].values  # type: ignore[union-attr]
 
 
 def parameters(apis: DemoApis, tenant_id: str) -> dict[str, Any]:

@@ -368,8 +368,8 @@ def test_a_bad_transform_configuration_names_the_field(changes: dict[str, Any], 
 @pytest.mark.parametrize(
     "lookup,message",
     [
-        ({"type": "staged", "job": "Load customers", "key_field": "code"}, "'Load customers' is not the name of an"),
-        ({"type": "api", "api": "erp", "endpoint": {"path": "/x"}, "key_field": "k"}, "'erp' is not one of the batch"),
+        ({"type": "staged", "job": "Load customers", "key_field": "code"}, "l.job: not the name of an earlier job"),
+        ({"type": "api", "api": "erp", "endpoint": {"path": "/x"}, "key_field": "k"}, "l.api: not one of the batch"),
     ],
     ids=["staged-job-not-earlier", "unknown-api"],
 )
@@ -383,7 +383,7 @@ def test_a_batch_type_checks_what_lookups_refer_to(lookup: dict[str, Any], messa
              "natural_key": ["id"]},
         ],
     }  # fmt: skip
-    with pytest.raises(ValidationError, match=f"jobs.1.lookups: {message}"):
+    with pytest.raises(ValidationError, match=f"job 'Shape': lookups.{message}"):
         BatchType.model_validate(raw)
 
 

@@ -145,7 +145,7 @@ class JobTypeLibrary(BaseModel):
     out what each batch type gives (a load's `source`): it is checked as a job once it is used.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     job_types: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")], dict[str, Any]] = Field(
         description="Job type name -> the fields of a job (kind, name, ...), partial where batch types add the rest."

@@ -45,6 +45,7 @@ _READABLE_FIELDS = {name for name, f in Credentials.model_fields.items() if "Sec
 # The parameters of a batch that hold no secret; any other one (`credential`, misspelt) is masked whole, since
 # a run refused for it still stores what it was given.
 _PLAIN_PARAMETERS = set(BatchParameters.model_fields) - {"credentials"}
+_PLAIN_PARAMETERS |= {"batch_type", "segments", "feed", "receiver"}  # a hooks micro-batch's own (flows/hooks.py)
 
 
 def masked_parameters(parameters: dict[str, Any]) -> dict[str, Any] | None:

@@ -245,6 +245,10 @@ class HookReceiver:
             logger.warning("event %s not emitted: %s", name, type(ex).__name__)
 
     async def _status(self, request: Request) -> Response:
+        """This receiver's counts and micro-batches, for an operator on its own machine: it names tenants, so a
+        client from elsewhere (the sources reach the receiver) is answered 404."""
+        if request.client is None or request.client.host not in ("127.0.0.1", "::1"):
+            return _json({"detail": "Not Found"}, 404)
         waiting = {
             f"{bt}/{t}": self.debouncer.waiting((t, bt)) for bt, e in self.endpoints.items() for t in e.config.tenants
         }

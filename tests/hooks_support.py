@@ -89,17 +89,19 @@ def hook(
 class ReceiverProcess:
     """`restful-etl hooks serve --config <file>` in its own session; `url` once it printed where it listens."""
 
-    def __init__(self, config: dict[str, Any], home: Path, env: dict[str, str], name: str = "receiver") -> None:
+    def __init__(
+        self, config: dict[str, Any], home: Path, env: dict[str, str], name: str = "receiver", *flags: str
+    ) -> None:
         self.path, self.log = home / f"{name}.json", home / f"{name}.log"
         self.path.write_text(json.dumps(config))
-        self.env, self.url = env, ""
+        self.env, self.url, self.flags = env, "", flags
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> ReceiverProcess:
         command = [sys.executable, "-m", "prefect_restful_etl.deployments.cli.app", "hooks", "serve"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [*command, "--config", str(self.path)],
+                [*command, "--config", str(self.path), *self.flags],
                 env=self.env,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -178,3 +178,16 @@ async def test_a_stage_that_cannot_be_written_is_503_so_the_source_retries(clien
     )
     assert (answer.status_code, answer.json()["reason"], answer.headers["Retry-After"]) == (503, "stage", "5")
     assert "Connection refused" not in answer.text and runs.started == []
+
+
+async def test_the_status_page_answers_on_loopback_only(tenant: str) -> None:
+    receiver, _ = await receiver_for(endpoint(tenant))
+    try:
+        for client_host, status in (("127.0.0.1", 200), ("203.0.113.5", 404)):
+            transport = httpx.ASGITransport(app=receiver.app, client=(client_host, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as http:
+                answer = await http.get("/_status")
+            assert answer.status_code == status
+            assert (tenant in answer.text) == (status == 200)
+    finally:
+        await receiver.stop()

@@ -8,7 +8,7 @@ one. Every key is one of the stage's, under the tenant's own part, so no tenant 
 restful-etl:acme:hooks-crm-to-accounting-main-000001767225600123:events   LIST  {"event_id": "evt_1", ...}
 restful-etl:acme:hooks-crm-to-accounting:registry-main-a    INDEX  <segment> -> open | sealed | done
 restful-etl:acme:hooks-crm-to-accounting:head-main          INDEX  registry -> a | b
-restful-etl:acme:hooks-crm-to-accounting:seen-20454         INDEX  <event id> -> <segment> (one per day)
+restful-etl:acme:hooks-crm-to-accounting:seen-6818          INDEX  <event id> -> <segment> (per dedupe_days)
 restful-etl:acme:hooks-crm-to-accounting:counts             INDEX  main.accepted -> 1042, main.duplicates -> 3
 ```
 Only the receiver named `receiver` writes its registry, so the registry needs no lock across processes. An
@@ -21,6 +21,7 @@ event and forgets only that it did, so the source's retry is stored again and th
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections import Counter
@@ -33,6 +34,12 @@ from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
 OPEN, SEALED, DONE = "open", "sealed", "done"
 _COMPACT_AFTER = 20  # done segments a registry keeps before it is rewritten without them
 Group = tuple[str, str]  # (tenant, batch type)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(tenant: str, batch: str, job: str, prefix: str) -> StageKey:
+    """Keys are checked when built (StageKey's rules): built once per name, not once per hook."""
+    return StageKey(tenant, batch, job, prefix)
 
 
 def home(batch_type: str) -> str:
@@ -60,14 +67,16 @@ class Intake:
     # --- keys ---------------------------------------------------------------------------------------------
 
     def key(self, tenant: str, batch_type: str, name: str) -> StageKey:
-        return StageKey(tenant, home(batch_type), name, self.prefix)
+        return _key(tenant, home(batch_type), name, self.prefix)
 
     def events_key(self, tenant: str, batch_type: str, segment: str) -> StageKey:
-        return StageKey(tenant, f"{home(batch_type)}-{segment}", "events", self.prefix)
+        return _key(tenant, f"{home(batch_type)}-{segment}", "events", self.prefix)
 
     def _seen_keys(self) -> list[str]:
-        today = int(self.clock() // 86400)
-        return [f"seen-{today - days}" for days in range(self.dedupe_days + 1)]
+        """This window's and the last one's: each window spans `dedupe_days`, so an id is remembered at least that
+        long (and at most twice that), for two lookups a hook whatever the number of days."""
+        window = int(self.clock() // (86400 * self.dedupe_days))
+        return [f"seen-{window}", f"seen-{window - 1}"]
 
     # --- intake ----------------------------------------------------------------------------------------------
 

@@ -44,13 +44,17 @@ async def test_an_event_is_stored_once_and_a_repeat_of_its_id_is_dropped(stage: 
     assert await intake.waiting(tenant, BT) == 2
 
 
-async def test_event_ids_are_remembered_for_the_dedupe_days_and_then_forgotten(stage: Stage, tenant: str) -> None:
-    now = [1_767_225_600.0]
-    intake = Intake(stage, dedupe_days=2, clock=lambda: now[0])
+@pytest.mark.parametrize("into_window", [0.0, 0.5, 0.999], ids=["window-start", "mid-window", "window-end"])
+async def test_event_ids_are_remembered_for_the_dedupe_days_and_then_forgotten(
+    stage: Stage, tenant: str, into_window: float
+) -> None:
+    days = 2
+    now = [(20_000 + into_window) * days * 86400]  # wherever in a window of `days` the first arrives
+    intake = Intake(stage, dedupe_days=days, clock=lambda: now[0])
     assert await intake.accept(tenant, BT, "evt_1", {"records": [{"id": 1}]})
-    now[0] += 2 * 86400  # two days later: still a repeat
+    now[0] += days * 86400 - 1  # just under the dedupe days later: still a repeat
     assert await intake.accept(tenant, BT, "evt_1", {"records": [{"id": 1}]}) is None
-    now[0] += 86400
+    now[0] += days * 86400 + 1  # more than twice the dedupe days: forgotten
     assert await intake.accept(tenant, BT, "evt_1", {"records": [{"id": 1}]}) is not None
 
 

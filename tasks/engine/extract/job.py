@@ -25,12 +25,12 @@ from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, SourceChanged
 from prefect_restful_etl.tasks.engine.extract.children import iter_child_pages
 from prefect_restful_etl.tasks.engine.extract.incremental import Cursor, Incremental
+from prefect_restful_etl.tasks.engine.extract.reads import ReadKeys
 from prefect_restful_etl.tasks.engine.extract.records import EXTRACT_SCREEN, shown, split_unstageable
 from prefect_restful_etl.tasks.engine.extract.schema import SchemaChecker
 from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
-from prefect_restful_etl.tasks.engine.load.keysets import KeySet, StagedKeySet
 from prefect_restful_etl.tasks.engine.load.scd import natural_key
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
@@ -109,7 +109,8 @@ async def run_extract(
     report.stage_key = str(key)
     checker = await _checker(job.entity_schema, client)
     paginator = job.endpoint.paginator or client.api.paginator
-    reads = StagedKeySet(ctx.stage, key.part("read")) if job.parent is None and paginator.positional() else None
+    positional = job.parent is None and paginator.positional()
+    reads = ReadKeys(ctx.stage, key.part("read"), job.natural_key) if positional else None
     passes = job.passes if reads is not None else 1
     for attempt in range(1, passes + 1):
         held = _HeldErrors(errors)
@@ -153,7 +154,7 @@ async def _one_pass(
     errors: _HeldErrors,
     checker: SchemaChecker | None,
     parents: StageKey | None,
-    reads: KeySet | None,
+    reads: ReadKeys | None,
 ) -> Cursor | None:
     """Read the whole stream once into a stage key cleared first; raises SourceChanged when it saw a move."""
     key = ctx.stage_key(job.slug)
@@ -166,12 +167,11 @@ async def _one_pass(
     number = 0
     async for page in _pages(job, ctx.client(job.api), ctx, params, parents):
         number += 1
-        keys = _keys(page, job.natural_key) if cursor is not None or reads is not None else None
-        if reads is not None:
-            assert keys is not None
-            await _note_reads(reads, keys, f"GET {job.api}:{job.endpoint.path} (page {number} of the stream)")
+        if reads is not None and await reads.repeats(page):
+            where = f"GET {job.api}:{job.endpoint.path} (page {number} of the stream)"
+            raise SourceChanged(f"{where}: a record came twice in one read of the stream: records moved between pages")
         if cursor is not None:
-            assert keys is not None
+            keys = _keys(page, job.natural_key)
             fresh = [r for r, k in zip(page, keys, strict=True) if cursor.admit(r, k)]
             counts["skipped"] += len(page) - len(fresh)
             page = fresh
@@ -191,18 +191,6 @@ def _keys(page: Records, fields: list[str]) -> list[str | None]:
         field = fields[0]
         return [None if not isinstance(r, dict) or (v := r.get(field)) is None else str(v) for r in page]
     return [_seen_key(r, fields) for r in page]
-
-
-async def _note_reads(reads: KeySet, keys: list[str | None], where: str) -> None:
-    """Remember this page's keys for the pass; a key read before in it (or twice on the page) is a move."""
-    present = [k for k in keys if k is not None]
-    repeated = len(set(present)) != len(present)
-    if not repeated and present:
-        repeated = any(await reads.contains(present))
-    if repeated:
-        raise SourceChanged(f"{where}: a record came twice in one read of the stream: records moved between pages")
-    if present:
-        await reads.add(present)
 
 
 class _HeldErrors:

@@ -20,6 +20,7 @@ from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, SourceChanged, SourceError
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob
 from prefect_restful_etl.tasks.engine.report import JobReport
+from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob, run_transform
 
 pytestmark = pytest.mark.integration
@@ -176,3 +177,17 @@ async def test_the_unique_screen_keeps_the_version_updated_while_the_source_was_
     (event,) = events
     assert (event.screen, event.natural_key) == ("one per customer", str(moved))
     assert "came twice in this batch: kept the one whose meta.updated_at" in event.message
+
+
+async def test_the_keys_a_read_saw_rest_on_a_redis_stage_and_go_after_it(
+    tmp_path: Path, crm_apis: DemoApis, redis_url: str
+) -> None:
+    write_during(crm_apis, "/customers", {"page": "3"}, patch={first_ids(crm_apis)[0]: {"phone": PHONE}})
+    extract_job = job(*STYLES["page-number"])
+    apis = {"crm": (crm(crm_apis), token(crm_apis))}
+    async with RedisStage.from_url(redis_url) as stage, batch_context(tmp_path, apis) as ctx:
+        ctx.stage = stage
+        _, staged = await extract(ctx, extract_job)
+        left = [name async for name in stage._client.scan_iter(match=f"*{extract_job.slug}.read")]
+    assert sorted(r["id"] for r in staged) == crm_ids(crm_apis)
+    assert left == []

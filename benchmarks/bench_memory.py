@@ -1,13 +1,14 @@
 """Measure a batch's peak memory: crm-to-accounting's extract, transform and load of N customers, per stage.
 
-    python -m benchmarks.bench_memory --records 10000 200000 [--stage redis memory]
+    python -m benchmarks.bench_memory --records 10000 200000 [--stage redis mongo memory]
 
 Each count and stage runs in a fresh Python subprocess, because a process's peak RSS (ru_maxrss) never goes
 down. The child runs the engine's runners (what the Prefect tasks wrap) against the demo APIs with N CRM
-customers, on a private redis-server on a free loopback port (or the memory stage), and reports its peak RSS
-after each job. With the Redis stage a job holds a page or a chunk of records at a time, so what still grows
-with N is what the load keeps per natural key: its index of the destination (id and hashes per key) and the
-keys it has seen. A measurement, not a test: nothing here asserts, and CI does not run it.
+customers, on a private redis-server or SecantusDB on a free loopback port (MONGO_URL's server instead, where
+set; see benchmarks/servers.py), or the memory stage, and reports its peak RSS after each job. On Redis and
+MongoDB a job holds a page or a chunk of records at a time, and the per-key bookkeeping (the load's index of
+the destination, where each key last occurs, the unique screen's claims) rests on the stage too.
+A measurement, not a test: nothing here asserts, and CI does not run it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +39,11 @@ from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob, run_extract
 from prefect_restful_etl.tasks.engine.load.job import LoadJob, run_load
 from prefect_restful_etl.tasks.engine.report import JobReport
-from prefect_restful_etl.tasks.engine.stage.base import Stage
-from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
-from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
+from prefect_restful_etl.tasks.engine.stage.base import DEFAULT_TTL
+from prefect_restful_etl.tasks.engine.stage.url import open_stage_url
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob, run_transform
 
-from tests.fixtures.servers.redis import RedisServer
+from benchmarks.servers import stage_servers
 
 _MODULE = "benchmarks.bench_memory"
 _CHILD_ENV = "BENCH_MEMORY_CHILD"  # URLs and secrets for the child: never on its command line
@@ -51,7 +52,9 @@ _CHILD_ENV = "BENCH_MEMORY_CHILD"  # URLs and secrets for the child: never on it
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m {_MODULE}", description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, nargs="+", default=[10_000, 200_000], help="CRM customer counts")
-    parser.add_argument("--stage", nargs="+", choices=["redis", "memory"], default=["redis"], help="stages to run")
+    parser.add_argument(
+        "--stage", nargs="+", choices=["redis", "mongo", "memory"], default=["redis", "mongo"], help="stages to run"
+    )
     args = parser.parse_args(argv)
     if os.environ.get(_CHILD_ENV):
         print(json.dumps(asyncio.run(_batch(json.loads(os.environ[_CHILD_ENV])))), flush=True)
@@ -60,12 +63,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{'records':>8} {'stage':>6} {'seconds':>8} {'extracted':>9} {'inserted':>9}"
         f" {'peak RSS MiB: start':>20} {'extract':>8} {'transform':>9} {'load':>8}"
     )
-    with RedisServer() as redis_server:
+    with ExitStack() as servers:
+        urls = stage_servers(servers, args.stage)
         for n in args.records:
             with DemoApis(crm_customers=n, ready_timeout=600) as apis:
-                for stage in args.stage:
+                for stage, url in urls.items():
                     apis.reset()
-                    row = _run_child(apis, redis_server.url if stage == "redis" else "memory://")
+                    row = _run_child(apis, url)
                     peaks = row["peak_mib"]
                     print(
                         f"{n:>8} {stage:>6} {row['seconds']:>8.1f} {row['counts']['extracted']:>9}"
@@ -107,9 +111,7 @@ async def _batch(config: dict[str, str]) -> dict[str, Any]:
         "crm": Credentials(token=SecretStr(config["crm_token"])),
         "accounting": Credentials(api_key=SecretStr(config["accounting_api_key"])),
     }
-    stage: Stage = (
-        RedisStage.from_url(config["stage_url"]) if config["stage_url"].startswith("redis") else MemoryStage()
-    )
+    stage = open_stage_url(config["stage_url"], prefix="restful-etl", ttl=DEFAULT_TTL)
     counts: dict[str, int] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:

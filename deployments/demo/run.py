@@ -21,11 +21,13 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.deployments.demo.hooks_demo import push_one_change
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.flows.resources import stage_settings
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.audit.tables import EtlErrorEvent
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.report import BatchReport
 from prefect_restful_etl.tasks.engine.settings import Settings
+from prefect_restful_etl.tasks.engine.stage.url import shown_url
 
 console = Console()
 _COLUMNS = (
@@ -129,7 +131,10 @@ async def error_events(batch_id: str) -> list[EtlErrorEvent]:
 
 def main() -> None:
     with DemoApis(crm_customers=200) as apis:
-        console.print(f"demo CRM at {apis.crm_url}, demo accounting at {apis.accounting_url}\n")
+        console.print(f"demo CRM at {apis.crm_url}, demo accounting at {apis.accounting_url}")
+        # RESTFUL_ETL_STAGE_URL (or _BLOCK) picks the stage, as for any batch: memory, Redis or MongoDB
+        staging = asyncio.run(stage_settings(Settings())).stage_url.get_secret_value()
+        console.print(f"stage: {shown_url(staging)}\n")
         parameters: dict[str, Any] = {
             "tenant_id": "demo",
             "credentials": {

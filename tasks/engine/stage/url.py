@@ -50,3 +50,22 @@ def open_stage_url(url: str, *, prefix: str, ttl: int | None, field: str = "REST
                 raise
             raise ConfigError(field, str(ex).removeprefix("url: ")) from None
     raise ConfigError(field, f"must start with {SCHEMES_TEXT}")
+
+
+def shown_url(url: str) -> str:
+    """Where a stage URL points, fit to print: no user, no password, no options (`mongodb://127.0.0.1:27017/etl`;
+    a MongoDB URL naming no database shows the one the stage takes)."""
+    kind = stage_kind(url)
+    if kind is None:
+        return "(not a stage URL)"
+    if kind == "memory":
+        return "memory://"
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    hosts = netloc.split("?", 1)[0].rpartition("@")[2]
+    path = path.split("?", 1)[0]
+    if kind == "mongo" and not path:
+        from prefect_restful_etl.tasks.engine.stage.mongo import DEFAULT_DATABASE
+
+        path = DEFAULT_DATABASE
+    return f"{scheme}://{hosts}/{path}"

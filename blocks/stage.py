@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 from prefect.blocks.core import Block
@@ -11,8 +11,12 @@ from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.settings import Settings
-from prefect_restful_etl.tasks.engine.stage.base import DEFAULT_TTL, Stage
+from prefect_restful_etl.tasks.engine.stage.base import DEFAULT_TTL
 from prefect_restful_etl.tasks.engine.stage.url import open_stage_url, stage_kind
+
+if TYPE_CHECKING:
+    from prefect_restful_etl.tasks.engine.stage.mongo import MongoStage
+    from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 
 _SERVER_SCHEMES = "redis://, rediss://, mongodb:// or mongodb+srv://"
 
@@ -98,10 +102,11 @@ class EtlStage(Block):
         }
         return settings.model_copy(update=update)
 
-    def get_stage(self) -> Stage:
+    def get_stage(self) -> RedisStage | MongoStage:
         """A RedisStage or MongoStage on a client of its own; close it with `aclose()` (or use it as `async with`)."""
         url = self.stage_url().get_secret_value()
-        return open_stage_url(url, prefix=self.key_prefix, ttl=self.ttl_seconds, field="url")
+        stage = open_stage_url(url, prefix=self.key_prefix, ttl=self.ttl_seconds, field="url")
+        return cast("RedisStage | MongoStage", stage)  # _one_connection admits Redis and MongoDB URLs only
 
 
 def _url_of(redis: RedisDatabase) -> str:

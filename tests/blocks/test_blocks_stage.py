@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 import redis
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
@@ -18,6 +20,7 @@ from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
+from prefect_restful_etl.tasks.engine.stage.mongo import RECORDS, MongoStage
 
 
 class TestEtlStageIsAStandardBlock(BlockStandardTestSuite):
@@ -59,7 +62,7 @@ def test_a_sentinel_url_is_refused_with_the_field_named() -> None:
     [
         ({}, "either redis .* or url"),
         ({"url": SecretStr("redis://r/0"), "redis": RedisDatabase(host="r")}, "either redis .* or url"),
-        ({"url": SecretStr("memory://")}, "url: must start with redis://"),
+        ({"url": SecretStr("memory://")}, "url: must start with redis://, rediss://, mongodb://"),
         ({"url": SecretStr("redis://r/0"), "ttl_seconds": 0}, "ttl_seconds"),
     ],
     ids=["neither", "both", "not-redis", "zero-ttl"],
@@ -83,6 +86,19 @@ async def test_get_stage_opens_a_redis_stage_with_the_blocks_prefix_and_ttl(redi
         assert [chunk async for chunk in stage.read(StageKey("t", "b", "job"))] == [[{"id": 1}]]
     with redis.Redis.from_url(redis_url) as client:
         assert 0 < client.ttl("from-block:t:b:job") <= 120
+
+
+@pytest.mark.integration
+async def test_get_stage_opens_a_mongo_stage_with_the_blocks_prefix_and_ttl(mongo_url: str) -> None:
+    block = EtlStage(url=SecretStr(mongo_url), key_prefix="from-block", ttl_seconds=120)
+    async with block.get_stage() as stage:
+        assert isinstance(stage, MongoStage)
+        await stage.append(StageKey("t", "b", "job"), [{"id": 1}])
+        assert [chunk async for chunk in stage.read(StageKey("t", "b", "job"))] == [[{"id": 1}]]
+    with pymongo.MongoClient(mongo_url, tz_aware=True) as client:
+        (doc,) = client.get_default_database()[RECORDS].find({})
+        assert doc["key"] == "from-block:t:b:job"
+        assert timedelta(0) < doc["expires"] - datetime.now(UTC) <= timedelta(seconds=120)
 
 
 def connected_clients(url: str) -> int:

@@ -21,12 +21,12 @@ from restart_support import (
     EXTRACT,
     LOAD,
     TRANSFORM,
+    add_fault,
     assert_complete,
     audit_rows,
     clear_faults,
     destination_keys,
     extract_requests,
-    fail_write,
     job_statuses,
     parameters,
     stall_writes,
@@ -61,11 +61,18 @@ def stage_batches(url: str) -> set[str]:
     return set().union(*staged(url).values())
 
 
+def fail_writes_from(apis: DemoApis, nth: int) -> None:
+    """Every customer POST from the `nth` on answers 503, retries and all (the load retries one): it fails there."""
+    add_fault(apis.accounting_url, method="POST", path="/customers", status=503, fail_nth=nth, times=10_000)
+
+
 async def failed_batch(apis: DemoApis, tenant_id: str) -> str:
-    """A batch whose load fails on its 20th write, after extract and transform completed; its batch id."""
-    fail_write(apis, 20)
+    """A batch whose load fails from its 20th write on, after extract and transform completed; its batch id.
+    The API answers again afterwards."""
+    fail_writes_from(apis, 20)
     state = await crm_to_accounting(**parameters(apis, tenant_id), return_state=True)
     assert state.is_failed()
+    clear_faults(apis.accounting_url)
     return str(state.state_details.flow_run_id)
 
 
@@ -117,9 +124,10 @@ async def test_a_retried_flow_run_in_a_new_process_loads_from_the_mongo_stage(
     """Prefect's "Retry" as a worker runs it: the same flow run in a fresh process, where only the Mongo stage and
     Prefect's persisted task results carry over."""
     params = parameters(demo_state, "retry")
-    fail_write(demo_state, 20)
+    fail_writes_from(demo_state, 20)
     failed = await crm_to_accounting(**params, return_state=True)
     assert failed.is_failed()
+    clear_faults(demo_state.accounting_url)
     pages_per_extract = extract_requests(demo_state)
     async with get_client() as client:
         flow_run_id = failed.state_details.flow_run_id

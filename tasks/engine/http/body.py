@@ -26,6 +26,7 @@ recurses once per level and raises RecursionError near 1,000, so a 100,000-deep 
 no stage holds more than 254 levels anyway (orjson's limit)."""
 
 _CACHE = "restful_etl.json_body"
+_CONTENT = "restful_etl.content"
 # orjson turns an integer beyond 64 bits into a float (its last digits lost): a body with a run of 19 digits or
 # more takes the lenient parse, which keeps integers exact. `translate` marks digits in one C pass.
 _DIGITS = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
@@ -54,8 +55,24 @@ def json_body(response: httpx.Response) -> Any:
     try:
         return response.extensions[_CACHE]
     except KeyError:
-        body = response.extensions[_CACHE] = loads(response.content)
+        content = response.extensions.pop(_CONTENT, None)
+        body = response.extensions[_CACHE] = loads(response.content if content is None else content)
         return body
+
+
+def keep_content(response: httpx.Response, content: bytes) -> None:
+    """The body of a response read in pieces (httpx then holds none of it), for `json_body` to parse."""
+    response.extensions[_CONTENT] = content
+
+
+def keep_body(response: httpx.Response, body: Any) -> None:
+    """`body` as the response's parsed body: a streamed page's, with an empty list where its records were."""
+    response.extensions[_CACHE] = body
+
+
+def lenient_decoder() -> json.JSONDecoder:
+    """The lenient parse's decoder, for a reader that parses a body one value at a time (`streaming.py`)."""
+    return json.JSONDecoder(parse_constant=_constant, parse_float=_float)
 
 
 def loads(content: bytes | str) -> Any:

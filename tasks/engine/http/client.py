@@ -24,6 +24,7 @@ from prefect_restful_etl.tasks.engine.exceptions import PaginationError, Retriab
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator, PagePlan, PageRequest, body_of
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.http.streaming import large_body, read_page
 from prefect_restful_etl.tasks.engine.http.tokens import TokenAuth
 from prefect_restful_etl.tasks.engine.http.window import fetch_in_order
 from prefect_restful_etl.tasks.engine.redaction import (
@@ -168,6 +169,7 @@ class RestClient:
         idempotent: bool | None = None,
         attempts: int | None = None,
         accept_status: frozenset[int] = frozenset(),
+        stream: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         """One request, retried on 429, 5xx, timeouts and dropped connections with backoff and jitter.
@@ -176,12 +178,13 @@ class RestClient:
         never reached the API (429, no connection): a retried POST after a 502 could create a record twice.
         `attempts=1` sends it once and leaves every retry to the caller (a load's create looks its key up first).
         A status in `accept_status` is the caller's to read (a batch API naming its failed rows), not an error.
+        With `stream` (a page's GET) a long body is left to stream as it arrives (`streaming.large_body`).
         """
         self._check_origin(method, url)
         safe = method.upper() in _IDEMPOTENT if idempotent is None else idempotent
         most = attempts or self.api.max_attempts
         for attempt in range(1, most + 1):
-            outcome, unsent = await self._send(method, url, kwargs, accept_status)
+            outcome, unsent = await self._send(method, url, kwargs, accept_status, stream)
             if isinstance(outcome, httpx.Response):
                 return outcome
             if attempt == most or not (safe or unsent):
@@ -196,12 +199,20 @@ class RestClient:
         await _sleep(delay)
 
     async def _send(
-        self, method: str, url: str, kwargs: dict[str, Any], accept_status: frozenset[int] = frozenset()
+        self,
+        method: str,
+        url: str,
+        kwargs: dict[str, Any],
+        accept_status: frozenset[int] = frozenset(),
+        stream: bool = False,
     ) -> tuple[httpx.Response | RetriableError, bool]:
         """The response, or a retriable error and whether the request surely never reached the API."""
         failure = ""
         try:
-            response = await self._http.request(method, url, auth=self._auth, **kwargs)
+            if stream:
+                response = await self._send_page(method, url, kwargs)
+            else:
+                response = await self._http.request(method, url, auth=self._auth, **kwargs)
             if response.is_success or response.status_code in accept_status:  # the common case pays for no label
                 return response, False
             classify(response, self._endpoint(method, url), self._secrets)
@@ -217,6 +228,16 @@ class RestClient:
             failure = redact(f"{type(ex).__name__}: {ex}", self._secrets)
         # Raised outside the `except`, so no chained httpx exception carries the URL (and a query secret).
         raise SourceError(self._endpoint(method, url), None, failure)
+
+    async def _send_page(self, method: str, url: str, kwargs: dict[str, Any]) -> httpx.Response:
+        """Send a page's request and read its body, whole when short; a long one is left to `large_body`."""
+        response = await self._http.send(self._http.build_request(method, url, **kwargs), auth=self._auth, stream=True)
+        try:
+            await read_page(response)
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
 
     def _check_origin(self, method: str, url: str) -> None:
         """A next URL from a response must not carry this API's credentials to another host.
@@ -256,22 +277,30 @@ class RestClient:
         first = PageRequest(request.url, dict(request.params))
         pages = 0
         while True:
-            response = await self._get_page(request)
+            response = await self._get_page(request, stream=True)
             endpoint = partial(self._endpoint, "GET", request.url)
             pages += 1
             one_object = pager.one_object_is_a_record
-            records = extract_records(response, records_path, endpoint, single_object=one_object, page=pages)
-            self._step(endpoint, pages, pager.update_state, response, records)
+            extract = partial(extract_records, endpoint=endpoint, single_object=one_object, page=pages)
+            large = large_body(response)
+            if large is not None:  # a long body, staged as it is parsed: the paginator gets its summary after
+                on_page = f" (page {pages} of the stream)"
+                async with aclosing(large.records(records_path, endpoint, extract, on_page=on_page)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+            records = extract(response, records_path) if large is None else []
+            self._step(endpoint, pages, pager.update_state, response, records if large is None else large.summary)
             plan = pager.planned_pages(first) if pages == 1 else None
             if plan is not None:
                 self._check_max_pages(pager, 1 + len(plan), path)
+            if large is None:
                 yield records
+            if plan is not None:
                 planned = self._fetch_planned(pager, plan, records_path, concurrency or self.api.concurrency)
                 async with aclosing(planned):  # a consumer that stops early cancels the pages in flight
                     async for page in planned:
                         yield page
                 return
-            yield records
             if not pager.has_next:
                 return
             self._check_max_pages(pager, pages + 1, path)
@@ -307,14 +336,15 @@ class RestClient:
 
         return fetch_in_order(plan, fetch, concurrency)
 
-    def _get_page(self, page: PageRequest) -> Awaitable[httpx.Response]:
+    def _get_page(self, page: PageRequest, *, stream: bool = False) -> Awaitable[httpx.Response]:
+        """GET a page; with `stream`, a long body is left to stream (`large_body`) rather than read whole."""
         # httpx 0.28 replaces a URL's query by `params=` (even `{}`): a URL with a query of its own (a next link)
         # gets the page's parameters merged into it; a plain path takes them as `params=` (no URL re-rendered).
         if not page.params:
-            return self.request("GET", page.url)
+            return self.request("GET", page.url, stream=stream)
         if "?" in page.url:
-            return self.request("GET", str(httpx.URL(page.url).copy_merge_params(page.params)))
-        return self.request("GET", page.url, params=page.params)
+            return self.request("GET", str(httpx.URL(page.url).copy_merge_params(page.params)), stream=stream)
+        return self.request("GET", page.url, params=page.params, stream=stream)
 
 
 _ABSENT = object()

@@ -85,6 +85,8 @@ class BasePaginator(BaseModel):
         """Shape the first request (the first page's parameters)."""
 
     def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
+        """Read a page. For a page streamed as it was parsed (`streaming.py`), `records` is its `PageSummary`:
+        its `len()` and `==` (the same page twice) are all a style may use of it."""
         raise NotImplementedError
 
     def update_request(self, request: PageRequest) -> None:

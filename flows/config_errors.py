@@ -110,8 +110,22 @@ def _resolve(schema: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str,
 
 
 def _options(schema: Mapping[str, Any], node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    members = node.get("oneOf") or node.get("anyOf") or []
-    return [_resolve(schema, member) for member in members]
+    """A union's members, a union inside it flattened (`"bearer" | {discriminated styles}`)."""
+    members: list[Mapping[str, Any]] = []
+    for member in node.get("oneOf") or node.get("anyOf") or []:
+        resolved = _resolve(schema, member)
+        members.extend(_options(schema, resolved) if "oneOf" in resolved or "anyOf" in resolved else [resolved])
+    return members
+
+
+def _mapping(schema: Mapping[str, Any], node: Mapping[str, Any]) -> dict[str, str]:
+    """The discriminator's tags -> references of a union, or of the unions inside it."""
+    mapping = dict((node.get("discriminator") or {}).get("mapping", {}))
+    for member in node.get("oneOf") or node.get("anyOf") or []:
+        resolved = _resolve(schema, member)
+        if "oneOf" in resolved or "anyOf" in resolved:
+            mapping |= _mapping(schema, resolved)
+    return mapping
 
 
 def _node_at(schema: Mapping[str, Any], loc: Sequence[int | str]) -> Mapping[str, Any] | None:
@@ -121,7 +135,7 @@ def _node_at(schema: Mapping[str, Any], loc: Sequence[int | str]) -> Mapping[str
         node = _resolve(schema, node)
         options = _options(schema, node)
         if options:
-            mapping = (node.get("discriminator") or {}).get("mapping", {})
+            mapping = _mapping(schema, node)
             if element in mapping:
                 node = _resolve(schema, {"$ref": mapping[element]})
                 continue
@@ -154,7 +168,4 @@ def _fields_at(schema: Mapping[str, Any], loc: Sequence[int | str]) -> list[str]
 
 def _tags_at(schema: Mapping[str, Any], loc: Sequence[int | str]) -> list[str]:
     node = _node_at(schema, loc)
-    while node is not None and not node.get("discriminator"):
-        unions = [o for o in _options(schema, node) if o.get("discriminator")]
-        node = unions[0] if unions else None
-    return list(node["discriminator"].get("mapping", {})) if node is not None else []
+    return list(_mapping(schema, node)) if node is not None else []

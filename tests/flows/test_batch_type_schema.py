@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from prefect_restful_etl.deployments.cli.starter import starter_files
 from prefect_restful_etl.flows.batch_type_schema import batch_type_file_schema
 from prefect_restful_etl.flows.batchfiles import SUFFIXES
-from prefect_restful_etl.tasks.engine.jobtypes import ExtractJob, LoadJob, TransformJob
+from prefect_restful_etl.tasks.engine.jobtypes import BatchType, ExtractJob, LoadJob, TransformJob
 
 REPO = Path(__file__).resolve().parents[2]
 SKIPPED = {".venv", "build", "node_modules", ".tools", ".git"}
@@ -81,3 +81,14 @@ def test_every_field_of_every_job_kind_is_in_the_schema_from_the_models_themselv
     for model in (ExtractJob, TransformJob, LoadJob):
         assert set(defs[model.__name__]["properties"]) == set(model.model_fields)
         assert set(defs[f"{model.__name__}JobType"]["properties"]) == set(model.model_fields)
+
+
+def test_a_style_given_by_its_name_alone_passes_the_schema_as_it_passes_the_models(
+    validator: Draft202012Validator,
+) -> None:
+    api = {"name": "crm", "base_url": "http://127.0.0.1:1", "auth": "bearer", "paginator": "single_page"}
+    job = {"kind": "extract", "name": "E", "api": "crm", "endpoint": {"path": "/c"}, "natural_key": ["id"]}
+    content = {"name": "x", "apis": {"crm": api}, "jobs": [job]}
+    assert not list(validator.iter_errors(content))
+    assert BatchType.model_validate(content).apis["crm"].auth.type == "bearer"
+    assert list(validator.iter_errors({**content, "apis": {"crm": {**api, "auth": "bearr"}}}))

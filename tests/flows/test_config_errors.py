@@ -61,10 +61,14 @@ def messages(change: Callable[[dict[str, Any]], Any]) -> list[str]:
          "apis.crm.headers: header 'Authorization' carries a secret: give it as credentials, not configuration"),
         (lambda r: r.update(job=SECRET), "job: not a field here; the fields are 'name', 'description', 'apis', 'jobs'"),
         (lambda r: r["jobs"][1].pop("name"), "job number 2: name: missing (required)"),
+        (lambda r: r["apis"]["crm"]["paginator"].update(pagesize=SECRET),
+         "apis.crm.paginator.pagesize: not a field here; the fields are 'max_pages', "),
+        (lambda r: r["apis"]["crm"]["auth"].update(tokn=SECRET),
+         "apis.crm.auth.tokn: not a field here; the fields are 'type'"),
     ],
     ids=["kind-misspelt", "kind-missing", "step-op", "job-field-misspelt", "step-field-misspelt", "missing-field",
          "out-of-range", "screen-check", "source", "literal", "paginator-type", "auth-type", "url", "secret-header",
-         "top-level-field", "nameless-job"],
+         "top-level-field", "nameless-job", "paginator-field", "auth-field"],
 )  # fmt: skip
 def test_a_mistake_is_named_by_job_and_field_with_the_choices_never_its_value(
     change: Callable[[dict[str, Any]], Any], expected: str

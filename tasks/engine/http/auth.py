@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Generator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.http.shorthand import with_names
 from prefect_restful_etl.tasks.engine.http.tokens import (
     LoginAuth,
     OAuth2ClientCredentials,
@@ -236,7 +237,7 @@ class CookieAuthConfig(_AuthConfig):
         return CookieAuth(self.name, _require(credentials, "cookie", api))
 
 
-AuthConfig = Annotated[
+_AuthStyles = Annotated[
     NoAuthConfig
     | BearerAuthConfig
     | ApiKeyAuthConfig
@@ -248,6 +249,10 @@ AuthConfig = Annotated[
     Field(discriminator="type"),
     BeforeValidator(_by_name),
 ]
+if TYPE_CHECKING:
+    AuthConfig = _AuthStyles
+else:  # the JSON Schema says a name alone is accepted too
+    AuthConfig = with_names(_AuthStyles)
 
 
 class _NoAuth(httpx.Auth):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, SourceChanged
 from prefect_restful_etl.tasks.engine.http.body import json_body
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.http.shorthand import with_names
 
 
 def body_of(response: httpx.Response) -> Any:
@@ -597,7 +598,7 @@ def _by_name(value: Any) -> Any:
     return {"type": value} if isinstance(value, str) else value
 
 
-Paginator = Annotated[
+_PagingStyles = Annotated[
     SinglePagePaginator
     | PageNumberPaginator
     | OffsetPaginator
@@ -608,3 +609,7 @@ Paginator = Annotated[
     Field(discriminator="type"),
     BeforeValidator(_by_name),
 ]
+if TYPE_CHECKING:
+    Paginator = _PagingStyles
+else:  # the JSON Schema says a name alone is accepted too
+    Paginator = with_names(_PagingStyles)

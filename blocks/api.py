@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, HttpUrl, field_validator
@@ -61,7 +61,14 @@ class RestApi(Block):
     max_attempts: int = Field(default=5, ge=1, description="Attempts per request on 429, 5xx and network errors.")
     backoff_base: float = Field(default=0.5, ge=0, description="Seconds; doubled per attempt, with jitter.")
     backoff_max: float = Field(default=30.0, ge=0, description="The longest wait between two attempts, in seconds.")
-    rate_limit: float | None = Field(default=None, gt=0, description="Requests per second, shared by a run's jobs.")
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per second, held across every batch, worker and process (on the stage's Redis).",
+    )
+    rate_limit_scope: Literal["api", "tenant"] = Field(
+        default="api", description="Whose requests share the rate: every tenant's (api), or each tenant's own."
+    )
     concurrency: int = Field(default=4, ge=1, description="Requests in flight at once per job.")
 
     @field_validator("headers")

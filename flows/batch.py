@@ -23,6 +23,7 @@ from prefect_restful_etl.flows.resources import (
     open_audit,
     open_clients,
     open_stage,
+    rate_limiters,
     stage_settings,
 )
 from prefect_restful_etl.flows.restart import drop_resumed, prepare
@@ -64,13 +65,14 @@ async def run_batch(
     settings = await stage_settings(await audit_settings(Settings()))  # named blocks replace the settings
     apis = api_configs(batch_type, given.base_urls, await load_api_blocks(given.api_blocks))
     async with contextlib.AsyncExitStack() as opened:  # what opened before a failure is closed again
-        clients = open_clients(apis, credentials)  # a bad credential or config fails here, before any request
+        stage = open_stage(settings)  # (connects on first use; its server also holds the APIs' rate limits)
+        opened.push_async_callback(close_stage, stage)
+        limiters = rate_limiters(apis, tenant_id, stage)
+        clients = open_clients(apis, credentials, limiters)  # a bad credential or config fails here, before any request
         for client in clients.values():
             opened.push_async_callback(client.__aexit__, None, None, None)
         audit = await open_audit(settings)
         opened.push_async_callback(audit.close)
-        stage = open_stage(settings)
-        opened.push_async_callback(close_stage, stage)
         ctx = BatchContext(
             tenant_id=tenant_id,
             batch_id=batch_id,

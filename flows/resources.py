@@ -11,10 +11,12 @@ from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
-from prefect_restful_etl.tasks.engine.http.client import RateLimiter, RestClient
+from prefect_restful_etl.tasks.engine.http.client import RestClient
+from prefect_restful_etl.tasks.engine.http.ratelimit import Limiter, RateLimiter, RedisRateLimiter, limit_key
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.settings import Settings
-from prefect_restful_etl.tasks.engine.stage.base import Stage
+from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
+from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 from prefect_restful_etl.tasks.engine.stage.url import open_stage_url
 
 
@@ -102,14 +104,35 @@ def _with_base_url(api: ApiConfig, base_url: str, name: str) -> ApiConfig:
     raise ConfigError(f"base_urls.{name}", message)
 
 
-def open_clients(apis: dict[str, ApiConfig], credentials: dict[str, Credentials]) -> dict[str, RestClient]:
-    """One client per API; each checks its credentials now, so a missing secret fails before any request."""
+def rate_limiters(apis: dict[str, ApiConfig], tenant_id: str, stage: Stage) -> dict[str, Limiter]:
+    """Per API with a `rate_limit`, its limiter: on the stage's Redis when the stage is Redis (one schedule for
+    every worker and process), else the process's own (every batch of the process shares it)."""
+    prefix = getattr(stage, "prefix", StageKey.prefix)
+    limiters: dict[str, Limiter] = {}
+    for name, api in apis.items():
+        if api.rate_limit is None:
+            continue
+        key = limit_key(prefix, name, api.url, tenant_id if api.rate_limit_scope == "tenant" else None)
+        if isinstance(stage, RedisStage):
+            limiters[name] = RedisRateLimiter(stage.client, key, api.rate_limit, where=stage.where)
+        else:
+            limiters[name] = RateLimiter.shared(key, api.rate_limit)
+    return limiters
+
+
+def open_clients(
+    apis: dict[str, ApiConfig], credentials: dict[str, Credentials], limiters: dict[str, Limiter] | None = None
+) -> dict[str, RestClient]:
+    """One client per API; each checks its credentials now, so a missing secret fails before any request.
+    `limiters` (`rate_limiters`) holds each API's rate limit; without one an API's is the run's own."""
     unknown = set(credentials) - set(apis)
     if unknown:
         raise ConfigError("credentials", f"names no API of this batch type: {sorted(unknown)}")
     for name, api in apis.items():
         api.auth.build(credentials.get(name), name)  # every API checked before any client is opened
     return {
-        name: RestClient(api, credentials.get(name), rate_limiter=RateLimiter(api.rate_limit))
+        name: RestClient(
+            api, credentials.get(name), rate_limiter=(limiters or {}).get(name) or RateLimiter(api.rate_limit)
+        )
         for name, api in apis.items()
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from prefect_restful_etl.tasks.engine.http.auth import AuthConfig, NoAuthConfig
@@ -28,7 +30,14 @@ class ApiConfig(BaseModel):
     max_attempts: int = Field(default=5, ge=1, description="Attempts per request on 429, 5xx and network errors.")
     backoff_base: float = Field(default=0.5, ge=0, description="Seconds; doubled per attempt, with jitter.")
     backoff_max: float = Field(default=30.0, ge=0)
-    rate_limit: float | None = Field(default=None, gt=0, description="Requests per second, shared by a run's jobs.")
+    rate_limit: float | None = Field(
+        default=None,
+        gt=0,
+        description="Requests per second, held across every batch, worker and process (on the stage's Redis).",
+    )
+    rate_limit_scope: Literal["api", "tenant"] = Field(
+        default="api", description="Whose requests share the rate: every tenant's (api), or each tenant's own."
+    )
     concurrency: int = Field(default=4, ge=1, description="Requests in flight at once per job.")
 
     @field_validator("headers")

@@ -1,7 +1,7 @@
 """The HTTP client: one `httpx.AsyncClient` per API and job, with auth, retries, rate limit and paging.
 
-What a run shares between the clients of one API (the rate limit, an OAuth2 token) is passed in:
-`RateLimiter(api.rate_limit)` and `api.auth.build(credentials, api.name)`, built once per run.
+What a run shares between the clients of one API (the rate limit, an OAuth2 token) is passed in: its
+`Limiter` (`ratelimit.py`: one schedule for every worker) and `api.auth.build(credentials, api.name)`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import asyncio
 import email.utils
 import logging
 import random
-import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -24,6 +23,7 @@ from prefect_restful_etl.tasks.engine.exceptions import PaginationError, Retriab
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator, PagePlan, PageRequest, body_of
 from prefect_restful_etl.tasks.engine.http.paths import get_path
+from prefect_restful_etl.tasks.engine.http.ratelimit import Limiter, RateLimiter
 from prefect_restful_etl.tasks.engine.http.streaming import large_body, read_page
 from prefect_restful_etl.tasks.engine.http.tokens import TokenAuth
 from prefect_restful_etl.tasks.engine.http.window import fetch_in_order
@@ -69,37 +69,6 @@ def parse_retry_after(response: httpx.Response, now: Callable[[], float] = time.
     return max(0.0, when.timestamp() - now())
 
 
-class RateLimiter:
-    """At most `rate` requests per second, spread evenly, shared by every client (and job) that holds it.
-
-    The bookkeeping sits behind a `threading.Lock`, never awaited, so one limiter may serve jobs that
-    run in different threads and event loops; each caller then sleeps in its own loop.
-    """
-
-    def __init__(
-        self,
-        rate: float | None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.rate = rate
-        self._interval = 1.0 / rate if rate else 0.0
-        self._clock, self._sleep = clock, sleep
-        self._next = float("-inf")
-        self._lock = threading.Lock()
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        with self._lock:
-            now = self._clock()
-            delay = self._next - now
-            self._next = max(now, self._next) + self._interval
-        if delay > 0:
-            await self._sleep(delay)
-
-
 class RestClient:
     """Requests against one API for one job; use as `async with RestClient(api, credentials) as client`."""
 
@@ -108,7 +77,7 @@ class RestClient:
         api: ApiConfig,
         credentials: Credentials | None = None,
         *,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | None = None,
         auth: httpx.Auth | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:

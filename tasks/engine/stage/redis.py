@@ -101,6 +101,16 @@ class RedisStage:
         return self._prefix
 
     @property
+    def client(self) -> aioredis.Redis:
+        """The stage's Redis client: what else lives on the stage's server (the API rate limits) uses it too."""
+        return self._client
+
+    @property
+    def where(self) -> str:
+        """The server's address, for messages (never its password)."""
+        return self._where
+
+    @property
     def password(self) -> str:
         """The server's password, for masking in messages (empty without one)."""
         return self._password

@@ -48,6 +48,7 @@ from prefect_restful_etl.tasks.engine.http.paths import get_path
 logger = logging.getLogger(__name__)
 RECEIVED, BATCHED_EVENT = "restful-etl.hook.received", "restful-etl.hook.batched"
 _MAX_EVENT_ID = 200
+MAX_SEGMENTS = 4  # segments a micro-batch takes (each about max_events events at most)
 _UNSET = object()
 
 
@@ -87,6 +88,7 @@ class HookReceiver:
         routes.append(Route("/_status", self._status, methods=["GET"]))
         self.app = Starlette(routes=routes, lifespan=self._lifespan)
         self._flusher: asyncio.Task[None] | None = None
+        self._sealing: set[asyncio.Task[list[str]]] = set()
 
     # --- lifespan ----------------------------------------------------------------------------------------------
 
@@ -192,15 +194,22 @@ class HookReceiver:
     def _notify(self, endpoint: Endpoint, tenant: str, count: int = 1) -> None:
         config = endpoint.config
         group = (tenant, config.batch_type)
+        before = self.debouncer.waiting(group)
         self.debouncer.notify(group, delay=config.debounce_seconds, max_events=config.max_events, count=count)
+        if before // config.max_events < self.debouncer.waiting(group) // config.max_events:
+            # a segment holds about max_events at most, even while a micro-batch runs: each run's share is bounded
+            task = asyncio.create_task(self.intake.seal(tenant, config.batch_type))
+            self._sealing.add(task)
+            task.add_done_callback(self._sealing.discard)
 
     async def _fire(self, group: Group, waiting: int) -> bool:
         """Seal what waits, run one micro-batch of it, and forget it once the run completed."""
         tenant, batch_type = group
         endpoint = self.endpoints[batch_type]
-        segments = await self.intake.seal(tenant, batch_type)
-        if not segments:
+        waiting_segments = await self.intake.seal(tenant, batch_type)
+        if not waiting_segments:
             return True
+        segments = waiting_segments[:MAX_SEGMENTS]  # a backlog goes in runs of bounded size, oldest first
         hooks = endpoint.config.tenants[tenant]
         parameters = {
             "tenant_id": tenant,
@@ -227,6 +236,8 @@ class HookReceiver:
             logger.warning("micro-batch %s of %s/%s ended %s: tried again later", run_id, batch_type, tenant, state)
             return False
         await self.intake.done(tenant, batch_type, segments)
+        if len(waiting_segments) > len(segments):
+            self._notify(endpoint, tenant)  # the rest of a backlog: its own micro-batch, at once
         return True
 
     def _emit(self, name: str, tenant: str, batch_type: str, payload: dict[str, Any]) -> None:

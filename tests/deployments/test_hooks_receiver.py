@@ -191,3 +191,49 @@ async def test_the_status_page_answers_on_loopback_only(tenant: str) -> None:
             assert (tenant in answer.text) == (status == 200)
     finally:
         await receiver.stop()
+
+
+class HeldRuns(Runs):
+    """A dispatcher whose runs wait for `release`: hooks arrive while a micro-batch runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def run(self, parameters: dict[str, Any], tags: list[str]) -> tuple[str, str]:
+        self.started.append((parameters, tags))
+        await self.release.wait()
+        return str(uuid.uuid4()), "COMPLETED"
+
+
+async def test_hooks_arriving_during_a_micro_batch_are_sealed_in_bounded_segments_and_run_in_bounded_batches(
+    tenant: str,
+) -> None:
+    runs = HeldRuns()
+    config = endpoint(tenant, max_events=3, debounce_seconds=0)
+    opened = Endpoint(config, HookFeed(job="Extract CRM customers"), {tenant: SecretStr(SECRET)})
+    receiver = HookReceiver(HooksConfig(endpoints=[config]), [opened], Intake(MemoryStage()), runs, emit=False)
+    await receiver.start()
+    transport = httpx.ASGITransport(app=receiver.app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as http:
+            url = f"/hooks/crm-to-accounting/{tenant}"
+            await http.post(url, **signed({"id": "first", "data": {"object": {"id": 0}}}))
+            await until(lambda: len(runs.started) == 1)
+            for n in range(1, 31):  # while the first micro-batch runs
+                assert (
+                    await http.post(url, **signed({"id": f"e{n}", "data": {"object": {"id": n}}}))
+                ).status_code == 202
+            await until(lambda: not receiver._sealing)
+            registry = await receiver.intake.registry(tenant, "crm-to-accounting")
+            sealed = [segment for segment, state in registry.items() if state == "sealed"]
+            assert len(sealed) >= 9  # about one segment per three events, none waiting for the run's end
+            runs.release.set()
+            await until(lambda: receiver.debouncer.running() == 0 and len(runs.started) > 1)
+            await until(lambda: receiver.debouncer.running() == 0)
+        assert all(len(parameters["segments"]) <= 4 for parameters, _ in runs.started)
+        taken = [segment for parameters, _ in runs.started for segment in parameters["segments"]]
+        assert sorted(taken) == sorted(set(taken)) and set(sealed) <= set(taken)
+        assert await receiver.intake.waiting(tenant, "crm-to-accounting") == 0
+    finally:
+        await receiver.stop()

@@ -230,3 +230,25 @@ def test_a_receiver_killed_after_its_202_loses_nothing(
     finally:
         second.stop()
     assert sorted(r["external_id"] for r in rows) == ["40000", "40001", "40002"]
+
+
+def test_a_hook_that_names_only_an_id_is_read_from_the_source_by_key(
+    ops: Operations, receiver: ReceiverProcess, demo_state: DemoApis, tmp_path: Path
+) -> None:
+    apis, key = demo_state, ops.settings[SEAL_KEY_ENV]
+    config = hooks_config(
+        apis, key, ["by-id"], receiver="ids", records=None, ids="data.id", fetch={"path": "/customers/{id}"}
+    )
+    ids = ReceiverProcess(config, tmp_path, ops.env, name="ids").start()
+    url = f"{ids.url}/hooks/crm-to-accounting/by-id"
+    subscription = {"url": url, "secret": tenant_secret("by-id"), "mode": "id"}
+    try:
+        assert httpx.post(f"{apis.crm_url}/_control/hooks", json=subscription).status_code == 201
+        crm = httpx.Client(base_url=apis.crm_url, headers={"Authorization": f"Bearer {apis.crm_token}"})
+        crm.patch("/customers/11", json={"company": "Fetched By Key Ltd"}).raise_for_status()
+        rows = until(lambda: (got := accounting(apis)) and got, "customer 11 in the accounting API", timeout=120)
+    finally:
+        httpx.delete(f"{apis.crm_url}/_control/hooks")
+        ids.stop()
+    assert [(r["external_id"], r["name"]) for r in rows] == [("11", "Fetched By Key Ltd")]
+    assert crm.get("/customers/11").json()["email"] == rows[0]["email"]  # the whole record, read from the CRM

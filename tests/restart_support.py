@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -11,6 +16,7 @@ from typing import Any
 
 import httpx
 import redis
+from prefect_rest import prefect_rest
 from pydantic import SecretStr
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
@@ -18,6 +24,8 @@ from prefect_restful_etl.flows.crm_to_accounting import CRM_TO_ACCOUNTING
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlJob
 from prefect_restful_etl.tasks.engine.credentials import Credentials
+
+from fixtures.servers.prefect import PrefectServer
 
 EXTRACT, TRANSFORM, LOAD = (job.name for job in CRM_TO_ACCOUNTING.jobs)
 
@@ -156,3 +164,79 @@ async def wait_for_audit(etl_home: Path, batch_id: str, status: str, timeout: fl
         return row is not None and row.status == status
 
     await wait_for_async(reached, f"batch {batch_id} audited {status}", timeout)
+
+
+# --- a user's batch type served by `restful-etl serve` -------------------------------------------------------
+
+
+class ServedFolder:
+    """`restful-etl serve` in a subprocess of its own session, serving the batch type files of `folder` (written
+    as a user writes them, `<name>.json`) on a real Prefect server; runs created through Prefect's REST API."""
+
+    def __init__(
+        self, server: PrefectServer, folder: Path, batch_types: dict[str, dict[str, Any]], environment: dict[str, str]
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, batch_type in batch_types.items():
+            (folder / f"{name}.json").write_text(json.dumps(batch_type))
+        self.api = prefect_rest(server.api_url)
+        self.log = folder.parent / "serve.log"
+        settings = {"RESTFUL_ETL_BATCH_TYPES": str(folder), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "prefect_restful_etl.deployments.cli.app", "serve"],
+                env=os.environ | server.client_environment() | settings | environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def deployment_id(self, name: str) -> str | None:
+        """The incremental deployment of batch type `name` (its flow has the batch type's name)."""
+        response = self.api.get(f"/deployments/name/{name}/{name}")
+        return str(response.json()["id"]) if response.status_code == 200 else None
+
+    def start_run(self, name: str, parameters: dict[str, Any]) -> str:
+        deployment = self.deployment_id(name)
+        assert deployment is not None, self.log_tail()
+        response = self.api.post(f"/deployments/{deployment}/create_flow_run", json={"parameters": parameters})
+        return str(response.raise_for_status().json()["id"])
+
+    def state(self, flow_run_id: str) -> str:
+        return str(self.api.get(f"/flow_runs/{flow_run_id}").raise_for_status().json()["state"]["type"])
+
+    def flow_run_process(self) -> int:
+        """The PID of the process the runner started for the flow run: its only child (Linux /proc)."""
+        children = [
+            pid
+            for task in Path(f"/proc/{self.process.pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]
+        assert len(children) == 1, f"the runner has children {children}"
+        return int(children[0])
+
+    def kill_flow_run(self) -> None:
+        """SIGKILL to the flow run's process: no except block, no finally, no hook of its own runs."""
+        os.kill(self.flow_run_process(), signal.SIGKILL)
+
+    async def run_to_end(self, name: str, parameters: dict[str, Any], timeout: float = 180.0) -> str:
+        """A run created and followed to its end; fails unless it COMPLETED. Its flow run (batch) id."""
+        run = self.start_run(name, parameters)
+        final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+        await wait_for(lambda: self.state(run) in final, f"run {run} of {name} ended", timeout)
+        assert self.state(run) == "COMPLETED", self.log_tail()
+        return run
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # its own session: the runner and any flow run
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        self.api.close()
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]

@@ -115,6 +115,7 @@ async def _run(
             settings.progress_every,
             callback_url=given.callback_url,
             callback_secret=callback_secret,
+            seconds=settings.progress_seconds,
         )
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
         await audit.sync_screens(batch_type.name, screen_dimension(batch_type))

@@ -35,11 +35,18 @@ _endings: dict[str, _Ending] = {}
 
 
 async def batch_started(
-    ctx: BatchContext, jobs: int, every: int, *, callback_url: str | None, callback_secret: SecretStr | None
+    ctx: BatchContext,
+    jobs: int,
+    every: int,
+    *,
+    callback_url: str | None,
+    callback_secret: SecretStr | None,
+    seconds: float = 0.0,
 ) -> None:
-    """The started event, the progress artifact at 0 %, and `ctx.progress` wired to both."""
+    """The started event, the progress artifact at 0 %, and `ctx.progress` wired to both (at most every
+    `seconds` per job)."""
     _endings[ctx.batch_id] = _Ending(callback_url, callback_secret)
-    ctx.progress = await BatchProgress.start(ctx, jobs, every)
+    ctx.progress = await BatchProgress.start(ctx, jobs, every, seconds)
     emit(batch_event(ctx, BATCH_STARTED, {"status": "RUNNING", "jobs": jobs, "full_refresh": ctx.full_refresh}))
 
 

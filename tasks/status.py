@@ -20,7 +20,8 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
@@ -144,15 +145,27 @@ def emit(event: dict[str, Any]) -> None:
 
 
 class BatchProgress:
-    """`BatchContext.progress`: every `every` records of a job, a progress event and an artifact update."""
+    """`BatchContext.progress`: a progress event and an artifact update once a job has read `every` more
+    records, and at most every `seconds` per job (each is a call to the Prefect server: many tenants' batches
+    at once must not flood it)."""
 
-    def __init__(self, ctx: BatchContext, jobs: int, every: int, artifact_id: UUID | None) -> None:
+    def __init__(
+        self,
+        ctx: BatchContext,
+        jobs: int,
+        every: int,
+        artifact_id: UUID | None,
+        seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ctx, self.jobs, self.every, self.artifact_id = ctx, max(jobs, 1), every, artifact_id
+        self.seconds, self._clock = seconds, clock
         self.done = 0
         self._marks: dict[str, int] = {}
+        self._last: dict[str, float] = {}
 
     @classmethod
-    async def start(cls, ctx: BatchContext, jobs: int, every: int) -> BatchProgress:
+    async def start(cls, ctx: BatchContext, jobs: int, every: int, seconds: float = 0.0) -> BatchProgress:
         """Create the batch's progress artifact (0 %); without it the batch still runs, just without a bar."""
         try:
             artifact_id = await acreate_progress_artifact(
@@ -161,14 +174,17 @@ class BatchProgress:
         except Exception as ex:  # Prefect's API is status, not the batch's data path
             logger.warning("no progress artifact for batch %s: %s", ctx.batch_id, type(ex).__name__)
             artifact_id = None
-        return cls(ctx, jobs, every, artifact_id)
+        return cls(ctx, jobs, every, artifact_id, seconds)
 
     async def __call__(self, report: JobReport) -> None:
         seen = records_seen(report)
         mark = seen // self.every
         if mark <= self._marks.get(report.job_id, 0):
             return
-        self._marks[report.job_id] = mark
+        now = self._clock()
+        if now - self._last.get(report.job_id, float("-inf")) < self.seconds:
+            return  # too soon after the job's last one: the next page or chunk tells it
+        self._marks[report.job_id], self._last[report.job_id] = mark, now
         emit(job_event(self.ctx, JOB_PROGRESS, report, "RUNNING"))
         await self.update(f"{report.job}: {seen} records (job {self.done + 1} of {self.jobs})")
 

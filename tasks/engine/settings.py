@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         default=None, description="Name of an `EtlStage` block; when set it replaces the four stage settings above."
     )
     progress_every: int = Field(default=1000, ge=1, description="Records between a job's progress events.")
+    progress_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds at least between a job's progress events (each costs the Prefect server).",
+    )
     callback_timeout: float = Field(
         default=10.0, gt=0, description="Seconds a batch's callback may take all told: connect, send, receive."
     )

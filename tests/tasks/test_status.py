@@ -208,3 +208,22 @@ async def test_without_prefect_artifacts_the_batch_still_runs(
     progress = await status.BatchProgress.start(ctx, jobs=1, every=1)
     await progress(job({"extracted": 1}))  # the event still goes; no artifact to update
     assert progress.artifact_id is None and len(emitted) == 1
+
+
+async def test_progress_comes_at_most_every_few_seconds_per_job(
+    ctx: BatchContext, emitted: list[dict[str, Any]], progress_calls: list[tuple[float, str | None]]
+) -> None:
+    """Twenty tenants' batches at once each report every page: the Prefect server hears of a job at most every
+    `seconds`, however fast its records come."""
+    now = [0.0]
+    progress = status.BatchProgress(ctx, 1, every=10, artifact_id=None, seconds=5.0, clock=lambda: now[0])
+    ctx.progress = progress
+    report, other = job(), job()
+    other.job_id = "another-job"
+    for seen, at in ((10, 0.0), (20, 1.0), (30, 4.9), (40, 5.0), (50, 5.1), (60, 10.2)):
+        now[0] = at
+        report.counts = other.counts = {"extracted": seen}
+        await ctx.report_progress(report)
+        await ctx.report_progress(other)
+    by_job = [(e["payload"]["records"], e["payload"].get("job_id", "")) for e in emitted]
+    assert [records for records, _ in by_job] == [10, 10, 40, 40, 60, 60]  # at 0, 5.0 and 10.2 s, for each job

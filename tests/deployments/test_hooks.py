@@ -4,6 +4,7 @@ and the demo APIs: signed hooks land in the accounting API through micro-batches
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -19,12 +20,13 @@ from operations_support import Operations, until
 
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 
 from fixtures.servers.prefect import PrefectServer
 
 pytestmark = pytest.mark.integration
 
-TENANTS = ["hooked", "refused", "replayed", "burst", "killed"]
+TENANTS = ["hooked", "refused", "replayed", "burst", "killed", "reconciled"]
 HOOKS_DEPLOYMENT = "restful-etl-hooks/hooks"
 
 
@@ -51,8 +53,12 @@ def ops(
 
 
 @pytest.fixture(scope="module")
-def receiver(ops: Operations, demo_apis: DemoApis) -> Iterator[ReceiverProcess]:
-    config = hooks_config(demo_apis, ops.settings[SEAL_KEY_ENV], TENANTS, max_body_bytes=20_000, max_events=400)
+def config(ops: Operations, demo_apis: DemoApis) -> dict[str, Any]:
+    return hooks_config(demo_apis, ops.settings[SEAL_KEY_ENV], TENANTS, max_body_bytes=20_000, max_events=400)
+
+
+@pytest.fixture(scope="module")
+def receiver(ops: Operations, config: dict[str, Any]) -> Iterator[ReceiverProcess]:
     process = ReceiverProcess(config, ops.home, ops.env).start()
     try:
         yield process
@@ -252,3 +258,53 @@ def test_a_hook_that_names_only_an_id_is_read_from_the_source_by_key(
         ids.stop()
     assert [(r["external_id"], r["name"]) for r in rows] == [("11", "Fetched By Key Ltd")]
     assert crm.get("/customers/11").json()["email"] == rows[0]["email"]  # the whole record, read from the CRM
+
+
+def polling_run(ops: Operations, config: dict[str, Any], tenant: str, **parameters: Any) -> str:
+    """A batch of the tenant through the batch type's own deployment, as its schedule starts one."""
+    given = config["endpoints"][0]["tenants"][tenant]
+    body = {"parameters": {"tenant_id": tenant, "sealed_credentials": given["sealed_credentials"],
+                           "base_urls": given["base_urls"], **parameters}}  # fmt: skip
+    deployment = ops.deployment("crm-to-accounting/crm-to-accounting")
+    assert deployment is not None
+    run = ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()
+    until(lambda: ops.flow_run(run["id"])["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED"}, "the batch ended")
+    assert ops.flow_run(run["id"])["state"]["type"] == "COMPLETED"
+    return str(run["id"])
+
+
+def watermark(ops: Operations, tenant: str) -> str | None:
+    async def read() -> str | None:
+        store = await AuditStore.open(ops.settings["RESTFUL_ETL_AUDIT_URL"])
+        try:
+            found = await store.get_watermark(tenant, "crm-to-accounting", "extract-crm-customers")
+            return found.value if found else None
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_hooks_and_polling_meet_without_going_back_in_time_or_moving_the_watermark(
+    ops: Operations, receiver: ReceiverProcess, config: dict[str, Any], demo_state: DemoApis
+) -> None:
+    apis, tenant = demo_state, "reconciled"
+    crm = httpx.Client(base_url=apis.crm_url, headers={"Authorization": f"Bearer {apis.crm_token}"})
+    polling_run(ops, config, tenant, full_refresh=True)
+    synced, polled_at = watermark(ops, tenant), {r["external_id"]: r for r in accounting(apis)}
+    assert synced is not None and len(polled_at) > 100
+    older = {**crm.get("/customers/5").json(), "email": "stale@pushed.example", "updated_at": "2020-01-01T00:00:00Z"}
+    assert post(receiver, tenant, *hook(older, tenant)).status_code == 202  # a late hook of an old version
+    until(lambda: ended(hook_runs(ops, tenant)), "the stale hook's micro-batch ended")
+    assert {r["external_id"]: r["email"] for r in accounting(apis)}["5"] == polled_at["5"]["email"]
+    current = crm.patch("/customers/5", json={"email": "pushed@current.example"}).raise_for_status().json()
+    assert post(receiver, tenant, *hook(current, tenant)).status_code == 202
+    until(lambda: {r["external_id"]: r["email"] for r in accounting(apis)}["5"] == "pushed@current.example", "landed")
+    until(lambda: len(hook_runs(ops, tenant)) == 2 and ended(hook_runs(ops, tenant)), "both micro-batches ended")
+    assert watermark(ops, tenant) == synced  # the micro-batches moved no watermark: it is the polling's
+    writes = httpx.get(f"{apis.accounting_url}/_control/stats").json()
+    batch_id = polling_run(ops, config, tenant)  # the safety net reads the change again and finds it loaded
+    assert watermark(ops, tenant) == current["updated_at"] != synced
+    assert httpx.get(f"{apis.accounting_url}/_control/stats").json()["writes"] == writes["writes"]
+    status = ops.console("status", "--tenant", tenant, batch_id, "--json")
+    assert json.loads(status.stdout)["batch"]["unchanged"] >= 1

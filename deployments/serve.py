@@ -1,9 +1,11 @@
 """Serving every batch type for local development: the same two deployments per batch type as prefect.yaml,
-run by this process (no work pool, no worker). The batch types are the catalog's: the batch types folder
-(`RESTFUL_ETL_BATCH_TYPES`, default `./batch_types`), the `restful_etl.batch_types` entry points, the package.
+and the janitor's, run by this process (no work pool, no worker). The batch types are the catalog's: the batch
+types folder (`RESTFUL_ETL_BATCH_TYPES`, default `./batch_types`), the `restful_etl.batch_types` entry points,
+the package.
 
-`restful-etl serve` with PREFECT_API_URL pointing at a `prefect server`, and RESTFUL_ETL_SEAL_KEY set when
-runs bring sealed credentials. Stop it with Ctrl-C; Prefect pauses the schedules it served.
+`restful-etl serve` with PREFECT_API_URL pointing at a `prefect server`, and the workers' private key
+(RESTFUL_ETL_PRIVATE_KEY) or RESTFUL_ETL_SEAL_KEY set when runs bring sealed credentials. It sweeps once with
+the janitor before it serves. Stop it with Ctrl-C; Prefect pauses the schedules it served.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from prefect.schedules import Interval, Schedule
 
 from prefect_restful_etl.flows.catalog import FOLDER_ENV, FULL_RESYNC_SUFFIX, BatchFlow, catalog
 from prefect_restful_etl.flows.hooks import DEPLOYMENT_NAME, ENTRYPOINT, micro_batch
+from prefect_restful_etl.flows.janitor import JANITOR, janitor, sweep_once
+from prefect_restful_etl.flows.keys import PRIVATE_KEY_ENV, private_keys_from_env
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
 HOURLY = timedelta(hours=1)
+JANITOR_EVERY = timedelta(minutes=5)
 
 
 def hourly_schedule(tenant_id: str | None = None, sealed_credentials: str | None = None) -> Schedule:
@@ -36,30 +41,54 @@ def hourly_schedule(tenant_id: str | None = None, sealed_credentials: str | None
     return Interval(HOURLY, active=tenant_id is not None, parameters=parameters, slug=slug)
 
 
+def batch_deployment(batch: BatchFlow, name: str, **options: Any) -> RunnerDeployment:
+    """One deployment of a batch type's flow, as every deployment of restful-etl is made: Prefect does not check
+    its parameters against their schema (that check answers a malformed run with a 409 that quotes the value
+    sent, a credential; the batch validates its parameters itself once it has masked them), and its entrypoint
+    is the module that holds the flow (not builder.py, which made it)."""
+    made = batch.flow.to_deployment(
+        name=name, entrypoint_type=EntrypointType.MODULE_PATH, enforce_parameter_schema=False, **options
+    )
+    deployment = cast(RunnerDeployment, made)  # called outside an event loop: not a coroutine
+    deployment.entrypoint = batch.entrypoint
+    return deployment
+
+
 def batch_deployments(
     name: str, batch: BatchFlow, *, tenant_id: str | None = None, sealed_credentials: str | None = None
 ) -> list[RunnerDeployment]:
     """The incremental deployment with its hourly schedule, and the full re-sync one (no schedule)."""
-    common: dict[str, Any] = {"tags": [f"batch-type:{name}"], "entrypoint_type": EntrypointType.MODULE_PATH}
-    flow = batch.flow
-    made = [
-        flow.to_deployment(
-            name=name,
+    tags = [f"batch-type:{name}"]
+    return [
+        batch_deployment(
+            batch,
+            name,
             schedules=[hourly_schedule(tenant_id, sealed_credentials)],
             description=f"{name}, incremental: hourly per tenant, or on demand.",
-            **common,
+            tags=tags,
         ),
-        flow.to_deployment(
-            name=f"{name}{FULL_RESYNC_SUFFIX}",
+        batch_deployment(
+            batch,
+            f"{name}{FULL_RESYNC_SUFFIX}",
             parameters={"full_refresh": True},
             description=f"{name}, full re-sync: reads everything and resets the watermarks.",
-            **common,
+            tags=tags,
         ),
     ]
-    deployments = cast(list[RunnerDeployment], made)  # called outside an event loop: not a coroutine
-    for deployment in deployments:
-        deployment.entrypoint = batch.entrypoint  # the module that holds the flow, not builder.py that made it
-    return deployments
+
+
+def janitor_deployment() -> RunnerDeployment:
+    """The janitor (flows/janitor.py) every five minutes, as prefect.yaml deploys it."""
+    made = janitor.to_deployment(
+        name=JANITOR,
+        schedules=[Interval(JANITOR_EVERY, slug="every-5-minutes")],
+        description="Masks the credentials of ended and stuck batch runs, ends the stuck ones, marks their audit rows.",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        tags=["restful-etl:janitor"],
+    )
+    deployment = cast(RunnerDeployment, made)
+    deployment.entrypoint = f"{janitor.__module__}.janitor"
+    return deployment
 
 
 def hooks_deployment() -> RunnerDeployment:
@@ -76,15 +105,20 @@ def hooks_deployment() -> RunnerDeployment:
 
 
 def serve_all(*, limit: int | None = None, tenant_id: str | None = None, sealed_credentials: str | None = None) -> None:
-    """Blocks until interrupted: polls Prefect for runs of every batch type's deployments and runs them."""
-    if not os.environ.get(SEAL_KEY_ENV):
-        logger.warning("%s is not set: runs with sealed credentials will fail", SEAL_KEY_ENV)
+    """Blocks until interrupted: polls Prefect for runs of every batch type's deployments (and the janitor's)
+    and runs them. First, one janitor sweep: runs a runner killed before this one left Pending, Running or
+    Cancelling are ended, and their credentials masked."""
+    if not os.environ.get(SEAL_KEY_ENV) and not private_keys_from_env():
+        logger.warning(
+            "neither %s nor %s is set: runs with sealed credentials will fail", PRIVATE_KEY_ENV, SEAL_KEY_ENV
+        )
     deployments = [
         d
         for name, flow in served_batch_types().items()
         for d in batch_deployments(name, flow, tenant_id=tenant_id, sealed_credentials=sealed_credentials)
     ]
-    serve(*deployments, hooks_deployment(), limit=limit, query_seconds=poll_seconds())
+    sweep_once()
+    serve(*deployments, hooks_deployment(), janitor_deployment(), limit=limit, query_seconds=poll_seconds())
 
 
 POLL_SECONDS = 1.0

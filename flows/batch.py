@@ -60,10 +60,12 @@ async def run_batch(
     await redact_stored_parameters(flow_run.id, context.parameters or {}, tags)  # as Prefect stored them
     given = parse_parameters(parameters)  # after redaction: a bad parameter is named, its value never shown
     tenant_id, full_refresh = given.tenant_id, given.full_refresh
-    credentials, callback_secret = open_credentials(given.credentials, given.sealed_credentials)  # opened in memory
+    apis = api_configs(batch_type, given.base_urls, await load_api_blocks(given.api_blocks))
+    credentials, callback_secret = open_credentials(  # opened in memory, for this tenant and their hosts only
+        given.credentials, given.sealed_credentials, tenant_id=tenant_id, apis=apis, callback_url=given.callback_url
+    )
     logger = get_run_logger()
     settings = await stage_settings(await audit_settings(Settings()))  # named blocks replace the settings
-    apis = api_configs(batch_type, given.base_urls, await load_api_blocks(given.api_blocks))
     async with contextlib.AsyncExitStack() as opened:  # what opened before a failure is closed again
         stage = open_stage(settings)  # (connects on first use; its server also holds the APIs' rate limits)
         opened.push_async_callback(close_stage, stage)

@@ -18,6 +18,7 @@ from prefect.client.orchestration import get_client
 
 from prefect_restful_etl.flows.resources import audit_settings, open_audit
 from prefect_restful_etl.flows.secrecy import mask_stored_credentials
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.audit.tables import utcnow
 from prefect_restful_etl.tasks.engine.settings import Settings
 
@@ -57,16 +58,22 @@ async def mark_ended(batch_id: str, status: str, message: str) -> None:
     settings = await audit_settings(Settings())
     audit = await open_audit(settings)
     try:
-        batch = await audit.get_batch(batch_id)
-        if batch is None or batch.status in _ENDED:
-            return  # never started here, or its own code already said how it ended
-        now = utcnow()
-        for job in await audit.jobs(batch_id):
-            if job.status == "RUNNING" or (job.status == "FAILED" and _killed(job.message)):
-                await audit.update_job(job.job_id, status=status, ended_at=job.ended_at or now, message=message)
-        await audit.update_batch(batch_id, status=status, ended_at=batch.ended_at or now, message=message)
+        await mark_ended_in(audit, batch_id, status, message)
     finally:
         await audit.close()
+
+
+async def mark_ended_in(audit: AuditStore, batch_id: str, status: str, message: str) -> bool:
+    """`mark_ended` on an open audit store; True when the batch had a row to mark."""
+    batch = await audit.get_batch(batch_id)
+    if batch is None or batch.status in _ENDED:
+        return batch is not None  # never started here, or its own code already said how it ended
+    now = utcnow()
+    for job in await audit.jobs(batch_id):
+        if job.status == "RUNNING" or (job.status == "FAILED" and _killed(job.message)):
+            await audit.update_job(job.job_id, status=status, ended_at=job.ended_at or now, message=message)
+    await audit.update_batch(batch_id, status=status, ended_at=batch.ended_at or now, message=message)
+    return True
 
 
 def _killed(message: str | None) -> bool:

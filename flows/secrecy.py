@@ -1,5 +1,6 @@
 """Secrets on receipt: the batch flow's first act overwrites the run's stored parameters with masks, then
-opens sealed credentials in memory and sets the callback's signing secret apart. A run that ends before its
+opens sealed credentials in memory (for its tenant and their hosts only) and sets the callback's signing
+secret apart. A run that ends before its
 flow body masks them (cancelled by the CLI, or the flow's end hooks) through `mask_stored_credentials`."""
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from prefect.client.orchestration import PrefectClient, get_client
 from pydantic import SecretStr
 
 from prefect_restful_etl.flows.parameters import BatchParameters
-from prefect_restful_etl.flows.sealing import seal_key_from_env, unseal
+from prefect_restful_etl.flows.sealing import CALLBACK, check_hosts, unseal
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
+from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.redaction import MASK
-
-CALLBACK = "callback"  # the credentials entry whose token signs the batch report posted to `callback_url`
 
 
 def masked_credentials(credentials: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,12 +98,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def open_credentials(
-    credentials: dict[str, Credentials], sealed_credentials: str | None
+    credentials: dict[str, Credentials],
+    sealed_credentials: str | None,
+    *,
+    tenant_id: str,
+    apis: Mapping[str, ApiConfig],
+    callback_url: str | None,
 ) -> tuple[dict[str, Credentials], SecretStr | None]:
     """Plain and sealed credentials as one map by API name, and the callback's secret taken out of it.
 
-    Sealed ones stay sealed in Prefect, so a Prefect Retry opens them again; plain ones were masked on
-    receipt, so a retry finds masks: say so instead of sending them to the API as a password.
+    Sealed ones open only for the tenant they were sealed for, and only when this run sends each API's to the
+    hosts they are bound to (`apis` as this run resolved them: base URLs and blocks applied). They stay sealed in
+    Prefect, so a Prefect Retry opens them again; plain ones were masked on receipt, so a retry finds masks: say
+    so instead of sending them to the API as a password.
     """
     if any(secret == MASK for creds in credentials.values() for secret in creds.secret_values()):
         raise ConfigError(
@@ -113,10 +120,11 @@ def open_credentials(
         )
     merged = dict(credentials)
     if sealed_credentials:
-        opened = unseal(sealed_credentials, seal_key_from_env())
-        both = sorted(set(opened) & set(merged))
+        opened = unseal(sealed_credentials, tenant_id=tenant_id)
+        check_hosts(opened, apis, callback_url)  # before any request: a replay to another host sends nothing
+        both = sorted(set(opened.credentials) & set(merged))
         if both:
             raise ConfigError("sealed_credentials", f"and credentials both name {both}: give each API once")
-        merged |= opened
+        merged |= opened.credentials
     callback = merged.pop(CALLBACK, None)
     return merged, callback.token if callback is not None else None

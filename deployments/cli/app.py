@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import os
 import sys
 from collections.abc import Coroutine
@@ -24,10 +23,18 @@ from rich.live import Live
 
 from prefect_restful_etl.deployments.cli import client as prefect_api
 from prefect_restful_etl.deployments.cli import project, records
+from prefect_restful_etl.deployments.cli import sealing as cli_sealing
 from prefect_restful_etl.deployments.cli.hooks import hooks_app, intake_rows
 from prefect_restful_etl.deployments.cli.output import console, errors, show, show_one, table
 from prefect_restful_etl.deployments.cli.watch import BatchView, watch_batch
-from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key, seal, seal_key_from_env
+from prefect_restful_etl.flows.keys import (
+    PRIVATE_KEY_ENV,
+    PUBLIC_KEY_ENV,
+    generate_key_pair,
+    public_key_from_env,
+    publish_public_key,
+)
+from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
 app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, pretty_exceptions_enable=False)
@@ -52,7 +59,14 @@ CredentialsFile = Annotated[
         help="JSON credentials by API name, or the output of `restful-etl seal`.",
     ),
 ]
-Seal = Annotated[bool, typer.Option("--seal", help=f"Seal plain credentials with {SEAL_KEY_ENV} before sending.")]
+Seal = Annotated[
+    bool | None,
+    typer.Option(
+        "--seal/--no-seal",
+        help="Seal plain credentials before sending (default: when the workers' public key is at hand; "
+        f"--seal falls back on {SEAL_KEY_ENV}).",
+    ),
+]
 Watch = Annotated[bool, typer.Option("--watch", "-w", help="Follow the batch until it ends.")]
 Pairs = Annotated[list[str] | None, typer.Option(help="API=VALUE, repeatable.")]
 
@@ -121,18 +135,25 @@ def _pairs(option: str, values: list[str] | None) -> dict[str, str]:
     return pairs
 
 
-def _credentials(path: Path, sealing: bool) -> dict[str, Any]:
-    try:
-        parameters = prefect_api.credential_parameters(
-            path.read_text(), seal_key=seal_key_from_env() if sealing else None
-        )
-    except ConfigError as ex:
-        errors.print(f"[red]{ex}[/red]")
-        raise typer.Exit(2) from None
+async def _credentials(
+    path: Path,
+    sealing: bool | None,
+    tenant: str,
+    batch_type: str,
+    run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run parameters for a credentials file, sealed (by default, when a public key is at hand) for the
+    tenant and the hosts this run sends each API's credentials to (`run`: its base_urls, api_blocks and
+    callback_url)."""
+    run = run or {}
+    apis = await cli_sealing.run_apis(batch_type, run.get("base_urls"), run.get("api_blocks"))
+    parameters = await cli_sealing.credential_parameters(
+        path.read_text(), tenant_id=tenant, apis=apis, callback_url=run.get("callback_url"), sealing=sealing
+    )
     if "credentials" in parameters:
         errors.print(
-            "[yellow]plain credentials: Prefect holds them in clear until the run starts or ends; "
-            "`--seal` keeps them from Prefect altogether[/yellow]"
+            "[yellow]plain credentials: Prefect holds them in clear until the run starts or ends (and a SQLite "
+            "Prefect database keeps copies in its files); sealing keeps them from Prefect altogether[/yellow]"
         )
     return parameters
 
@@ -198,15 +219,16 @@ def run(
     as_json: Json = False,
 ) -> None:
     """Start a batch of the tenant through the batch type's deployment."""
-    parameters: dict[str, Any] = {**_credentials(credentials, seal_), "full_refresh": full_refresh}
+    name = _batch_type(batch_type)
     extras = {
         "base_urls": _pairs("--base-url", base_url),
         "api_blocks": _pairs("--api-block", api_block),
         "callback_url": callback_url,
         "dry_run": dry_run,
     }
-    parameters |= {name: value for name, value in extras.items() if value}
-    _start(_batch_type(batch_type), tenant, parameters, False, watch, as_json)
+    parameters: dict[str, Any] = {name: value for name, value in extras.items() if value}
+    parameters |= {**_sync(_credentials(credentials, seal_, tenant, name, parameters)), "full_refresh": full_refresh}
+    _start(name, tenant, parameters, False, watch, as_json)
 
 
 @app.command()
@@ -220,11 +242,10 @@ def resync(
     as_json: Json = False,
 ) -> None:
     """Start a full re-sync (the `-full-resync` deployment): read everything, reset the watermarks."""
-    parameters = {
-        **_credentials(credentials, seal_),
-        **({"base_urls": _pairs("--base-url", base_url)} if base_url else {}),
-    }
-    _start(_batch_type(batch_type), tenant, parameters, True, watch, as_json)
+    name = _batch_type(batch_type)
+    parameters: dict[str, Any] = {"base_urls": _pairs("--base-url", base_url)} if base_url else {}
+    parameters |= _sync(_credentials(credentials, seal_, tenant, name, parameters))
+    _start(name, tenant, parameters, True, watch, as_json)
 
 
 @app.command()
@@ -238,9 +259,12 @@ def restart(
 ) -> None:
     """A new run that resumes a failed or cancelled batch at its first unfinished job."""
 
+    async def sealed_for(batch_type: str, carried: dict[str, Any]) -> dict[str, Any]:
+        return await _credentials(credentials, seal_, tenant, batch_type, carried)
+
     async def go() -> dict[str, Any]:
         async with get_client() as client:
-            new = await prefect_api.restart(client, batch_id, tenant, _credentials(credentials, seal_))
+            new = await prefect_api.restart(client, batch_id, tenant, sealed_for)
         return {"batch_id": str(new.id), "resumes": batch_id, "state": new.state.name if new.state else ""}
 
     restarted = _sync(go())
@@ -398,10 +422,7 @@ def serve(
 
     sealed = None
     if tenant and credentials:
-        sealed = _credentials(credentials, bool(os.environ.get(SEAL_KEY_ENV))).get("sealed_credentials")
-        if sealed is None:
-            errors.print(f"[red]a schedule needs sealed credentials: set {SEAL_KEY_ENV} or `restful-etl seal`[/red]")
-            raise typer.Exit(2)
+        sealed = _sync(_schedule_credentials(credentials, tenant))
     try:
         serve_all(limit=limit, tenant_id=tenant, sealed_credentials=sealed)
     except ConfigError as ex:  # a batch type file that does not load: `restful-etl validate` tells more
@@ -409,22 +430,144 @@ def serve(
         raise typer.Exit(2) from None
 
 
+async def _schedule_credentials(path: Path, tenant: str) -> str:
+    """A schedule's credentials, sealed: for every batch type served, bound to the hosts each names."""
+    from prefect_restful_etl.flows.catalog import batch_flows
+
+    sealed: str | None = None
+    for batch_type in sorted(batch_flows()):
+        try:
+            parameters = await cli_sealing.credential_parameters(
+                path.read_text(), tenant_id=tenant, apis=await cli_sealing.run_apis(batch_type), sealing=True
+            )
+        except ConfigError:
+            continue  # its APIs are not this batch type's
+        sealed = parameters["sealed_credentials"]
+    if sealed is None:
+        raise ConfigError("--credentials", "name APIs of no batch type served (or there is no key to seal with)")
+    return sealed
+
+
 @app.command("seal")
 def seal_(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON credentials by API name.")],
+    tenant: Tenant,
+    batch_type: BatchTypeOpt = None,
+    base_url: Pairs = None,
+    api_block: Pairs = None,
+    callback_url: Annotated[str | None, typer.Option(help="The callback URL the callback's secret is for.")] = None,
+    host: Annotated[
+        list[str] | None, typer.Option(help="API=URL: bind the API's credentials to this host instead (repeatable).")
+    ] = None,
+    symmetric: Annotated[bool, typer.Option("--symmetric", help=f"Seal with {SEAL_KEY_ENV}.")] = False,
 ) -> None:
-    """Seal a credentials file with RESTFUL_ETL_SEAL_KEY; prints the ciphertext for `run --credentials`."""
-    try:
-        print(seal(json.loads(path.read_text()), seal_key_from_env()))
-    except (ConfigError, ValueError) as ex:
-        errors.print(f"[red]{ex}[/red]")
-        raise typer.Exit(2) from None
+    """Seal a credentials file for one tenant, each API's bound to the hosts the batch type (with these base URLs
+    and blocks) sends them to; with the workers' public key, or RESTFUL_ETL_SEAL_KEY. Prints the ciphertext for
+    `run --credentials` or the `sealed_credentials` parameter."""
+    name = _batch_type(batch_type)
+
+    async def go() -> str:
+        apis = await cli_sealing.run_apis(name, _pairs("--base-url", base_url), _pairs("--api-block", api_block))
+        return await cli_sealing.seal_file(
+            path.read_text(),
+            tenant_id=tenant,
+            apis=apis,
+            callback_url=callback_url,
+            host_pairs=host,
+            symmetric=symmetric,
+        )
+
+    print(_sync(go()))
 
 
 @app.command()
-def keygen() -> None:
-    """A new sealing key: give it to the workers (and whoever seals) as RESTFUL_ETL_SEAL_KEY."""
-    print(generate_key())
+def keygen(
+    private_key: Annotated[
+        Path | None, typer.Option(help="Write the private key to this file (mode 600) instead of printing it.")
+    ] = None,
+    public_key: Annotated[Path | None, typer.Option(help="Write the public key to this file.")] = None,
+    publish: Annotated[
+        bool, typer.Option("--publish", help="Publish the public key as the Prefect Variable restful-etl-public-key.")
+    ] = False,
+    symmetric: Annotated[
+        bool, typer.Option("--symmetric", help=f"A Fernet key for {SEAL_KEY_ENV} instead of a key pair.")
+    ] = False,
+) -> None:
+    """A new key pair: the private key for the workers (RESTFUL_ETL_PRIVATE_KEY), the public key for whoever
+    seals (RESTFUL_ETL_PUBLIC_KEY, a file, or published in Prefect). `--symmetric`: one key both sides hold."""
+    if symmetric:
+        print(generate_key())
+        return
+    pair = generate_key_pair()
+    if private_key is not None:
+        private_key.touch(mode=0o600, exist_ok=False)
+        private_key.write_text(pair.private + "\n")
+    else:
+        print(f"{PRIVATE_KEY_ENV}={pair.private}")
+    if public_key is not None:
+        public_key.write_text(pair.public + "\n")
+    else:
+        print(f"{PUBLIC_KEY_ENV}={pair.public}")
+    if publish:
+        _sync(publish_public_key(pair.public))
+
+
+@app.command("publish-key")
+def publish_key() -> None:
+    """Publish the public key callers seal with (RESTFUL_ETL_PUBLIC_KEY, or that of the first key of
+    RESTFUL_ETL_PRIVATE_KEY) as the Prefect Variable restful-etl-public-key: after a rotation, the new one."""
+
+    async def go() -> str:
+        public = public_key_from_env()
+        if public is None:
+            raise ConfigError(PRIVATE_KEY_ENV, f"is not set (nor {PUBLIC_KEY_ENV}): there is no key to publish")
+        await publish_public_key(public)
+        return public
+
+    console.print(f"published {_sync(go())}")
+
+
+@app.command()
+def janitor(
+    pending_seconds: Annotated[float, typer.Option(help="A run Pending longer than this is stuck.")] = 600.0,
+    cancelling_seconds: Annotated[float, typer.Option(help="A run Cancelling longer than this is stuck.")] = 300.0,
+    missed_heartbeats: Annotated[int, typer.Option(help="Heartbeat periods a Running run may stay silent.")] = 3,
+    lookback_hours: Annotated[float, typer.Option(help="Runs expected to start since then are looked at.")] = 168.0,
+    as_json: Json = False,
+) -> None:
+    """One sweep of the janitor now: mask the credentials of ended and stuck batch runs, end the stuck ones
+    (Crashed, or Cancelled when Cancelling), mark their audit rows."""
+    from prefect_restful_etl.flows.janitor import Patience, sweep
+
+    patience = Patience(
+        pending=pending_seconds,
+        cancelling=cancelling_seconds,
+        missed_heartbeats=missed_heartbeats,
+        lookback=lookback_hours * 3600,
+    )
+
+    async def go() -> dict[str, Any]:
+        async with get_client() as client:
+            done = await sweep(client, patience)
+        return {"masked": done.masked, "crashed": done.crashed, "cancelled": done.cancelled, "audited": done.audited}
+
+    show_one("janitor", _sync(go()), as_json=as_json)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(
+    ctx: typer.Context,
+    pool: Annotated[str, typer.Option("--pool", "-p", help="The work pool.")] = "restful-etl",
+) -> None:
+    """`prefect worker start --pool POOL [options]`, after one janitor sweep (runs a killed worker left Pending or
+    Running are ended and masked). Other options go to `prefect worker start` as given."""
+    from prefect_restful_etl.flows.janitor import sweep_once
+
+    done = sweep_once()
+    errors.print(f"janitor: {done.summary()}" if done else "janitor: the start-up sweep did not run")
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, *ctx.args]
+    sys.stdout.flush(), sys.stderr.flush()  # what this process printed, before another program takes it over
+    os.execv(sys.executable, command)
 
 
 # A user's own batch types: deployments/cli/project.py

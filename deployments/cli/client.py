@@ -1,27 +1,25 @@
 """The client's side of Prefect's REST API: trigger, find, cancel and restart batches of a tenant.
 
-A batch is a flow run; its tags `tenant:<id>` and `batch-type:<name>` (set when the client creates it, and
-again by the flow itself) are how history and status find a tenant's batches.
+A batch is a flow run. Whose it is says its `tenant_id` parameter (not secret, never masked), the tenant the
+batch runs for and audits under. Its tags `tenant:<id>` and `batch-type:<name>` (set when the client creates
+it, and again by the flow itself) narrow Prefect's search, but whoever creates a run sets its tags: a run whose
+`tenant:` tag names another tenant than its parameter is refused and listed under nobody.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterTags
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.states import Cancelling
-from pydantic import TypeAdapter, ValidationError
+from prefect.states import Cancelled, Cancelling
 
 from prefect_restful_etl.flows.catalog import deployment_name
-from prefect_restful_etl.flows.sealing import seal
 from prefect_restful_etl.flows.secrecy import mask_stored_credentials
-from prefect_restful_etl.tasks.engine.credentials import Credentials
-from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
 # Parameters a restart carries over from the batch it resumes; credentials never (they were masked or sealed
 # for that run, and the caller brings them again).
@@ -34,20 +32,6 @@ class ClientError(Exception):
 
 def tags(tenant_id: str, batch_type: str | None = None) -> list[str]:
     return [f"tenant:{tenant_id}"] + ([f"batch-type:{batch_type}"] if batch_type else [])
-
-
-def credential_parameters(text: str, *, seal_key: str | None = None) -> dict[str, Any]:
-    """A credentials file's content as run parameters: a JSON object is plain `credentials` (or sealed here
-    when `seal_key` is given); anything else is taken as `sealed_credentials` from `restful-etl seal`."""
-    text = text.strip()
-    if not text.startswith("{"):
-        return {"sealed_credentials": text}
-    try:
-        plain = json.loads(text)
-        TypeAdapter(dict[str, Credentials]).validate_python(plain)  # fail here, not on a worker
-    except (json.JSONDecodeError, ValidationError) as ex:
-        raise ConfigError("credentials file", f"is not a credentials object: {type(ex).__name__}") from None
-    return {"sealed_credentials": seal(plain, seal_key)} if seal_key else {"credentials": plain}
 
 
 async def trigger(
@@ -67,37 +51,71 @@ async def trigger(
     )
 
 
+def tenant_of(run: FlowRun) -> str | None:
+    """The tenant the batch runs for (its `tenant_id` parameter), or None when it names none or a `tenant:` tag
+    says another tenant: such a run is nobody's."""
+    tenant = run.parameters.get("tenant_id")
+    if not isinstance(tenant, str) or not tenant:
+        return None
+    tagged = {tag.split(":", 1)[1] for tag in run.tags if tag.startswith("tenant:")}
+    return tenant if tagged <= {tenant} else None
+
+
+async def _tenants_runs(
+    client: PrefectClient,
+    tenant_id: str,
+    batch_type: str | None,
+    limit: int,
+    sort: FlowRunSort = FlowRunSort.EXPECTED_START_TIME_DESC,
+    **filters: Any,
+) -> list[FlowRun]:
+    """Up to `limit` runs the tags point to that are the tenant's by their parameter, page by page."""
+    found: list[FlowRun] = []
+    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=tags(tenant_id, batch_type)), **filters)
+    size = max(limit, 20)
+    for page in range(_MAX_PAGES):
+        runs = await client.read_flow_runs(flow_run_filter=run_filter, sort=sort, limit=size, offset=page * size)
+        found += [run for run in runs if tenant_of(run) == tenant_id]
+        if len(found) >= limit or len(runs) < size:
+            break
+    return found[:limit]
+
+
+_MAX_PAGES = 10  # the tags narrow the search; spoofed runs may fill a few pages, not the whole history
+
+
 async def tenant_runs(
     client: PrefectClient, tenant_id: str, batch_type: str | None = None, limit: int = 20
 ) -> list[FlowRun]:
     """The tenant's batches, newest first (by expected start, so a scheduled one is listed too)."""
-    return await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=tags(tenant_id, batch_type))),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-        limit=limit,
-    )
+    return await _tenants_runs(client, tenant_id, batch_type, limit)
 
 
 async def latest_started_run(client: PrefectClient, tenant_id: str, batch_type: str | None = None) -> FlowRun | None:
     """The tenant's batch that started last; a Scheduled one due later sorts first by expected start, but is
     not the latest batch anyone means."""
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=tags(tenant_id, batch_type)), start_time=FlowRunFilterStartTime(is_null_=False)
-        ),
+    runs = await _tenants_runs(
+        client,
+        tenant_id,
+        batch_type,
+        1,
+        start_time=FlowRunFilterStartTime(is_null_=False),
         sort=FlowRunSort.START_TIME_DESC,
-        limit=1,
     )
     return runs[0] if runs else None
 
 
 async def tenant_run(client: PrefectClient, batch_id: str, tenant_id: str) -> FlowRun:
-    """The batch, if it is the tenant's: a tenant's CLI user never reads or cancels another's batch."""
+    """The batch, if it is the tenant's by its `tenant_id` parameter: a tenant's CLI user never reads or cancels
+    another's batch, whatever its tags say."""
     try:
         run = await client.read_flow_run(UUID(batch_id))
     except Exception as ex:
         raise ClientError(f"no batch {batch_id} ({type(ex).__name__})") from None
-    if f"tenant:{tenant_id}" not in run.tags and run.parameters.get("tenant_id") != tenant_id:
+    tagged = {tag.split(":", 1)[1] for tag in run.tags if tag.startswith("tenant:")}
+    if tagged and tagged != {run.parameters.get("tenant_id")}:
+        raise ClientError(f"batch {batch_id}: its tenant tag and its tenant_id parameter disagree; refused")
+    if run.parameters.get("tenant_id") != tenant_id:
         raise ClientError(f"batch {batch_id} is not tenant {tenant_id!r}'s")
     return run
 
@@ -109,12 +127,22 @@ async def cancel(client: PrefectClient, batch_id: str, tenant_id: str) -> FlowRu
     if run.state is not None and run.state.is_final():
         raise ClientError(f"batch {batch_id} has already ended: {run.state.name}")
     await mask_stored_credentials(client, run.id)
-    await client.set_flow_run_state(run.id, Cancelling(message=f"cancelled by the CLI for tenant {tenant_id}"))
+    message = f"cancelled by the CLI for tenant {tenant_id}"
+    # A Scheduled run has no process for a runner to stop: it is Cancelled at once. A Pending or Running one goes
+    # Cancelling, and its runner stops it; the janitor ends one no runner is left to stop.
+    taken = run.state is not None and run.state.type in (StateType.PENDING, StateType.RUNNING)
+    await client.set_flow_run_state(run.id, Cancelling(message=message) if taken else Cancelled(message=message))
     return await client.read_flow_run(run.id)
 
 
-async def restart(client: PrefectClient, batch_id: str, tenant_id: str, credentials: dict[str, Any]) -> FlowRun:
-    """A new run of the same deployment that resumes the batch (`resume_batch_id`) with fresh credentials."""
+async def restart(
+    client: PrefectClient,
+    batch_id: str,
+    tenant_id: str,
+    credentials: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> FlowRun:
+    """A new run of the same deployment that resumes the batch (`resume_batch_id`) with fresh credentials:
+    `credentials(batch type, carried parameters)` gives their run parameters (sealed for the run's hosts)."""
     old = await tenant_run(client, batch_id, tenant_id)
     if old.deployment_id is None:
         raise ClientError(f"batch {batch_id} was not started from a deployment: run it again instead")
@@ -123,9 +151,10 @@ async def restart(client: PrefectClient, batch_id: str, tenant_id: str, credenti
     if "resume_batch_id" not in accepted:
         raise ClientError(f"deployment {deployment.name!r} has no resume_batch_id parameter: redeploy it")
     carried = {name: old.parameters[name] for name in _CARRIED if name in old.parameters and name in accepted}
-    parameters = {**carried, **credentials, "resume_batch_id": str(old.id)}
+    batch_type = (await client.read_flow(old.flow_id)).name  # the run's flow, not a tag anyone may set
+    parameters = {**carried, **await credentials(batch_type, carried), "resume_batch_id": str(old.id)}
     return await client.create_flow_run_from_deployment(
-        deployment.id, parameters=parameters, tags=[t for t in old.tags if t.startswith(("tenant:", "batch-type:"))]
+        deployment.id, parameters=parameters, tags=tags(tenant_id, batch_type)
     )
 
 

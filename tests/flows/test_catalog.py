@@ -24,6 +24,7 @@ from prefect_restful_etl.flows.catalog import (
     find,
 )
 from prefect_restful_etl.flows.hooks import DEPLOYMENT_NAME, ENTRYPOINT, FLOW_NAME
+from prefect_restful_etl.flows.janitor import JANITOR
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 
 PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
@@ -47,13 +48,22 @@ def test_prefect_yaml_declares_both_deployments_of_every_batch_type(batch_type: 
 
 def test_prefect_yaml_declares_no_batch_type_the_catalog_does_not_know() -> None:
     known = set(batch_flows()) | {f"{name}{FULL_RESYNC_SUFFIX}" for name in batch_flows()}
-    assert set(declared()) - {DEPLOYMENT_NAME} <= known
+    assert set(declared()) - {DEPLOYMENT_NAME, JANITOR} <= known
 
 
 def test_prefect_yaml_declares_the_hooks_deployment() -> None:
     hooks = declared()[DEPLOYMENT_NAME]
     assert hooks["entrypoint"] == ENTRYPOINT and not hooks.get("schedules")
     assert load_flow_from_entrypoint(ENTRYPOINT).name == FLOW_NAME
+
+
+def test_prefect_yaml_deploys_the_janitor_on_a_short_schedule_and_no_batch_with_prefects_parameter_check() -> None:
+    deployments = declared()
+    janitor = deployments[JANITOR]
+    assert janitor["entrypoint"] == "prefect_restful_etl.flows.janitor.janitor"
+    assert [(s["interval"], s["active"]) for s in janitor["schedules"]] == [(300, True)]
+    for name in set(deployments) - {JANITOR, DEPLOYMENT_NAME}:
+        assert deployments[name]["enforce_parameter_schema"] is False, name
 
 
 # --- batch types of the user's own: a folder, entry points -------------------------------------------------------

@@ -1,5 +1,5 @@
 """A callback receiver for tests: a real HTTP server on a free loopback port, in a thread, that records what
-it is sent and answers with the status a test chooses."""
+it is sent (any method) and answers with the status a test chooses; and one that answers a byte at a time."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ class CallbackReceiver:
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_GET = do_PUT = do_PATCH = do_DELETE = do_POST  # a replayer's server records whatever it is sent
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # quiet: pytest shows what matters

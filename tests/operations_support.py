@@ -87,11 +87,12 @@ class Operations:
 
     @contextmanager
     def worker(self, pool: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-        """`prefect worker start --pool <pool>` in a session of its own, polling every second; stopped by PID."""
+        """`restful-etl worker --pool <pool>` (a janitor sweep, then `prefect worker start`) in a session of its
+        own, polling every second; stopped by PID."""
         env = {**self.env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
+                [CONSOLE_SCRIPT, "worker", "--pool", pool],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -28,6 +28,7 @@ from secrets_support import files_holding, rows_holding
 from prefect_restful_etl.blocks import AuditDatabase, RestApi
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from prefect_restful_etl.flows.keys import PRIVATE_KEY_ENV, generate_key_pair
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
 
 from fixtures.servers.prefect import PrefectServer
@@ -65,12 +66,14 @@ def ops(
     prefect_server: PrefectServer, module_redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operations]:
     """Workers' settings as in production: a Redis stage (a Retry's new process finds the staged records),
-    an AuditDatabase block, a sealing key."""
+    an AuditDatabase block, the workers' private key (the CLI, run with the same settings, seals with its public
+    key by default) and a Fernet key."""
     home = tmp_path_factory.mktemp("operations")
     settings = {
         "RESTFUL_ETL_HOME": str(home),
         "RESTFUL_ETL_STAGE_URL": module_redis_url,
         SEAL_KEY_ENV: generate_key(),
+        PRIVATE_KEY_ENV: generate_key_pair().private,
         "RESTFUL_ETL_AUDIT_BLOCK": "ops-audit",
         "RESTFUL_ETL_PROGRESS_EVERY": "50",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",  # the runner picks a new run up within a second, not ten
@@ -116,7 +119,6 @@ def sealed(ops: Operations, apis: DemoApis, receiver: CallbackReceiver) -> Batch
         "sealed-co",
         "--credentials",
         str(creds),
-        "--seal",
         "--full-refresh",
         *base_urls(apis),
         "--callback-url",
@@ -165,6 +167,7 @@ def plain(ops: Operations, apis: DemoApis, receiver: CallbackReceiver, sealed_hi
         "sealed-co",
         "-c",
         str(creds),
+        "--no-seal",
         "--api-block",
         "crm=ops-crm",
         "--base-url",
@@ -190,8 +193,9 @@ def test_a_sealed_batch_runs_and_its_jobs_are_followed_to_the_end(sealed: Batch)
 
 
 def test_prefect_keeps_only_the_ciphertext_so_a_retry_could_open_it_again(ops: Operations, sealed: Batch) -> None:
+    """`run` sealed the credentials by default, with the workers' public key."""
     run = ops.flow_run(sealed.batch_id)
-    assert run["parameters"]["sealed_credentials"].startswith("gAAAAA")  # Fernet, untouched by redaction
+    assert run["parameters"]["sealed_credentials"].startswith("rpk1.")  # a sealed box, untouched by redaction
     assert run["parameters"]["credentials"] == {}
     assert {"tenant:sealed-co", "batch-type:crm-to-accounting"} <= set(run["tags"])
 
@@ -346,6 +350,33 @@ def test_cancel_a_scheduled_batch_of_the_tenant_masks_its_plain_credentials(ops:
     assert rows_holding(ops.server.database, CANCELLED_SECRETS) == []
 
 
+def test_a_run_whose_tenant_tag_another_tenant_set_is_listed_and_cancelled_under_nobody(ops: Operations) -> None:
+    """Whoever creates a run sets its tags: a run of tenant `attacker` tagged `tenant:iso-a` is not iso-a's
+    (its tenant_id parameter says whose it is), and a run whose tag and parameter disagree is refused."""
+    deployment = ops.deployment("crm-to-accounting/crm-to-accounting")
+    assert deployment is not None
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = {
+        "parameters": {"tenant_id": "attacker"},
+        "tags": ["tenant:iso-a", "batch-type:crm-to-accounting"],
+        "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": later}},
+    }
+    spoofed = ops.rest.post(f"/deployments/{deployment['id']}/create_flow_run", json=body).raise_for_status().json()
+    try:
+        assert spoofed["id"] not in [row["batch_id"] for row in ops.cli_json("history", "-t", "iso-a")]
+        for args in (
+            ("cancel", "-t", "iso-a"),
+            ("status", "-t", "iso-a"),
+            ("watch", "-t", "iso-a"),
+            ("cancel", "-t", "attacker"),
+        ):
+            refused = ops.cli(args[0], spoofed["id"], *args[1:])
+            assert refused.exit_code == 2 and "disagree" in refused.output, refused.output
+        assert ops.flow_run(spoofed["id"])["state"]["type"] == "SCHEDULED"
+    finally:
+        ops.rest.delete(f"/flow_runs/{spoofed['id']}")
+
+
 def test_restart_a_failed_batch_then_a_full_resync(ops: Operations, apis: DemoApis, plain: Batch) -> None:
     creds = write_credentials(ops.home / "creds.json", apis, PLAIN_HOOK)
     httpx.post(
@@ -398,7 +429,7 @@ def test_prefects_retry_of_a_sealed_batch_resumes_at_the_failed_load(ops: Operat
     for job in ("Extract CRM customers", "Shape accounting customers"):
         assert sorted(states[job]) == ["Cached", "Completed"]
     assert sorted(states["Load accounting customers"]) == ["Completed", "Failed"]
-    assert run["parameters"]["sealed_credentials"].startswith("gAAAAA") and run["parameters"]["credentials"] == {}
+    assert run["parameters"]["sealed_credentials"].startswith("rpk1.") and run["parameters"]["credentials"] == {}
     assert not any(s in json.dumps(run["parameters"]) for s in secrets(apis, SEALED_HOOK))
     status = ops.cli_json("status", batch_id, "-t", "retry-co")
     assert status["batch"]["status"] == "COMPLETED" and status["batch"]["extracted"] == 200
@@ -451,6 +482,10 @@ def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops:
     assert not hourly["active"]
     assert hourly["schedule"]["interval"] == 3600 and hourly["parameters"]["tenant_id"] == "demo"
     assert resync["parameters"] == {"full_refresh": True} and resync["schedules"] == []
+    assert incremental["enforce_parameter_schema"] is False and resync["enforce_parameter_schema"] is False
+    janitor = ops.deployment("restful-etl-janitor/restful-etl-janitor")
+    assert janitor is not None and janitor["work_pool_name"] == "restful-etl"
+    assert [(s["schedule"]["interval"], s["active"]) for s in janitor["schedules"]] == [(300, True)]
 
     ops.stop_serving()  # from here on only the pool's worker can run them
     creds = write_credentials(ops.home / "worker-creds.json", apis, SEALED_HOOK)
@@ -467,6 +502,8 @@ def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops:
         run = ops.flow_run(batch_id)
         assert run["state"]["type"] == "COMPLETED", log.read_text(errors="replace")[-3000:]
     assert (run["deployment_id"], run["work_pool_name"]) == (resync["id"], "restful-etl")
-    assert batch_id in log.read_text(errors="replace")  # this worker, not a leftover runner, ran it
+    worker_log = log.read_text(errors="replace")
+    assert batch_id in worker_log  # this worker, not a leftover runner, ran it
+    assert "janitor: " in worker_log  # `restful-etl worker` swept before it started the worker
     status = ops.cli_json("status", batch_id, "-t", "worker-co")
     assert status["batch"]["full_refresh"] and status["batch"]["extracted"] == 200

@@ -6,11 +6,15 @@ import hashlib
 import hmac
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from callback_support import CallbackReceiver, DrippingReceiver
 from pydantic import SecretStr
+from restart_support import rest_parameters, wait_for
+from served_support import FINAL, Served
 
+from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.callback import (
     EVENT_HEADER,
     SIGNATURE_HEADER,
@@ -21,6 +25,8 @@ from prefect_restful_etl.flows.callback import (
     where,
 )
 from prefect_restful_etl.tasks.engine.report import BatchReport
+
+from fixtures.servers.prefect import PrefectServer
 
 logger = logging.getLogger("test-callback")
 
@@ -103,3 +109,22 @@ async def test_a_receiver_that_answers_a_byte_at_a_time_cannot_hold_the_batch(ca
         assert not await post_report(receiver.url, report(), SecretStr("s"), logger, timeout=1.0)
         assert receiver.requests == 1 and receiver.answered == 0
     assert "deadline" in caplog.text
+
+
+@pytest.mark.integration
+async def test_a_dripping_receiver_cannot_hold_a_served_batch_running(
+    prefect_server: PrefectServer, etl_home: Path, demo_state: DemoApis
+) -> None:
+    """A run created through the REST API of a served deployment, its callback a receiver that never finishes
+    its answer: the batch still completes, once the callback's deadline (RESTFUL_ETL_CALLBACK_TIMEOUT) passes."""
+    settings = {"RESTFUL_ETL_HOME": str(etl_home), "RESTFUL_ETL_CALLBACK_TIMEOUT": "3"}
+    with DrippingReceiver(pause=1.0, endless=True) as receiver:
+        served = Served(prefect_server, settings, etl_home / "serve.log", "callback-test")
+        try:
+            await wait_for(lambda: served.deployment_id() is not None, "the served deployment registered")
+            batch_id = served.start_run(rest_parameters(demo_state, "drip", callback_url=receiver.url))
+            await wait_for(lambda: served.state(batch_id) in FINAL, "the batch ended", timeout=120)
+            assert served.state(batch_id) == "COMPLETED", served.log_tail()
+            assert (receiver.requests, receiver.answered) == (1, 0)  # sent whole; its answer still dripping
+        finally:
+            served.stop()

@@ -3,23 +3,25 @@
 - the flow run's process killed mid-load: Prefect marks it Crashed, the on_crashed hook marks the audit rows,
   and a run with `resume_batch_id` finishes it with no duplicate and no loss;
 - cancelled through Prefect's API mid-load: it stops, its rows say CANCELLED, the destination holds only
-  whole records, the stage is kept, and a resumed run finishes it.
+  whole records, the stage is kept, and a resumed run finishes it;
+- its runner killed while the run is Pending: the janitor masks it, sets it Crashed and audits it, and
+  `restful-etl restart` completes the batch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Crashed, Failed
-from prefect_rest import prefect_rest
 from restart_support import (
     EXTRACT,
     LOAD,
@@ -37,8 +39,12 @@ from restart_support import (
     wait_for_audit,
     written,
 )
+from secrets_support import rows_holding
+from served_support import FINAL, Served
+from typer.testing import CliRunner
 
 from prefect_restful_etl.blocks import AuditDatabase
+from prefect_restful_etl.deployments.cli.app import app
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed, mark_ended, mask_failed
@@ -51,80 +57,16 @@ from fixtures.servers.prefect import PrefectServer
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "endings-test"
-# A module entrypoint, as prefect.yaml declares it: the one Prefect derives for a flow made by build_flow
-# (`flows/builder.py:build_flow.<locals>.batch`) cannot be imported by the flow run's process.
-_SERVE = f"""
-from prefect import serve
-from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
-deployment = crm_to_accounting.to_deployment(name={DEPLOYMENT!r})
-deployment.entrypoint = "prefect_restful_etl.flows.crm_to_accounting:crm_to_accounting"
-serve(deployment, print_starting_message=False)
-"""
-
-
-class Served:
-    """`serve()` of crm-to-accounting in a subprocess of its own session; runs created through the REST API."""
-
-    def __init__(self, server: PrefectServer, environment: dict[str, str], log: Path) -> None:
-        self.api = prefect_rest(server.api_url)
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", _SERVE],
-                env=os.environ | server.client_environment() | environment,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def deployment_id(self) -> str | None:
-        response = self.api.get(f"/deployments/name/crm-to-accounting/{DEPLOYMENT}")
-        return str(response.json()["id"]) if response.status_code == 200 else None
-
-    def start_run(self, parameters: dict[str, Any]) -> str:
-        deployment = self.deployment_id()
-        assert deployment is not None
-        response = self.api.post(f"/deployments/{deployment}/create_flow_run", json={"parameters": parameters})
-        return str(response.raise_for_status().json()["id"])
-
-    def state(self, flow_run_id: str) -> str:
-        return str(self.api.get(f"/flow_runs/{flow_run_id}").raise_for_status().json()["state"]["type"])
-
-    def cancel(self, flow_run_id: str) -> None:
-        """What the UI's Cancel and `prefect flow-run cancel` do: propose Cancelling; the runner does the rest."""
-        state = {"type": "CANCELLING", "name": "Cancelling", "message": "cancelled by the test"}
-        self.api.post(f"/flow_runs/{flow_run_id}/set_state", json={"state": state}).raise_for_status()
-
-    def flow_run_process(self) -> int:
-        """The PID of the process the runner started for the flow run: its only child (Linux /proc)."""
-        children = [
-            pid
-            for task in Path(f"/proc/{self.process.pid}/task").iterdir()
-            for pid in (task / "children").read_text().split()
-        ]
-        assert len(children) == 1, f"the runner has children {children}"
-        return int(children[0])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # its own session: the runner and any flow run
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(30)
-        self.api.close()
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
 
 
 @pytest.fixture
 async def served(prefect_server: PrefectServer, etl_home: Path, redis_url: str) -> AsyncIterator[Served]:
     """The flow served against the session's Prefect server, on this test's audit database and Redis stage."""
     runner = Served(
-        prefect_server, {"RESTFUL_ETL_HOME": str(etl_home), "RESTFUL_ETL_STAGE_URL": redis_url}, etl_home / "serve.log"
+        prefect_server,
+        {"RESTFUL_ETL_HOME": str(etl_home), "RESTFUL_ETL_STAGE_URL": redis_url},
+        etl_home / "serve.log",
+        DEPLOYMENT,
     )
     try:
         await wait_for(lambda: runner.deployment_id() is not None, "the served deployment registered")
@@ -298,3 +240,59 @@ async def test_the_end_hooks_mask_plain_credentials_of_a_run_that_never_reached_
 
         stored = (await client.read_flow_run(flow_run.id)).parameters
     assert stored == {"tenant_id": "t", "credentials": {"crm": {"token": MASK}}}
+
+
+async def test_a_runner_killed_while_its_run_is_pending_leaves_it_to_the_janitor_then_restart_completes_it(
+    prefect_server: PrefectServer, etl_home: Path, redis_url: str, demo_state: DemoApis, tmp_path: Path
+) -> None:
+    """No hook runs for such a run and Prefect never ends it: it stays Pending with its plain credentials, and a
+    restart is refused as "still Pending". The janitor masks, crashes and audits it; the restart then runs."""
+    settings = {"RESTFUL_ETL_HOME": str(etl_home), "RESTFUL_ETL_STAGE_URL": redis_url}
+    first = Served(prefect_server, settings, etl_home / "serve.log", DEPLOYMENT)
+    try:
+        await wait_for(lambda: first.deployment_id() is not None, "the served deployment registered")
+        batch = first.start_run(rest_parameters(demo_state, "pending-kill"))
+        await wait_for(lambda: first.state(batch) != "SCHEDULED", "the runner took the run")
+        first.kill()  # the runner and the flow run's process it was starting
+        assert first.state(batch) == "PENDING", "the flow run's process started before the kill: run the test again"
+        assert first.flow_run(batch)["parameters"]["credentials"]["crm"]["token"] == demo_state.crm_token
+    finally:
+        first.kill()
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps(rest_parameters(demo_state, "pending-kill")["credentials"]))
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        swept = await cli_json("janitor", "--pending-seconds", "0")
+
+    assert batch in swept["crashed"] and batch in swept["masked"] and batch in swept["audited"]
+    run = first.flow_run(batch)
+    first.stop()
+    assert run["state"]["type"] == "CRASHED" and "Pending for more than 0 s" in run["state"]["message"]
+    assert run["parameters"]["credentials"] == {"crm": {"token": MASK}, "accounting": {"api_key": MASK}}
+    assert rows_holding(prefect_server.database, [demo_state.crm_token, demo_state.accounting_api_key]) == []
+    row, jobs = await audit_rows(etl_home, batch)
+    assert row is not None and (row.status, row.tenant_id, row.batch_type) == ("CRASHED", "pending-kill", LOAD_TYPE)
+    assert jobs == []
+
+    second = Served(prefect_server, settings, etl_home / "serve.log", DEPLOYMENT)
+    try:
+        await wait_for(lambda: second.deployment_id() is not None, "the served deployment registered again")
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+            restarted = await cli_json("restart", batch, "-t", "pending-kill", "-c", str(creds), "--no-seal")
+        await wait_for(lambda: second.state(restarted["batch_id"]) in FINAL, "the restart ended", timeout=120)
+        assert second.state(restarted["batch_id"]) == "COMPLETED", second.log_tail()
+    finally:
+        second.stop()
+    assert_complete(demo_state)
+    row, _ = await audit_rows(etl_home, restarted["batch_id"])
+    assert row is not None and (row.status, row.resumed_from) == ("COMPLETED", batch)
+
+
+LOAD_TYPE = "crm-to-accounting"
+
+
+async def cli_json(*args: str) -> Any:
+    """A CLI command's `--json` output, run as a user runs it (in a thread: each command has its own loop)."""
+    result = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)

@@ -227,7 +227,12 @@ def _bench(
     credentials = {"crm": {"token": apis.crm_token}, "accounting": {"api_key": apis.accounting_api_key}}
     parameters = {
         "tenant_id": TENANT,
-        "sealed_credentials": seal(credentials, key),
+        "sealed_credentials": seal(
+            credentials,
+            tenant_id=TENANT,
+            hosts={"crm": [apis.crm_url], "accounting": [apis.accounting_url]},
+            key=key,
+        ),
         "base_urls": {"crm": apis.crm_url, "accounting": apis.accounting_url},
     }
     _run_batch(rest, deployment, {**parameters, "full_refresh": True})  # the destination in step, a watermark

@@ -23,7 +23,7 @@ from prefect_restful_etl.deployments.hook_runs import DeploymentDispatcher, Disp
 from prefect_restful_etl.deployments.hooks import Endpoint, HookReceiver
 from prefect_restful_etl.flows.hooks import batch_type_named, hooked_job
 from prefect_restful_etl.flows.resources import close_stage, open_stage, stage_settings
-from prefect_restful_etl.flows.sealing import seal, seal_key_from_env, unseal
+from prefect_restful_etl.flows.sealing import seal_value, unseal_value
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.hooks.config import BlockSecret, HooksConfig, SealedSecret
 from prefect_restful_etl.tasks.engine.hooks.intake import Intake
@@ -31,7 +31,7 @@ from prefect_restful_etl.tasks.engine.settings import Settings
 from prefect_restful_etl.tasks.engine.stage.base import Stage
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
 
-HOOK_SECRET = "hook"  # the entry of a sealed signing secret: `{"hook": {"token": "<secret>"}}`
+HOOK_SECRET = "hook signing secret"  # the purpose a receiver's signing secret is sealed for
 
 
 def load_config(path: Path) -> HooksConfig:
@@ -52,20 +52,18 @@ def parse_config(raw: Any) -> HooksConfig:
     raise ConfigError(field, first["msg"])
 
 
-def seal_secret(secret: str, key: str) -> str:
-    """A signing secret sealed for a receiver's configuration (`{"secret": {"sealed": ...}}`)."""
-    return seal({HOOK_SECRET: {"token": secret}}, key)
+def seal_secret(secret: str, key: str | None = None, *, public_key: str | None = None) -> str:
+    """A signing secret sealed for a receiver's configuration (`{"secret": {"sealed": ...}}`), with the Fernet
+    key or the workers' public key."""
+    return seal_value(HOOK_SECRET, secret, public_key=public_key, key=key)
 
 
 async def open_secret(given: SealedSecret | BlockSecret, where: str) -> SecretStr:
     if isinstance(given, SealedSecret):
         try:
-            opened = unseal(given.sealed, seal_key_from_env()).get(HOOK_SECRET)
+            return unseal_value(given.sealed, HOOK_SECRET)
         except ConfigError as ex:
             raise ConfigError(where, str(ex).split(": ", 1)[-1]) from None
-        if opened is None or opened.token is None:
-            raise ConfigError(where, f"is sealed, but not as a hook secret ({{{HOOK_SECRET!r}: {{'token': ...}}}})")
-        return opened.token
     from prefect.blocks.system import Secret
 
     try:

@@ -47,8 +47,11 @@ class Plan:
 async def plan_batch(batch_type: BatchType, parameters: dict[str, Any]) -> Plan:
     """Plan one batch of `batch_type` from run parameters (tenant_id, credentials, base_urls, full_refresh)."""
     given = parse_parameters({**parameters, "dry_run": True})
-    credentials, _ = open_credentials(given.credentials, given.sealed_credentials)
-    clients = open_clients(api_configs(batch_type, given.base_urls), credentials)  # fails before any request
+    apis = api_configs(batch_type, given.base_urls)
+    credentials, _ = open_credentials(
+        given.credentials, given.sealed_credentials, tenant_id=given.tenant_id, apis=apis, callback_url=None
+    )
+    clients = open_clients(apis, credentials)  # fails before any request
     plan = Plan()
     try:
         with tempfile.TemporaryDirectory(prefix="restful-etl-plan-") as workdir:

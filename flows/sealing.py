@@ -130,20 +130,7 @@ def seal(
 def unseal(token: str, *, tenant_id: str, environ: Mapping[str, str] | None = None) -> Opened:
     """Decrypt in memory with the keys of the environment (private keys for a box, else the Fernet key); the
     tenant must be the run's. Every failure is a `ConfigError` quoting neither token nor key."""
-    environ = os.environ if environ is None else environ
-    if is_box(token):
-        plain = box_open(token, private_keys_from_env(environ))
-    else:
-        try:
-            plain = _fernet(seal_key_from_env(environ)).decrypt(token.strip().encode())
-        except InvalidToken:
-            raise ConfigError(
-                "sealed_credentials", f"cannot be opened with {SEAL_KEY_ENV} (another key, or damaged)"
-            ) from None
-    try:
-        document = json.loads(plain)
-    except ValueError:
-        raise ConfigError("sealed_credentials", "do not hold JSON") from None
+    document = _open(token, os.environ if environ is None else environ)
     if not isinstance(document, dict) or document.get("v") != 2:
         raise ConfigError(
             "sealed_credentials",
@@ -157,6 +144,29 @@ def unseal(token: str, *, tenant_id: str, environ: Mapping[str, str] | None = No
         raise ConfigError("sealed_credentials", "were sealed for another tenant than this run's")
     hosts = {api: frozenset(sealed.hosts.get(api, ())) for api in sealed.credentials}
     return Opened(credentials=sealed.credentials, hosts=hosts)
+
+
+def seal_value(purpose: str, secret: str, *, public_key: str | None = None, key: str | None = None) -> str:
+    """One secret that is never sent anywhere (a hook receiver's signing secret), sealed for one `purpose`: it
+    opens as nothing else, and credentials never open as it."""
+    payload = json.dumps({"v": 2, "purpose": purpose, "secret": secret}).encode()
+    if public_key:
+        return box_seal(payload, public_key)
+    if key:
+        return _fernet(key).encrypt(payload).decode()
+    raise ConfigError("sealing", "needs the workers' public key (`restful-etl keygen`) or RESTFUL_ETL_SEAL_KEY")
+
+
+def unseal_value(token: str, purpose: str, *, environ: Mapping[str, str] | None = None) -> SecretStr:
+    """The secret `seal_value` sealed for `purpose`; a ConfigError for anything else, quoting nothing."""
+    document = _open(token, os.environ if environ is None else environ)
+    if (
+        not isinstance(document, dict)
+        or document.get("purpose") != purpose
+        or not isinstance(document.get("secret"), str)
+    ):
+        raise ConfigError("sealed", f"is not a sealed {purpose}")
+    return SecretStr(document["secret"])
 
 
 def check_hosts(opened: Opened, apis: Mapping[str, ApiConfig], callback_url: str | None) -> None:
@@ -193,6 +203,23 @@ def bound_hosts(
         else:
             raise ConfigError("credentials", f"names no API of this batch type: {api}")
     return hosts
+
+
+def _open(token: str, environ: Mapping[str, str]) -> Any:
+    """The JSON a token holds, opened with the environment's keys (private keys for a box, else Fernet)."""
+    if is_box(token):
+        plain = box_open(token, private_keys_from_env(environ))
+    else:
+        try:
+            plain = _fernet(seal_key_from_env(environ)).decrypt(token.strip().encode())
+        except InvalidToken:
+            raise ConfigError(
+                "sealed_credentials", f"cannot be opened with {SEAL_KEY_ENV} (another key, or damaged)"
+            ) from None
+    try:
+        return json.loads(plain)
+    except ValueError:
+        raise ConfigError("sealed_credentials", "do not hold JSON") from None
 
 
 def _fernet(keys: str) -> MultiFernet:

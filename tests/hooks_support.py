@@ -33,8 +33,8 @@ def tenant_secret(tenant: str) -> str:
 def hooks_config(apis: DemoApis, key: str, tenants: list[str], **endpoint: Any) -> dict[str, Any]:
     """The receiver's configuration for crm-to-accounting on the demo APIs, tenants sealed with `key`."""
     credentials = {"crm": {"token": apis.crm_token}, "accounting": {"api_key": apis.accounting_api_key}}
-    sealed = seal(credentials, key)
     base_urls = {"crm": apis.crm_url, "accounting": apis.accounting_url}
+    hosts = {api: [url] for api, url in base_urls.items()}
     return {
         "host": "127.0.0.1",
         "port": 0,
@@ -49,7 +49,7 @@ def hooks_config(apis: DemoApis, key: str, tenants: list[str], **endpoint: Any) 
                 "tenants": {
                     tenant: {
                         "secret": {"sealed": seal_secret(tenant_secret(tenant), key)},
-                        "sealed_credentials": sealed,
+                        "sealed_credentials": seal(credentials, tenant_id=tenant, hosts=hosts, key=key),
                         "base_urls": base_urls,
                     }
                     for tenant in tenants

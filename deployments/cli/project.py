@@ -136,12 +136,13 @@ def plan(
     would change, writing nothing (no Prefect, a throwaway stage and audit database, no watermark)."""
     import asyncio
 
-    from prefect_restful_etl.deployments.cli.client import credential_parameters
+    from prefect_restful_etl.deployments.cli.sealing import read_credentials
     from prefect_restful_etl.flows.catalog import find
     from prefect_restful_etl.flows.plan import plan_batch
 
     try:
-        parameters: dict[str, Any] = credential_parameters(credentials.read_text())
+        found = read_credentials(credentials.read_text())  # a plan runs here: nothing to seal
+        parameters: dict[str, Any] = {"sealed_credentials" if isinstance(found, str) else "credentials": found}
         urls = dict(value.split("=", 1) for value in base_url or [] if "=" in value)
         if len(urls) != len(base_url or []):
             raise ConfigError("--base-url", "give API=URL")

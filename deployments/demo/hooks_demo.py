@@ -31,7 +31,12 @@ def demo_config(apis: DemoApis, key: str) -> dict[str, Any]:
                 "tenants": {
                     TENANT: {
                         "secret": {"sealed": seal_secret(HOOK_SECRET, key)},
-                        "sealed_credentials": seal(credentials, key),
+                        "sealed_credentials": seal(
+                            credentials,
+                            tenant_id=TENANT,
+                            hosts={"crm": [apis.crm_url], "accounting": [apis.accounting_url]},
+                            key=key,
+                        ),
                         "base_urls": {"crm": apis.crm_url, "accounting": apis.accounting_url},
                     }
                 },

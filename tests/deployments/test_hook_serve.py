@@ -71,7 +71,7 @@ async def test_a_secret_that_cannot_be_opened_fails_naming_the_tenant_never_the_
     }
     with pytest.raises(ConfigError, match=r"endpoints.0.tenants.acme.secret: cannot be opened") as refused:
         await open_endpoints(parse_config(wrong))
-    not_a_hook = seal({"crm": {"token": SECRET}}, key)
+    not_a_hook = seal({"crm": {"token": SECRET}}, tenant_id="acme", hosts={"crm": ["https://crm.example.com"]}, key=key)
     with pytest.raises(ConfigError, match=r"endpoints.0.tenants.acme.secret") as as_credentials:
         await open_secret(SealedSecret(sealed=not_a_hook), "endpoints.0.tenants.acme.secret")
     assert SECRET not in str(refused.value) + str(as_credentials.value)

@@ -115,7 +115,8 @@ def seal(
     if not tenant_id:
         raise ConfigError("tenant_id", "is required: sealed credentials are bound to one tenant")
     bound = {api: sorted({origin(url) for url in hosts.get(api, ())}) for api in validated}
-    unbound = sorted(api for api, origins in bound.items() if not origins)
+    # the callback's secret with no host signs nothing: no run may then post a report with it
+    unbound = sorted(api for api, origins in bound.items() if not origins and api != CALLBACK)
     if unbound:
         raise ConfigError("hosts", f"none given for {unbound}: say where their credentials may be sent")
     plain = {api: _reveal(creds) for api, creds in validated.items()}
@@ -181,9 +182,9 @@ def check_hosts(opened: Opened, apis: Mapping[str, ApiConfig], callback_url: str
             continue  # no API of the batch type: refused as such where the clients open
         foreign = sorted(going - bound)
         if foreign:
+            allowed = ", ".join(sorted(bound)) or "no host"
             raise ConfigError(
-                f"sealed_credentials.{api}",
-                f"are bound to {', '.join(sorted(bound))}; this run would send them to {', '.join(foreign)}",
+                f"sealed_credentials.{api}", f"are bound to {allowed}; this run would send them to {', '.join(foreign)}"
             )
 
 
@@ -191,13 +192,12 @@ def bound_hosts(
     credentials: Iterable[str], apis: Mapping[str, ApiConfig], callback_url: str | None
 ) -> dict[str, list[str]]:
     """The hosts to seal each API's credentials for: where the given API configurations (the batch type's,
-    with a run's base URLs and blocks) send them, and the callback's URL for the callback's secret."""
+    with a run's base URLs and blocks) send them, and the callback's URL for the callback's secret (none
+    without a callback URL: then no run can post a report signed with it)."""
     hosts: dict[str, list[str]] = {}
     for api in credentials:
         if api == CALLBACK:
-            if not callback_url:
-                raise ConfigError("hosts", "the callback's secret needs the callback URL it is for")
-            hosts[api] = [origin(callback_url)]
+            hosts[api] = [origin(callback_url)] if callback_url else []  # no URL: bound to none
         elif api in apis:
             hosts[api] = sorted(api_hosts(apis[api]))
         else:

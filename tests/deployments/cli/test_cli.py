@@ -189,3 +189,14 @@ def test_the_batch_type_option_says_what_leaving_it_out_means(command: str, defa
 def test_an_unknown_batch_type_is_refused_before_anything_is_asked(command: str) -> None:
     result = CliRunner().invoke(app, [command, "-t", "acme", "-b", "no-such-batch-type"])
     assert result.exit_code == 2 and "--batch-type: one of" in result.output
+
+
+@pytest.mark.parametrize("command", ["run", "resync", "restart"])
+def test_commands_that_send_credentials_leave_sealing_to_the_key_at_hand_unless_told(command: str) -> None:
+    """Neither --seal nor --no-seal: seal when a public key is at hand (tests/deployments/test_operations.py
+    runs `restful-etl run` so, and finds the ciphertext in Prefect)."""
+    import inspect
+
+    from prefect_restful_etl.deployments.cli import app as cli
+
+    assert inspect.signature(getattr(cli, command)).parameters["seal_"].default is None

@@ -27,7 +27,8 @@ def stage_servers(stack: ExitStack, stages: list[str]) -> dict[str, str]:
         elif os.environ.get("MONGO_URL"):
             urls[stage] = _own_database(stack, os.environ["MONGO_URL"])
         else:
-            urls[stage] = stack.enter_context(SecantusServer()).url_for("bench")
+            # in memory, the cache holds all the data: 200,000 records and their bookkeeping pass 256 MiB
+            urls[stage] = stack.enter_context(SecantusServer(cache_size="4G")).url_for("bench")
     return urls
 
 

@@ -224,10 +224,16 @@ async def test_hooks_arriving_during_a_micro_batch_are_sealed_in_bounded_segment
                 assert (
                     await http.post(url, **signed({"id": f"e{n}", "data": {"object": {"id": n}}}))
                 ).status_code == 202
-            await until(lambda: not receiver._sealing)
-            registry = await receiver.intake.registry(tenant, "crm-to-accounting")
-            sealed = [segment for segment, state in registry.items() if state == "sealed"]
-            assert len(sealed) >= 9  # about one segment per three events, none waiting for the run's end
+            sealed: list[str] = []
+
+            async def sealed_now() -> list[str]:
+                registry = await receiver.intake.registry(tenant, "crm-to-accounting")
+                return [segment for segment, state in registry.items() if state == "sealed"]
+
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(sealed := await sealed_now()) < 9:  # a segment per three events, while the run still runs
+                assert asyncio.get_running_loop().time() < deadline, f"{len(sealed)} segments sealed during the run"
+                await asyncio.sleep(0.01)
             runs.release.set()
             await until(lambda: receiver.debouncer.running() == 0 and len(runs.started) > 1)
             await until(lambda: receiver.debouncer.running() == 0)

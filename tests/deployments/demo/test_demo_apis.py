@@ -8,7 +8,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from importlib import resources
@@ -806,20 +805,17 @@ def test_generation_is_deterministic_per_seed() -> None:
     assert all(s.endswith("Z") for s in stamps) and len(set(stamps)) < len(stamps)  # ties for the id to break
 
 
-async def test_fifty_thousand_customers_page_quickly() -> None:
-    started = time.perf_counter()
+async def test_fifty_thousand_customers_page_whole() -> None:
+    """A large demo CRM pages through every customer once (its speed is the benchmarks', not a test's)."""
     app = create_crm_app(customers=50_000)
-    built = time.perf_counter() - started
     transport = httpx.ASGITransport(app=app)
     params = {"api_key": CrmSecrets().api_key}
     async with httpx.AsyncClient(transport=transport, base_url="http://demo", params=params) as client:
-        started, ids, page = time.perf_counter(), [], 1
+        ids, page = [], 1
         while True:
             body = (await client.get("/customers", params={"page": page, "per_page": 1000})).json()
             ids += [c["id"] for c in body["data"]]
             if not body["has_more"]:
                 break
             page += 1
-        walked = time.perf_counter() - started
     assert sorted(ids) == list(range(1, 50_001))
-    assert built < 5.0 and walked < 5.0, f"built in {built:.2f}s, paged in {walked:.2f}s"

@@ -46,7 +46,8 @@ def prefect_harness() -> Iterator[Path]:
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # A deadline, not a speed check: on a loaded machine the temporary server takes minutes to answer.
+    with prefect_test_harness(server_startup_timeout=180):
         url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
         yield Path(url.split(":///", 1)[1])
 

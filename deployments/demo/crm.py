@@ -780,6 +780,21 @@ def customer_routes(store: CustomerStore, writes: PageWrites) -> APIRouter:
     return router
 
 
+def header_total_routes(store: CustomerStore) -> APIRouter:
+    """`/header-total/customers?page=2&per_page=100`: numbered pages of a bare list, the total in a header
+    (`X-Total-Count`, as json-server, Mockoon and many Rails and Django APIs send it), no body around the records."""
+    router = APIRouter(tags=["customers"])
+
+    @router.get("/header-total/customers")
+    async def by_header_total(since: Since, page: PageNumber = 1, per_page: PageSize = 100) -> Response:
+        start = store.since(since)
+        first = start + (page - 1) * per_page
+        total = len(store.keys) - start
+        return json_response(store.window(first, first + per_page), headers={"X-Total-Count": str(total)})
+
+    return router
+
+
 def _existing(store: CustomerStore, customer_id: int) -> Record:
     if customer_id not in store.records:
         raise HTTPException(404, f"customer {customer_id} not found")
@@ -918,7 +933,12 @@ def create_crm_app(
     tokens, control = TokenBook(token_ttl), ControlState()
     app = FastAPI(title="Demo CRM", summary="restful-etl's bundled demo source API (in memory).")
     writes = PageWrites(store)
-    guarded = [customer_routes(store, writes), write_routes(store, control), schema_router()]
+    guarded = [
+        customer_routes(store, writes),
+        header_total_routes(store),
+        write_routes(store, control),
+        schema_router(),
+    ]
     oauth = oauth_router(secrets, tokens)
     for router in guarded:
         app.include_router(router, dependencies=[Depends(authenticator(secrets, tokens))])

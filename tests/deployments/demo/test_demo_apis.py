@@ -128,6 +128,16 @@ def walk_header_cursor(crm: httpx.Client, params: dict[str, str], size: int = PA
     raise AssertionError("no last page")
 
 
+def walk_header_total(crm: httpx.Client, params: dict[str, str], size: int = PAGE) -> list[Record]:
+    records: list[Record] = []
+    for page in range(1, MAX_PAGES):
+        response = ok(crm.get("/header-total/customers", params={**params, "page": page, "per_page": size}))
+        records += response.json()
+        if page * size >= int(response.headers["X-Total-Count"]):
+            return records
+    raise AssertionError("no last page")
+
+
 def walk_all(crm: httpx.Client, params: dict[str, str], size: int = PAGE) -> list[Record]:
     return list(ok(crm.get("/all/customers", params=params)).json())
 
@@ -140,6 +150,7 @@ WALKERS = {
     "cursor": walk_cursor,
     "next-url": walk_next_url,
     "header-cursor": walk_header_cursor,
+    "header-total": walk_header_total,
     "single-page": walk_all,
 }
 walkers = pytest.mark.parametrize("walk", WALKERS.values(), ids=WALKERS.keys())
@@ -159,6 +170,7 @@ PATHS = {
     "cursor": "/cursor/customers",
     "next-url": "/next-url/customers",
     "header-cursor": "/header-cursor/customers",
+    "header-total": "/header-total/customers",
     "single-page": "/all/customers",
 }
 

@@ -12,6 +12,8 @@ _MISSING = object()
 
 def get_path(obj: Any, path: str | None, default: Any = None) -> Any:
     """Return the value at `path`; `None`, `""` or `"$"` mean the object itself."""
+    if type(obj) is dict and path and "." not in path and path != "$":  # a record's plain field: most reads
+        return obj.get(path, default)
     if path in (None, "", "$"):
         return obj
     current = obj

@@ -42,8 +42,12 @@ def clear_faults(base_url: str) -> None:
 
 
 def fail_write(apis: DemoApis, nth: int) -> None:
-    """The accounting API answers the `nth` customer POST from now with a 503: the load fails there."""
-    add_fault(apis.accounting_url, method="POST", path="/customers", status=503, fail_nth=nth)
+    """The accounting API answers 503 to every attempt at creating customer `nth` (the load looks the key up
+    and sends it again as often as the API's `max_attempts` allow): the load fails there, and a retry finds the
+    API answering again."""
+    attempts = CRM_TO_ACCOUNTING.apis["accounting"].max_attempts
+    spec = {"external_id": str(nth), "status": 503, "times": attempts}
+    httpx.post(f"{apis.accounting_url}/_control/refuse-key", json=spec).raise_for_status()
 
 
 def stall_writes(apis: DemoApis, after: int, seconds: int = 30, times: int = 1000) -> None:

@@ -3,13 +3,17 @@
 Records keep whatever JSON fields they are given (SCD2 or audit columns too); only a few fields are validated.
 A create sent with an `Idempotency-Key` header it has seen before is answered with the row that key made,
 and nothing is created (`Idempotent-Replayed: true`). `POST /_control/representation {"mode": "own"}` makes
-it store every value it is sent in its own representation, as many real APIs do (see `own_representation`).
+it store every value it is sent in its own representation, as many real APIs do (see `own_representation`);
+`POST /_control/latency {"seconds": 0.1}` makes every write wait that long (a slow destination), and
+`POST /_control/refuse-key {"external_id": "20", "status": 503, "times": 5}` refuses the creates of one key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import islice
 from secrets import compare_digest
@@ -17,6 +21,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from prefect_restful_etl.deployments.demo.crm import (
     CONTROL_PREFIX,
@@ -98,6 +103,15 @@ class Collection:
         self.own_representation = False  # store values as sent
         self.idempotency: dict[str, str] = {}  # Idempotency-Key -> the id of the row its create made
         self.replays = 0
+        self.refusals: dict[str, list[int]] = {}  # external_id -> [status, times left]: creates of it refused
+
+    def refusal(self, body: Record) -> int | None:
+        """The status a create of this body is refused with now (`/_control/refuse-key`), if any."""
+        left = self.refusals.get(str(body.get("external_id")))
+        if not left or left[1] <= 0:
+            return None
+        left[1] -= 1
+        return left[0]
 
     def arriving(self, body: Record) -> Record:
         """A body as this collection stores it (its own representation, when that mode is on)."""
@@ -237,6 +251,9 @@ def collection_routes(path: str, collection: Collection, control: ControlState, 
     @router.post("", status_code=201)
     async def create(request: Request) -> Response:
         body = await json_object(request)
+        refused = collection.refusal(body)
+        if refused is not None:
+            return json_response({"detail": f"injected fault: {refused}"}, refused)
         key = request.headers.get("idempotency-key")
         earlier = collection.replayed(key)
         if earlier is not None:
@@ -284,9 +301,43 @@ def api_key_guard(api_key: str) -> Callable[[Request], Awaitable[None]]:
     return require_api_key
 
 
-def accounting_control_router(customers: Collection, bills: Collection) -> APIRouter:
-    """`/_control/dump` (everything stored, for tests to compare) and `/_control/reset` (empty both)."""
+@dataclass
+class Latency:
+    """`POST /_control/latency {"seconds": 0.05}`: each write waits this long before the API acts on it (a slow
+    destination: a batch that loads for a while, so that tests can start another while it runs)."""
+
+    seconds: float = 0.0
+
+
+class LatencyMiddleware:
+    """Holds every write (not a GET, not `/_control`) for `latency.seconds` before it reaches its handler."""
+
+    def __init__(self, app: ASGIApp, latency: Latency) -> None:
+        self.app, self.latency = app, latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.latency.seconds
+            and scope["method"] != "GET"
+            and not scope["path"].startswith(CONTROL_PREFIX)
+        ):
+            await asyncio.sleep(self.latency.seconds)
+        await self.app(scope, receive, send)
+
+
+def accounting_control_router(customers: Collection, bills: Collection, latency: Latency) -> APIRouter:
+    """`/_control/dump` (everything stored, for tests to compare), `/_control/reset` (empty both, as sent, no
+    latency), `/_control/idempotency`, `/_control/representation` and `/_control/latency`."""
     router = APIRouter(prefix=CONTROL_PREFIX, tags=["control"])
+
+    @router.post("/latency")
+    async def set_latency(request: Request) -> Response:
+        seconds = (await json_object(request)).get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 10:
+            raise HTTPException(422, "seconds: a number from 0 to 10")
+        latency.seconds = float(seconds)
+        return json_response({"seconds": latency.seconds})
 
     @router.get("/dump")
     async def dump() -> Response:
@@ -307,10 +358,22 @@ def accounting_control_router(customers: Collection, bills: Collection) -> APIRo
         customers.own_representation = bills.own_representation = mode == "own"
         return json_response({"mode": mode})
 
+    @router.post("/refuse-key")
+    async def refuse_key(request: Request) -> Response:
+        """`{"external_id": "20", "status": 503, "times": 5}`: the next creates of that key are refused, `times`
+        of them, before anything is stored (a fault that follows one record, whatever the order of the writes)."""
+        spec = await json_object(request)
+        status, times = spec.get("status", 503), spec.get("times", 1)
+        if not isinstance(status, int) or not 400 <= status <= 599 or not isinstance(times, int) or times < 1:
+            raise HTTPException(422, "status: 400 to 599; times: at least 1")
+        customers.refusals[str(spec.get("external_id"))] = [status, times]
+        return json_response({"external_id": str(spec.get("external_id")), "status": status, "times": times})
+
     @router.post("/reset")
     async def reset() -> Response:
         customers.reset()
         bills.reset()
+        latency.seconds = 0.0
         return json_response({"customers": 0, "bills": 0})
 
     return router
@@ -328,6 +391,8 @@ def create_accounting_app(api_key: str = "demo-accounting-api-key") -> FastAPI:
     ]
     for router in routers:
         app.include_router(router, dependencies=[Depends(api_key_guard(api_key))])
-    app.include_router(accounting_control_router(customers, bills))
+    latency = Latency()
+    app.include_router(accounting_control_router(customers, bills, latency))
     add_control(app, control, routers)
+    app.add_middleware(LatencyMiddleware, latency=latency)
     return app

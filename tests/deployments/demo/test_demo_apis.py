@@ -738,6 +738,24 @@ def test_accounting_in_its_own_representation_stores_the_same_meaning_spelt_its_
     assert ok(accounting.post("/customers", json=sent)).json() == {"id": "AC-000001", **sent}
 
 
+def test_accounting_refuses_the_creates_of_one_key_as_often_as_told(accounting: httpx.Client) -> None:
+    assert accounting.post("/_control/refuse-key", json={"external_id": "7", "times": 0}).status_code == 422
+    ok(accounting.post("/_control/refuse-key", json={"external_id": "7", "status": 503, "times": 2}))
+    seven, eight = ({"external_id": n, "name": "A", "email": "a@x.io"} for n in ("7", "8"))
+    assert [accounting.post("/customers", json=seven).status_code for _ in range(3)] == [503, 503, 201]
+    assert accounting.post("/customers", json=eight).status_code == 201
+    assert [c["external_id"] for c in ok(accounting.get("/_control/dump")).json()["customers"]] == ["7", "8"]
+
+
+def test_accounting_latency_is_set_checked_and_reset(accounting: httpx.Client) -> None:
+    for wrong in (-1, 11, "1", True):
+        assert accounting.post("/_control/latency", json={"seconds": wrong}).status_code == 422
+    assert ok(accounting.post("/_control/latency", json={"seconds": 0.01})).json() == {"seconds": 0.01}
+    assert ok(accounting.post("/customers", json={"name": "A", "email": "a@x.io"})).status_code == 201
+    ok(accounting.post("/_control/reset"))
+    assert ok(accounting.post("/_control/latency", json={"seconds": 0})).json() == {"seconds": 0.0}
+
+
 # --- the process and the generator -----------------------------------------------------------------------------
 
 

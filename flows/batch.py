@@ -29,6 +29,7 @@ from prefect_restful_etl.flows.resources import (
 from prefect_restful_etl.flows.restart import drop_resumed, prepare
 from prefect_restful_etl.flows.secrecy import open_credentials, redact_stored_parameters
 from prefect_restful_etl.tasks import runtime
+from prefect_restful_etl.tasks.engine.audit.lease import BatchLease, BatchOverlap, LeaseLost
 from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import all_secrets
@@ -110,6 +111,7 @@ async def _run(
     started = time.monotonic()
     runtime.register(ctx)
     reports: list[JobReport] = []
+    lease = BatchLease(audit, tenant_id, batch_type.name, batch_id, ttl=settings.lease_ttl)
     try:
         await batch_started(
             ctx,
@@ -122,6 +124,7 @@ async def _run(
         logger.info("batch %s for tenant %s: %d jobs", batch_type.name, tenant_id, len(batch_type.jobs))
         await audit.sync_screens(batch_type.name, screen_dimension(batch_type))
         reused = await prepare(ctx, batch_type, given.resume_batch_id)  # the jobs a resumed batch need not run
+        await lease.hold(settings.overlap_wait)  # one batch per tenant and batch type, across every worker
         for job in batch_type.jobs:
             if job.name in reused:
                 reports.append(reused[job.name])
@@ -133,11 +136,16 @@ async def _run(
             await _advance_watermarks(ctx, batch_type, reports)
         report = await _finish(ctx, batch_type, reports, started, "COMPLETED", None, settings)
     except asyncio.CancelledError:
-        await asyncio.shield(_finish(ctx, batch_type, reports, started, "CANCELLED", "cancelled", settings))
-        raise
+        if not lease.lost:
+            await asyncio.shield(_finish(ctx, batch_type, reports, started, "CANCELLED", "cancelled", settings))
+            raise
+        lost = LeaseLost(f"batch {batch_id} could not renew its lease on tenant {tenant_id!r} in time: stopped")
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # our own keeper cancelled us, not Prefect
+        await asyncio.shield(_finish(ctx, batch_type, reports, started, "FAILED", f"LeaseLost: {lost}", settings))
+        raise lost from None
     except BaseException as ex:
         message = redact(f"{type(ex).__name__}: {ex}", ctx.secrets)
-        status = "STOPPED" if isinstance(ex, ScreenStop) else "FAILED"  # a screen's verdict, not a crash
+        status = _ending(ex)
         if isinstance(ex, ScreenStop) and ex.report is not None:
             reports.append(ex.report)  # the stopped job's screen figures belong in the batch's row too
         await asyncio.shield(_finish(ctx, batch_type, reports, started, status, message, settings))
@@ -148,7 +156,13 @@ async def _run(
         return report
     finally:
         runtime.unregister(batch_id)
+        await asyncio.shield(lease.end())
         await asyncio.shield(_close(ctx))
+
+
+def _ending(ex: BaseException) -> str:
+    """A screen's verdict and a refusal to overlap are no crashes."""
+    return "STOPPED" if isinstance(ex, ScreenStop) else "REFUSED" if isinstance(ex, BatchOverlap) else "FAILED"
 
 
 async def _drop_stage(ctx: BatchContext, logger: Any) -> None:

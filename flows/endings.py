@@ -3,8 +3,9 @@
 Prefect cancels a served or worker run by killing its process (SIGTERM, then SIGKILL), and a crash ends one
 without warning: `run_batch` may never write its final rows. These flow hooks run afterwards, in the runner or
 worker (or in the flow's own process when Prefect cancels it there) and mark what was left RUNNING: the batch,
-and its unfinished jobs, CANCELLED or CRASHED. They leave the stage alone: a `resume_batch_id` run continues
-from it until its TTL.
+and its unfinished jobs, CANCELLED or CRASHED, and release the batch's lease on its tenant and batch type
+(`tasks/engine/audit/lease.py`), so that the next batch need not wait for it to expire. They leave the stage
+alone: a `resume_batch_id` run continues from it until its TTL.
 
 They also mask the run's plain credentials in Prefect: a run that ends before its flow body (cancelled while
 Pending, crashed on start, refused for invalid parameters) never reached the flow's own redaction.
@@ -18,6 +19,7 @@ from prefect.client.orchestration import get_client
 
 from prefect_restful_etl.flows.resources import audit_settings, open_audit
 from prefect_restful_etl.flows.secrecy import mask_stored_credentials
+from prefect_restful_etl.tasks.engine.audit.lease import release_lease
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.audit.tables import utcnow
 from prefect_restful_etl.tasks.engine.settings import Settings
@@ -64,7 +66,9 @@ async def mark_ended(batch_id: str, status: str, message: str) -> None:
 
 
 async def mark_ended_in(audit: AuditStore, batch_id: str, status: str, message: str) -> bool:
-    """`mark_ended` on an open audit store; True when the batch had a row to mark."""
+    """`mark_ended` on an open audit store; True when the batch had a row to mark. The batch's lease on its
+    tenant and batch type is released, whatever its rows say: a dead holder's lease frees now, not at its expiry."""
+    await release_lease(audit, batch_id)
     batch = await audit.get_batch(batch_id)
     if batch is None or batch.status in _ENDED:
         return batch is not None  # never started here, or its own code already said how it ended

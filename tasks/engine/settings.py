@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds at least between a job's progress events (each costs the Prefect server).",
     )
+    overlap_wait: float = Field(
+        default=60.0, ge=0, description="Seconds a batch waits while another of its tenant and batch type runs."
+    )
+    lease_ttl: float = Field(
+        default=90.0, ge=5, description="Seconds a batch's lease outlives its last renewal (a dead holder's end)."
+    )
     callback_timeout: float = Field(
         default=10.0, gt=0, description="Seconds a batch's callback may take all told: connect, send, receive."
     )

@@ -120,3 +120,16 @@ class EtlWatermark(SQLModel, table=True):
     keys_at_value: list[Any] = Field(default_factory=list, sa_column=Column(JSON))
     batch_id: str | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EtlLease(SQLModel, table=True):
+    """Which batch runs a tenant's batch type now: one row per (tenant, batch type), held until `expires_at`
+    and renewed by its holder while it runs (see `lease.py`)."""
+
+    __tablename__ = "etl_lease"
+
+    tenant_id: str = Field(primary_key=True)
+    batch_type: str = Field(primary_key=True)
+    holder: str = Field(description="The batch id of the batch that holds it.")
+    acquired_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime

@@ -30,6 +30,7 @@ from prefect_restful_etl.flows.restart import drop_resumed, prepare
 from prefect_restful_etl.flows.secrecy import open_credentials, redact_stored_parameters
 from prefect_restful_etl.tasks import runtime
 from prefect_restful_etl.tasks.engine.audit.lease import BatchLease, BatchOverlap, LeaseLost
+from prefect_restful_etl.tasks.engine.audit.store import elapsed
 from prefect_restful_etl.tasks.engine.audit.tables import COUNT_FIELDS, EtlBatch, EtlWatermark, utcnow
 from prefect_restful_etl.tasks.engine.context import BatchContext
 from prefect_restful_etl.tasks.engine.credentials import all_secrets
@@ -225,6 +226,8 @@ async def _finish(
     message: str | None,
     settings: Settings,
 ) -> BatchReport:
+    if status != "COMPLETED":  # what the job that failed (or was cancelled) did before it ended counts too
+        reports = [*reports, *await _unreported(ctx, reports)]
     totals, quality = _totals(reports, batch_type.lookup_extracts()), batch_quality(reports)
     await ctx.audit.update_batch(ctx.batch_id, status=status, ended_at=utcnow(), message=message, **totals, **quality)
     report = BatchReport(
@@ -242,6 +245,24 @@ async def _finish(
     )
     await batch_ended(ctx, report)  # artifacts, callback, the finished event; never raises
     return report
+
+
+async def _unreported(ctx: BatchContext, reports: list[JobReport]) -> list[JobReport]:
+    """The jobs that ended without handing back a report, as their `etl_job` rows hold them (counts as they
+    stood when the job ended); of a job run more than once (a Prefect retry of the run), its latest row."""
+    reported = {report.job for report in reports}
+    latest = {row.job: row for row in await ctx.audit.jobs(ctx.batch_id) if row.job not in reported}
+    return [
+        JobReport(
+            job=row.job,
+            kind=row.kind,
+            job_id=row.job_id,
+            status=row.status,
+            counts={name: getattr(row, name) for name in COUNT_FIELDS},
+            seconds=elapsed(row.started_at, row.ended_at),
+        )
+        for row in latest.values()
+    ]
 
 
 def _store_secrets(settings: Settings, stage: Stage) -> list[str]:

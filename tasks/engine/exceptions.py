@@ -103,3 +103,11 @@ class RecordError(EtlError):
         self.column = column
         self.value = value
         super().__init__(message)
+
+
+def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to raise for a task group that failed: the first of its failures, unless one of them is a
+    stop (a cancellation, a termination signal: a BaseException that is no Exception). A stop tears down what its
+    siblings were doing (a connection cut mid-read is a ReadError there), and the job was stopped, not broken."""
+    stops = [ex for ex in group.exceptions if not isinstance(ex, Exception)]
+    return (stops or list(group.exceptions))[0]

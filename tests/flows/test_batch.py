@@ -1,6 +1,6 @@
 """Running a batch (flows/batch.py): batches of one tenant and batch type that overlap run one at a time, across
 processes (served runs, each in a process of its own, on a real Prefect server), the others waiting for the lease
-or refused."""
+or refused; a failed batch's audit row counts what its jobs did before the failure."""
 
 from __future__ import annotations
 
@@ -90,3 +90,24 @@ async def test_a_batch_that_finds_its_tenant_busy_waits_then_is_refused(
     finally:
         await holder.release()
         await audit.close()
+
+
+async def test_a_failed_batch_counts_what_its_jobs_did_before_the_failure(
+    prefect_harness: Path, etl_home: Path, demo_state: DemoApis
+) -> None:
+    # From the 100th create on, the accounting API refuses every one (503) for longer than the retries last.
+    httpx.post(
+        f"{demo_state.accounting_url}/_control/faults",
+        json={"method": "POST", "path": "/customers", "status": 503, "fail_nth": 100, "times": 100},
+    ).raise_for_status()
+
+    state = await crm_to_accounting(**parameters(demo_state, "half-loaded"), return_state=True)
+
+    assert state.is_failed()
+    held = sum(destination_keys(demo_state).values())
+    assert 0 < held < 200, "the load wrote part of the batch, then failed"
+    batch, jobs = await audit_rows(etl_home, str(state.state_details.flow_run_id))
+    assert batch is not None and batch.status == "FAILED"
+    load = jobs[-1]
+    assert (load.status, load.inserted) == ("FAILED", held)
+    assert (batch.extracted, batch.inserted) == (200, held), "the batch row counts what its load did"

@@ -15,9 +15,11 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -49,7 +51,7 @@ from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
 from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed, mark_ended, mask_failed
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
-from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlJob
+from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlJob, utcnow
 from prefect_restful_etl.tasks.engine.redaction import MASK
 
 from fixtures.servers.prefect import PrefectServer
@@ -192,6 +194,40 @@ async def test_mark_ended_marks_only_what_the_kill_left(
     assert all(job.ended_at is not None and job.ended_at >= job.started_at for job in jobs if job.status == "CANCELLED")
 
 
+@pytest.mark.parametrize(
+    "ended,expected",
+    [(timedelta(seconds=3), "CANCELLED"), (timedelta(seconds=-60), "FAILED")],
+    ids=["failed-after-the-cancel-was-asked", "failed-before-it"],
+)
+async def test_mark_ended_takes_a_job_that_failed_after_the_cancel_as_cut_short_by_it(
+    etl_home: Path, audit_url: str, monkeypatch: pytest.MonkeyPatch, ended: timedelta, expected: str
+) -> None:
+    """The load's process cut its own connections as it stopped, and the load saw a ReadError."""
+    monkeypatch.setenv("RESTFUL_ETL_AUDIT_URL", audit_url)
+    asked = utcnow()
+    failure = "RetriableError: POST accounting:/customers: ReadError: [Errno 104] Connection reset by peer"
+    audit = await AuditStore.open(audit_url)
+    await audit.add(EtlBatch(batch_id="b3", tenant_id="t", batch_type="bt", status="FAILED", message=failure))
+    await audit.add(
+        EtlJob(
+            job_id="j",
+            batch_id="b3",
+            tenant_id="t",
+            job="load",
+            kind="load",
+            status="FAILED",
+            message=failure,
+            ended_at=asked + ended,
+        )
+    )
+    await audit.close()
+
+    await mark_ended("b3", "CANCELLED", "cancelled through Prefect", cut_short_since=asked)
+
+    row, jobs = await batch_rows(audit_url, "b3")
+    assert row is not None and (row.status, [job.status for job in jobs]) == ("CANCELLED", [expected])
+
+
 async def test_mark_ended_marks_the_rows_in_the_audit_database_block_the_workers_use(
     prefect_harness: Path, etl_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,3 +332,26 @@ async def cli_json(*args: str) -> Any:
     result = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+async def test_a_load_cancelled_while_its_writes_are_in_flight_is_cancelled_not_failed(
+    served: Served, etl_home: Path, redis_url: str, demo_state: DemoApis
+) -> None:
+    """Cancelled while requests are on the wire (each write takes 0.05 s): the load's audit row says CANCELLED,
+    as the batch's does, not FAILED with the error of a connection its own process cut."""
+    httpx.post(f"{demo_state.accounting_url}/_control/latency", json={"seconds": 0.05}).raise_for_status()
+    cancelled = served.start_run(rest_parameters(demo_state, "cut-short"))
+    await wait_for(lambda: written(demo_state) >= 5, "the load wrote 5 customers")
+
+    served.cancel(cancelled)
+
+    await wait_for(lambda: served.state(cancelled) == "CANCELLED", "Prefect says Cancelled", timeout=30)
+    await wait_for_audit(etl_home, cancelled, "CANCELLED", timeout=30)
+    batch, jobs = await audit_rows(etl_home, cancelled)
+    assert job_statuses(jobs) == [(EXTRACT, "COMPLETED"), (TRANSFORM, "COMPLETED"), (LOAD, "CANCELLED")], [
+        job.message for job in jobs
+    ]
+    assert batch is not None and "Error" not in (batch.message or ""), batch.message
+    held = destination_keys(demo_state)
+    assert sum(held.values()) == len(held), "no key written twice"
+    assert batch.inserted <= len(held), "the batch counts no more than its load did before the cancel"

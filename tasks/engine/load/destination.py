@@ -14,7 +14,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError
+from prefect_restful_etl.tasks.engine.exceptions import DestinationDataError, first_failure
 from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.jobbase import Endpoint
@@ -205,7 +205,7 @@ class DestinationIndex:
                 for key, record in wanted.items():
                     group.create_task(one(key, record))
         except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
+            raise first_failure(failed) from None
         for key in wanted:
             chunk.set(key, states[key])
 

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.context import ErrorSink
-from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError, SourceError
+from prefect_restful_etl.tasks.engine.exceptions import LoadLimitExceeded, RetriableError, SourceError, first_failure
 from prefect_restful_etl.tasks.engine.http.client import RestClient
 from prefect_restful_etl.tasks.engine.http.paginators import body_of
 from prefect_restful_etl.tasks.engine.load.bulk import BulkWrite, failed_rows, request_body, row_results
@@ -107,7 +107,7 @@ class Writer:
                     for start in range(0, len(bulked), bulk.batch_size):
                         group.create_task(self._bulk(bulk, bulked[start : start + bulk.batch_size], index))
         except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None  # the first failure, as itself; its siblings were cancelled
+            raise first_failure(failed) from None  # as itself; its siblings were cancelled
 
     async def _change(self, change: Change, index: IndexChunk) -> None:
         """The writes of one key, in order; a refused one stops the rest of that key's writes."""
@@ -284,7 +284,7 @@ class Writer:
                 for key, extra in extras:
                     group.create_task(one(key, extra))
         except BaseExceptionGroup as failed:
-            raise failed.exceptions[0] from None
+            raise first_failure(failed) from None
 
     def _stamped(self, body: dict[str, Any] | None) -> dict[str, Any]:
         stamp = self._settings.stamp

@@ -611,6 +611,30 @@ async def test_a_destination_that_stays_down_fails_the_job(tmp_path: Path) -> No
         await load(tmp_path, job(), [staged(1)])
 
 
+class Stop(BaseException):
+    """What Prefect raises in a run's process when it is cancelled (its TerminationSignal): no Exception."""
+
+
+@respx.mock
+async def test_a_load_stopped_mid_write_ends_with_the_stop_not_with_the_connections_it_cut(tmp_path: Path) -> None:
+    """A write fails with a ReadError (its connection cut as the run's process is stopped) just before the stop
+    reaches a sibling write: the job ends with the stop, audited as cancelled, not as a destination failure."""
+    FakeDestination(respx.mock)
+
+    async def create(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["external_id"] == "1":
+            raise httpx.ReadError("the connection was cut", request=request)
+        try:
+            await asyncio.Event().wait()  # in flight until the load is torn down
+        except asyncio.CancelledError:
+            raise Stop() from None
+        raise AssertionError("unreachable")
+
+    respx.post(f"{BASE}/customers").mock(side_effect=create)
+    with pytest.raises(Stop):
+        await load(tmp_path, job(), [staged(1), staged(2)])
+
+
 @pytest.mark.parametrize(
     "changes,message",
     [

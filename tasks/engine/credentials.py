@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class Credentials(BaseModel):
@@ -13,16 +13,21 @@ class Credentials(BaseModel):
     ```
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        json_schema_extra={"examples": [{"token": "..."}, {"username": "etl", "password": "..."}]},
+    )
 
-    token: SecretStr | None = None
-    api_key: SecretStr | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    refresh_token: SecretStr | None = None
-    cookie: SecretStr | None = None
+    token: SecretStr | None = Field(default=None, description="bearer: the token.")
+    api_key: SecretStr | None = Field(default=None, description="api_key: the key.")
+    username: str | None = Field(default=None, description="basic and login: the user (not a secret).")
+    password: SecretStr | None = Field(default=None, description="basic and login: the password.")
+    client_id: str | None = Field(default=None, description="The OAuth2 styles: the client's id (not a secret).")
+    client_secret: SecretStr | None = Field(default=None, description="The OAuth2 styles: the client's secret.")
+    refresh_token: SecretStr | None = Field(default=None, description="oauth2_refresh_token: the refresh token.")
+    cookie: SecretStr | None = Field(default=None, description="cookie: the session cookie's value.")
 
     def secret_values(self) -> list[str]:
         """Every secret string held, for redaction of error messages."""

@@ -11,11 +11,23 @@ from prefect_restful_etl.tasks.engine.http.paginators import Paginator
 
 
 class Endpoint(BaseModel):
-    """A collection on an API: `{"path": "/customers", "records_path": "data"}`."""
+    """A collection on an API: `{"path": "/customers", "records_path": "data"}` for
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    ```
+    GET https://crm.example.com/api/customers?status=active&page=1
+    200 {"data": [{"id": 1, "email": "ada@example.com"}, ...], "total": 1234}
+    ```
+    """
 
-    path: str = Field(min_length=1)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [{"path": "/customers", "records_path": "data", "params": {"status": "active"}}]
+        },
+    )
+
+    path: str = Field(min_length=1, description="The collection's path, after the API's base URL.")
     params: dict[str, Any] = Field(default_factory=dict, description="Query parameters sent with every page.")
     records_path: str | None = Field(default=None, description="Dotted path to the records in the body.")
     paginator: Paginator | None = Field(default=None, description="Overrides the API's paginator.")
@@ -25,7 +37,7 @@ class JobBase(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, description='What the job does: "Extract CRM customers".')
-    description: str = ""
+    description: str = Field(default="", description="Free text, for the people who read the batch type.")
 
     @property
     def slug(self) -> str:

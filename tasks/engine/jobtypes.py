@@ -40,12 +40,55 @@ class BatchType(BaseModel):
     """A named template of jobs: `crm-to-accounting` = extract, transform, load."""
 
     # no error quotes what was given: a value of any field may be a secret put in the wrong place
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "crm-to-accounting",
+                    "apis": {
+                        "crm": {"name": "crm", "base_url": "https://crm.example.com/api", "auth": "bearer"},
+                        "accounting": {
+                            "name": "accounting",
+                            "base_url": "https://books.example.com",
+                            "auth": "api_key",
+                        },
+                    },
+                    "jobs": [
+                        {
+                            "kind": "extract",
+                            "name": "Extract CRM customers",
+                            "api": "crm",
+                            "endpoint": {"path": "/customers", "records_path": "data"},
+                            "natural_key": ["id"],
+                        },
+                        {
+                            "kind": "transform",
+                            "name": "Shape accounting customers",
+                            "source": "Extract CRM customers",
+                            "steps": [{"op": "rename", "fields": {"id": "external_id"}}],
+                        },
+                        {
+                            "kind": "load",
+                            "name": "Load accounting customers",
+                            "source": "Shape accounting customers",
+                            "api": "accounting",
+                            "endpoint": {"path": "/customers", "records_path": "data"},
+                            "natural_key": ["external_id"],
+                        },
+                    ],
+                }
+            ]
+        },
+    )
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
-    description: str = ""
-    apis: dict[str, ApiConfig]
-    jobs: list[JobType] = Field(min_length=1)
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", description="The flow's name, and its deployments'.")
+    description: str = Field(default="", description="The flow's description in Prefect.")
+    apis: dict[str, ApiConfig] = Field(description="The APIs the jobs read and write, by name.")
+    jobs: list[JobType] = Field(
+        min_length=1, description="Extract, transform and load jobs, run in this order; each names what it reads."
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> BatchType:
@@ -145,7 +188,25 @@ class JobTypeLibrary(BaseModel):
     out what each batch type gives (a load's `source`): it is checked as a job once it is used.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_types": {
+                        "extract-crm-customers": {
+                            "kind": "extract",
+                            "name": "Extract CRM customers",
+                            "api": "crm",
+                            "endpoint": {"path": "/customers", "records_path": "data"},
+                            "natural_key": ["id"],
+                        }
+                    }
+                }
+            ]
+        },
+    )
 
     job_types: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")], dict[str, Any]] = Field(
         description="Job type name -> the fields of a job (kind, name, ...), partial where batch types add the rest."

@@ -11,7 +11,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Defaults make a laptop work with nothing set: a SQLite file under `.restful-etl/`, memory staging."""
 
-    model_config = SettingsConfigDict(env_prefix="RESTFUL_ETL_", extra="ignore", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RESTFUL_ETL_",
+        extra="ignore",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "audit_url": "postgresql://etl:PASSWORD@db.internal/etl_audit",
+                    "stage_url": "redis://redis.internal:6379/2",
+                }
+            ]
+        },
+    )
 
     home: Path = Field(default=Path(".restful-etl"), description="Folder for the default SQLite audit database.")
     audit_url: SecretStr | None = Field(default=None, description="SQLAlchemy URL; a password in it stays secret.")
@@ -20,7 +32,7 @@ class Settings(BaseSettings):
         default=SecretStr("memory://"),
         description="`memory://`, `redis://host:port/db` or `mongodb://host:port/database`; a password stays secret.",
     )
-    stage_prefix: str = "restful-etl"
+    stage_prefix: str = Field(default="restful-etl", description="First part of every stage key.")
     stage_ttl: int | None = Field(
         default=7 * 24 * 3600, description="Seconds a Redis stage key, or a MongoDB stage document, lives."
     )

@@ -51,12 +51,39 @@ CursorValue = datetime | int | str
 
 
 class Incremental(BaseModel):
-    """How a job extracts only what changed: the cursor field, its type and the query parameters."""
+    """How a job extracts only what changed: the cursor field, its type and the query parameters.
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    ```
+    GET /customers?updated_since=2026-03-01T09:55:00Z        (the watermark less a lookback of PT5M)
+    200 {"data": [{"id": 17, "meta": {"updated_at": "2026-03-01T10:04:11Z"}}, ...]}
+    ```
+    The next run's watermark is the newest `meta.updated_at` read, as the source wrote it; records at exactly the
+    watermark that the last run read are left out by their natural keys. A first or full run sends no filter
+    (or `initial_value`). With `template`, the watermark goes inside an expression:
+    `GET /records?filter=(updated >= "2026-03-01 10:00:00.123Z")`.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {"cursor_field": "meta.updated_at", "param": "updated_since", "lookback": "PT5M"},
+                {
+                    "cursor_field": "updated",
+                    "cursor_type": "str",
+                    "param": "filter",
+                    "template": '(updated >= "{watermark}")',
+                    "escape": "backslash",
+                },
+            ]
+        },
+    )
 
     cursor_field: str = Field(min_length=1, description="Dotted path of the cursor in each record.")
-    cursor_type: CursorType = "datetime"
+    cursor_type: CursorType = Field(
+        default="datetime", description="How cursors compare: as instants, as integers, or as text."
+    )
     initial_value: str | int | None = Field(default=None, description="The watermark of a first or full run.")
     param: str | None = Field(default=None, description="Query parameter carrying the watermark.")
     end_param: str | None = Field(default=None, description="Query parameter carrying the run's start time.")

@@ -45,16 +45,27 @@ class EntitySchema(BaseModel):
 
     `{"api_path": "/schemas/customer.json"}` fetches it through the job's API (auth and all) once per run;
     `{"source": "schemas/customer.json"}` reads a file (relative to the working directory) or an http(s) URL.
+    ```
+    GET /schemas/customer.json
+    200 {"type": "object", "required": ["id", "email"],
+         "properties": {"id": {"type": "integer"}, "email": {"type": "string", "format": "email"}}}
+    ```
+    A record that breaks it is an error event (screen `entity schema`); fields the schema does not name, and
+    properties no record had, are reported as drift in the job's report.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={"examples": [{"api_path": "/schemas/customer.json", "on_violation": "reject"}]},
+    )
 
-    api_path: str | None = None
-    source: str | None = None
+    api_path: str | None = Field(default=None, description="A path on the job's API that answers the JSON Schema.")
+    source: str | None = Field(default=None, description="A file, or an http(s) URL, holding the JSON Schema.")
     on_violation: Literal["reject", "flag"] = Field(
         default="reject", description="reject: the record goes only to the error table; flag: it is staged too."
     )
-    severity: int = Field(default=6, ge=1, le=10)
+    severity: int = Field(default=6, ge=1, le=10, description="The error events' severity.")
 
     @model_validator(mode="after")
     def _one_source(self) -> EntitySchema:
@@ -67,9 +78,17 @@ class ParentLink(BaseModel):
     """Read the endpoint once per record of an earlier extract: `{"job": "Extract CRM customers"}`.
 
     The endpoint's path is a template of the parent's fields: `/customers/{id}/bills`.
+    ```
+    GET /customers/17/bills
+    200 {"data": [{"id": "b-1", "amount": 120.0}]}   ->  staged {"id": "b-1", "amount": 120.0, "_parent_id": 17}
+    ```
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={"examples": [{"job": "Extract CRM customers", "key": "id", "field": "customer_id"}]},
+    )
 
     job: str = Field(description="The name of the extract job whose staged records are the parents.")
     key: str = Field(default="id", description="The parent field copied onto each child record.")
@@ -77,15 +96,36 @@ class ParentLink(BaseModel):
 
 
 class ExtractJob(JobBase):
-    """Read an entity from an API, page by page, into the stage."""
+    """Read an entity from an API, page by page, into the stage.
+
+    ```
+    GET https://crm.example.com/api/customers?updated_since=2026-03-01T10:00:00Z&page=1&per_page=200
+    200 {"data": [{"id": 17, "email": "ada@example.com", "updated_at": "2026-03-01T10:04:11Z"}, ...], "total": 412}
+    ```
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "extract",
+                    "name": "Extract CRM customers",
+                    "api": "crm",
+                    "endpoint": {"path": "/customers", "records_path": "data"},
+                    "natural_key": ["id"],
+                    "incremental": {"cursor_field": "updated_at", "param": "updated_since"},
+                }
+            ]
+        }
+    )
 
     kind: Literal["extract"] = "extract"
-    api: str
-    endpoint: Endpoint
+    api: str = Field(description="The name of one of the batch type's APIs.")
+    endpoint: Endpoint = Field(description="The collection read.")
     natural_key: list[str] = Field(min_length=1, description="Dotted paths that identify a record in the source.")
-    incremental: Incremental | None = None
+    incremental: Incremental | None = Field(default=None, description="Read only what changed since the watermark.")
     entity_schema: EntitySchema | None = Field(default=None, description="Check records against a JSON Schema.")
-    parent: ParentLink | None = None
+    parent: ParentLink | None = Field(default=None, description="Read the endpoint once per record of another extract.")
     concurrency: int | None = Field(
         default=None, ge=1, description="Pages (or parents) in flight at once; default: the API's concurrency."
     )

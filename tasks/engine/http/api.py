@@ -19,17 +19,33 @@ class ApiConfig(BaseModel):
     ```
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "crm",
+                    "base_url": "https://crm.example.com/api",
+                    "auth": "bearer",
+                    "paginator": {"type": "page_number", "page_size": 200, "total_path": "total"},
+                    "rate_limit": 10,
+                }
+            ]
+        },
+    )
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
-    base_url: HttpUrl
-    auth: AuthConfig = Field(default_factory=NoAuthConfig)
-    paginator: Paginator = Field(default_factory=SinglePagePaginator)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$", description="The API's name: its key in `apis`.")
+    base_url: HttpUrl = Field(description="Where the API's paths start; a run's `base_urls` may replace it.")
+    auth: AuthConfig = Field(default_factory=NoAuthConfig, description="How requests prove who sends them.")
+    paginator: Paginator = Field(
+        default_factory=SinglePagePaginator, description="How its list endpoints page; an endpoint may override it."
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request; never secrets.")
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, description="Seconds a request may take.")
     max_attempts: int = Field(default=5, ge=1, description="Attempts per request on 429, 5xx and network errors.")
     backoff_base: float = Field(default=0.5, ge=0, description="Seconds; doubled per attempt, with jitter.")
-    backoff_max: float = Field(default=30.0, ge=0)
+    backoff_max: float = Field(default=30.0, ge=0, description="The longest wait between two attempts, in seconds.")
     rate_limit: float | None = Field(
         default=None,
         gt=0,

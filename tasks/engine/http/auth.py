@@ -42,7 +42,15 @@ class _AuthConfig(BaseModel):
 
 
 class NoAuthConfig(_AuthConfig):
-    """A public API: no credentials. `"none"` (the default)."""
+    """A public API: no credentials. `"none"` (the default).
+
+    ```
+    GET /v1/countries  (no Authorization header)
+    200 [{"code": "DE", "name": "Germany"}, ...]
+    ```
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "none"}]})
 
     type: Literal["none"] = "none"
 
@@ -51,7 +59,15 @@ class NoAuthConfig(_AuthConfig):
 
 
 class BearerAuthConfig(_AuthConfig):
-    """`Authorization: Bearer <credentials.token>`: `"bearer"`, with credentials `{"token": "..."}`."""
+    """`Authorization: Bearer <credentials.token>`: `"bearer"`, with credentials `{"token": "..."}`.
+
+    ```
+    GET /customers?page=1
+    Authorization: Bearer <credentials.token>
+    ```
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "bearer"}]})
 
     type: Literal["bearer"] = "bearer"
 
@@ -63,7 +79,20 @@ class ApiKeyAuthConfig(_AuthConfig):
     """`credentials.api_key` in a header (`X-API-Key: ...`) or a query parameter (`?api_key=...`).
 
     `{"type": "api_key", "name": "X-API-Key", "location": "header"}`, with credentials `{"api_key": "..."}`.
+    ```
+    GET /invoices                  X-API-Key: <credentials.api_key>     (location: header)
+    GET /invoices?api_key=<key>                                         (location: query, name: api_key)
+    ```
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "api_key", "name": "X-API-Key", "location": "header"},
+                {"type": "api_key", "name": "api_key", "location": "query"},
+            ]
+        }
+    )
 
     type: Literal["api_key"] = "api_key"
     name: str = Field(default="X-API-Key", description="The header or query parameter that carries the key.")
@@ -77,7 +106,13 @@ class BasicAuthConfig(_AuthConfig):
     """HTTP basic: `Authorization: Basic base64(<credentials.username>:<credentials.password>)`.
 
     `"basic"`, with credentials `{"username": "etl", "password": "..."}`.
+    ```
+    GET /orders
+    Authorization: Basic ZXRsOnMzY3IzdA==      (base64 of "etl:s3cr3t")
+    ```
     """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "basic"}]})
 
     type: Literal["basic"] = "basic"
 
@@ -96,7 +131,26 @@ class OAuth2ClientCredentialsConfig(_AuthConfig):
     proves itself: HTTP basic (RFC 6749's default) or `client_id`/`client_secret` in the form body.
     The built auth fetches one token and shares it with every request (and every client given the same
     auth object); it fetches a new one when the token expires or on a 401, and a second 401 is fatal.
+    ```
+    POST https://auth.example.com/oauth/token  grant_type=client_credentials&scope=customers.read
+    Authorization: Basic base64(<client_id>:<client_secret>)
+    200 {"access_token": "eyJ...", "token_type": "Bearer", "expires_in": 3600}
+    then every request:  Authorization: Bearer eyJ...
+    ```
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "oauth2_client_credentials",
+                    "token_url": "https://auth.example.com/oauth/token",
+                    "scopes": ["customers.read"],
+                    "client_auth": "basic",
+                }
+            ]
+        }
+    )
 
     type: Literal["oauth2_client_credentials"] = "oauth2_client_credentials"
     token_url: str = Field(min_length=1, description="The token endpoint: absolute, or a path on the API's host.")
@@ -133,6 +187,12 @@ class OAuth2RefreshTokenConfig(_AuthConfig):
     client has none). The access token goes out as `Authorization: Bearer ...`, renewed on expiry or a 401; a
     rotated refresh token is used for the next grant (held in memory for the run, never stored).
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "oauth2_refresh_token", "token_url": "/oauth/token", "client_auth": "body"}]
+        }
+    )
 
     type: Literal["oauth2_refresh_token"] = "oauth2_refresh_token"
     token_url: str = Field(min_length=1, description="The token endpoint: absolute, or a path on the API's host.")
@@ -171,6 +231,21 @@ class LoginAuthConfig(_AuthConfig):
     A login that sets a session cookie instead: `"token_cookie": "sessionid"` (the cookie goes back on every
     request). A 401 logs in again once; the token lives for the run (or `expires_in_path` seconds).
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "login",
+                    "login_url": "/api/collections/_superusers/auth-with-password",
+                    "body": {"identity": "{username}", "password": "{password}"},
+                    "token_path": "token",
+                    "prefix": "",
+                },
+                {"type": "login", "login_url": "/auth/login", "token_cookie": "sessionid"},
+            ]
+        }
+    )
 
     type: Literal["login"] = "login"
     login_url: str = Field(min_length=1, description="The login endpoint: absolute, or a path on the API's host.")
@@ -228,7 +303,13 @@ class CookieAuthConfig(_AuthConfig):
     """A session cookie given as a credential: `Cookie: <name>=<credentials.cookie>`.
 
     `{"type": "cookie", "name": "session"}`, with credentials `{"cookie": "..."}`.
+    ```
+    GET /reports
+    Cookie: session=<credentials.cookie>
+    ```
     """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "cookie", "name": "session"}]})
 
     type: Literal["cookie"] = "cookie"
     name: str = Field(min_length=1, pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", description="The cookie's name.")

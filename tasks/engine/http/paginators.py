@@ -112,7 +112,15 @@ class BasePaginator(BaseModel):
 
 
 class SinglePagePaginator(BasePaginator):
-    """The endpoint returns everything at once: `[{"id": 1}, {"id": 2}]`."""
+    """The endpoint returns everything at once:
+
+    ```json
+    [{"id": 1, "name": "Acme"}, {"id": 2, "name": "Globex"}]
+    ```
+    or one object, which is one record (`GET /settings` answered by `{"currency": "EUR"}`).
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "single_page"}]})
 
     type: Literal["single_page"] = "single_page"
     one_object_is_a_record: ClassVar[bool] = True
@@ -268,6 +276,15 @@ class PageNumberPaginator(_NumberedPaginator):
     page in a `Link` header (`<...?page=13>; rel="last"`: `last_link_rel: "last"`).
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "page_number", "page_size": 100, "total_path": "total", "concurrent": True},
+                {"type": "page_number", "page_param": "page", "size_param": "limit", "total_header": "X-Total-Count"},
+            ]
+        }
+    )
+
     type: Literal["page_number"] = "page_number"
     page_param: str = Field(default="page", description="Query parameter carrying the page number.")
     size_param: str | None = Field(
@@ -369,6 +386,8 @@ class OffsetPaginator(_NumberedPaginator):
     without a total it stops on an empty or short page. The total is the collection's size, so offsets run up
     to it.
     """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "offset", "limit": 100, "total_path": "count"}]})
 
     type: Literal["offset"] = "offset"
     offset_param: str = Field(default="offset", description="Query parameter carrying the offset.")
@@ -472,6 +491,12 @@ class CursorPaginator(_CursorParam):
     paging stops when the cursor is null, empty or missing.
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "cursor", "cursor_path": "meta.next_cursor", "cursor_param": "cursor"}]
+        }
+    )
+
     type: Literal["cursor"] = "cursor"
     cursor_path: str = Field(default="next_cursor", description="Where the body gives the next cursor.")
 
@@ -487,6 +512,8 @@ class NextUrlPaginator(_NextUrl):
     ```
     handled by `{"type": "next_url", "next_url_path": "links.next"}`.
     """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"type": "next_url", "next_url_path": "links.next"}]})
 
     type: Literal["next_url"] = "next_url"
     next_url_path: str = Field(default="next", description="Where the body gives the next page's URL.")
@@ -511,6 +538,22 @@ class HeaderLinkPaginator(_NextUrl):
     `{"type": "header_link", "page_param": "_page", "size_param": "_limit", "page_size": 50,
       "total_header": "X-Total-Count", "concurrent": true}`.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"type": "header_link", "rel": "next"},
+                {
+                    "type": "header_link",
+                    "page_param": "_page",
+                    "size_param": "_limit",
+                    "page_size": 50,
+                    "total_header": "X-Total-Count",
+                    "concurrent": True,
+                },
+            ]
+        }
+    )
 
     type: Literal["header_link"] = "header_link"
     rel: str = Field(default="next", description="The `Link` relation of the next page.")
@@ -581,10 +624,22 @@ class HeaderLinkPaginator(_NextUrl):
 
 
 class HeaderCursorPaginator(_CursorParam):
-    """A cursor in a response header, sent back as a query parameter: `X-Next-Cursor: c2FsdA`.
+    """A cursor in a response header, sent back as a query parameter:
 
+    ```
+    GET /events?limit=100
+    200 X-Next-Cursor: c2FsdA
+        [{"id": "ev_1"}, ...]
+    GET /events?limit=100&cursor=c2FsdA
+    ```
     Handled by `{"type": "header_cursor", "cursor_header": "X-Next-Cursor", "cursor_param": "cursor"}`.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "header_cursor", "cursor_header": "X-Next-Cursor", "cursor_param": "cursor"}]
+        }
+    )
 
     type: Literal["header_cursor"] = "header_cursor"
     cursor_header: str = Field(default="X-Next-Cursor", description="The response header giving the next cursor.")

@@ -37,7 +37,25 @@ class BulkWrite(BaseModel):
     the rows a refused batch names are error events, and the others are sent again without them.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {"path": "/customers/bulk", "batch_size": 100},
+                {
+                    "path": "/api/batch",
+                    "item": "request",
+                    "envelope": "requests",
+                    "id_path": "body.id",
+                    "batch_size": 50,
+                    "failures_path": "data.requests",
+                    "failure_message_path": "response.message",
+                    "transactional": True,
+                },
+            ]
+        },
+    )
 
     path: str = Field(min_length=1, description="The bulk endpoint (POSTed to).")
     batch_size: int = Field(default=100, ge=1, description="Rows per request (the API's maximum or less).")

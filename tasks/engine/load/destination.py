@@ -41,9 +41,17 @@ class Lookup(BaseModel):
     ```
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [{"mode": "auto", "params": {"external_id": "external_id_eq"}, "by_key_max": 200}]
+        },
+    )
 
-    mode: Literal["pull", "by_key", "auto"] = "pull"
+    mode: Literal["pull", "by_key", "auto"] = Field(
+        default="pull", description="pull the whole collection, look keys up one by one, or choose by the stage's size."
+    )
     params: dict[str, str] = Field(
         default_factory=dict, description="Natural key field -> query parameter; default: each key field's own name."
     )

@@ -22,10 +22,19 @@ class History(BaseModel):
     Intervals are half-open, [valid_from, valid_to): a version ends exactly where the next begins.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {"valid_from": "valid_from", "valid_to": "valid_to", "current": "is_current", "version": "version"},
+                {"valid_from": "start_date", "valid_to": "end_date", "current": None, "open_end": "9999-12-31"},
+            ]
+        },
+    )
 
-    valid_from: str = "valid_from"
-    valid_to: str = "valid_to"
+    valid_from: str = Field(default="valid_from", description="Where a version's start (the batch's time) goes.")
+    valid_to: str = Field(default="valid_to", description="Where a version's end goes; `open_end` while current.")
     current: str | None = Field(
         default="is_current",
         description='A current flag (true/false, 1/0, "yes"/"no" '

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from prefect_restful_etl.tasks.engine.audit.tables import utcnow
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
@@ -55,11 +55,37 @@ class LoadJob(JobBase):
     Creates are `POST {path}`, updates `PUT|PATCH {path}/{id}`, expiries and soft deletes `PATCH {path}/{id}`
     with only their fields, deletes `DELETE {path}/{id}`, unless `writes` shapes them otherwise; or creates and
     updates in batches through `bulk`.
+    ```
+    GET /customers?page=1                  the destination, read to diff (or by key: `lookup`)
+    POST /customers  {"external_id": "8", "name": "Globex", ...}          a new key
+    PUT /customers/AC-000007  {"external_id": "7", "name": "Acme AG", ...}  a changed one (type 1)
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "load",
+                    "name": "Load accounting customers",
+                    "source": "Shape accounting customers",
+                    "api": "accounting",
+                    "endpoint": {"path": "/customers", "records_path": "data"},
+                    "natural_key": ["external_id"],
+                    "compare": ["name", "email", "country"],
+                    "scd_type": 2,
+                    "update_method": "PATCH",
+                    "missing": "expire",
+                    "lookup": {"mode": "auto", "by_key_max": 200},
+                    "audit_columns": {"batch_id": "etl_batch_id", "loaded_at": "etl_loaded_at"},
+                }
+            ]
+        }
+    )
+
     kind: Literal["load"] = "load"
-    source: str
-    api: str
+    source: str = Field(description="The name of the job whose staged records are loaded.")
+    api: str = Field(description="The name of the destination's API, one of the batch type's.")
     endpoint: Endpoint = Field(description="The destination collection: read to diff, then written.")
     natural_key: list[str] = Field(min_length=1, description="Fields that match a staged record to a destination one.")
     compare: list[str] | None = Field(
@@ -74,7 +100,9 @@ class LoadJob(JobBase):
     id_field: str = Field(default="id", description="The destination's own id, used in update URLs.")
     scd_type: Literal[0, 1, 2] = Field(default=1, description="0: insert only; 1: overwrite; 2: keep history.")
     history: History | None = Field(default=None, description="Type 2's validity fields; default: History().")
-    update_method: Literal["PUT", "PATCH"] = "PUT"
+    update_method: Literal["PUT", "PATCH"] = Field(
+        default="PUT", description="How a changed row is overwritten: PUT (the whole row) or PATCH."
+    )
     bulk: BulkWrite | None = Field(
         default=None, description="Creates and updates in batches: an upsert endpoint (types 0, 1) or a batch API."
     )
@@ -91,7 +119,7 @@ class LoadJob(JobBase):
         "default: `%Y-%m-%dT%H:%M:%S.%fZ` (UTC, microseconds).",
     )
     missing: Missing = Field(default_factory=Missing, description="Keys a full refresh no longer holds.")
-    lookup: Lookup = Field(default_factory=Lookup)
+    lookup: Lookup = Field(default_factory=Lookup, description="How the load learns what the destination holds.")
     concurrency: int = Field(default=4, ge=1, description="Keys written at once (the API's rate limit also applies).")
     error_threshold: ErrorThreshold | None = Field(default=None, description="Default: refused writes never fail it.")
     dry_run: bool = Field(default=False, description="Compute and report the changes; write nothing.")
@@ -105,7 +133,9 @@ class LoadJob(JobBase):
         description='The header by which the API recognises a create sent twice ("Idempotency-Key"): creates whose '
         "answer was lost are then sent again with it; without one the load looks the key up before sending again.",
     )
-    audit_columns: AuditColumns | None = None
+    audit_columns: AuditColumns | None = Field(
+        default=None, description="Fields stamped with the batch's id and the write's time; null: none."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> LoadJob:

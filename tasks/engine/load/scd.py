@@ -29,13 +29,20 @@ class SoftDelete(BaseModel):
     """A soft delete marks the destination record: `{"field": "status", "value": "deleted", "restore": "active"}`.
 
     A key that comes back is written again with `restore` in `field` unless its staged record sets the field.
+    ```
+    PATCH /customers/AC-000007  {"status": "deleted"}
+    ```
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={"examples": [{"field": "status", "value": "deleted", "restore": "active"}]},
+    )
 
-    field: str = Field(min_length=1)
-    value: Any = True
-    restore: Any = None
+    field: str = Field(min_length=1, description="The destination field that marks a row deleted.")
+    value: Any = Field(default=True, description="What `field` is set to when the key goes missing.")
+    restore: Any = Field(default=None, description="What `field` is set to when the key comes back.")
 
 
 class Missing(BaseModel):
@@ -44,13 +51,32 @@ class Missing(BaseModel):
     `"ignore"`, `"expire"` (type 2: close the current version), `{"action": "soft_delete", "field": ...}`
     (types 0 and 1) or `"delete"` (types 0 and 1). `max_fraction` refuses a refresh that would remove more
     than that share of the destination's live keys: an empty or broken extract must not wipe the dimension.
+    A full refresh that no longer reads key 7 sends, by action:
+    ```
+    expire:       PATCH /customers/AC-000007  {"valid_to": "2026-03-01T00:00:00.000000Z", "is_current": false}
+    soft_delete:  PATCH /customers/AC-000007  {"status": "deleted"}
+    delete:       DELETE /customers/AC-000007
+    ```
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                "expire",
+                {"action": "soft_delete", "soft_delete": {"field": "status", "value": "deleted"}, "max_fraction": 0.2},
+            ]
+        },
+    )
 
-    action: Literal["ignore", "expire", "soft_delete", "delete"] = "ignore"
-    soft_delete: SoftDelete | None = None
-    max_fraction: float = Field(default=0.5, gt=0, le=1)
+    action: Literal["ignore", "expire", "soft_delete", "delete"] = Field(
+        default="ignore", description="What happens to a key the full refresh did not read; or give the action alone."
+    )
+    soft_delete: SoftDelete | None = Field(default=None, description="The marking, when the action is soft_delete.")
+    max_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="The most of the live keys a refresh may remove; past it, it removes none."
+    )
 
     @model_validator(mode="before")
     @classmethod

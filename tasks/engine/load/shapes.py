@@ -38,7 +38,16 @@ class WriteShape(BaseModel):
     `{"envelope": "data", "body": {"return": "representation"}, "id_path": "data.id"}`.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {"envelope": "data", "body": {"return": "representation"}, "id_path": "data.id"},
+                {"method": "POST", "path": "/{table}/{id}/-/update", "envelope": "update"},
+            ]
+        },
+    )
 
     method: Method | None = Field(
         default=None, description="The HTTP method; default: POST (create), the load's update_method, PATCH, DELETE."
@@ -60,9 +69,29 @@ class WriteShape(BaseModel):
 
 
 class WriteShapes(BaseModel):
-    """The shape of each action; an action left out keeps its default (see the module's text)."""
+    """The shape of each action; an action left out keeps its default:
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    ```
+    create:               POST {path}          the record              the new id at `id` in the answer
+    update:               PUT|PATCH {path}/{id}  the record            (the load's update_method)
+    expire, soft_delete:  PATCH {path}/{id}    only their fields
+    delete:               DELETE {path}/{id}
+    ```
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "create": {"path": "/{table}/-/insert", "envelope": "row", "id_path": "rows.0.id"},
+                    "update": {"method": "POST", "path": "/{table}/{id}/-/update", "envelope": "update"},
+                    "delete": {"method": "POST", "path": "/{table}/{id}/-/delete"},
+                }
+            ]
+        },
+    )
 
     create: WriteShape = Field(default_factory=WriteShape, description="How a new row (or version) is created.")
     update: WriteShape = Field(default_factory=WriteShape, description="How a changed row is overwritten (type 1).")

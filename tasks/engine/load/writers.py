@@ -34,9 +34,19 @@ _REFUSALS = frozenset({400, 409, 422})  # a batch API's "some rows failed": read
 
 
 class ErrorThreshold(BaseModel):
-    """Fail the load past this many refused writes, or past this share of the staged keys: `{"count": 50}`."""
+    """Fail the load past this many refused writes, or past this share of the staged keys: `{"count": 50}`.
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    ```
+    POST /customers  {"external_id": "7", "email": "x"}
+    422 {"detail": "email: 'x' is not a valid email address"}      -> an error event; the 51st such fails the load
+    ```
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={"examples": [{"count": 50}, {"count": 100, "fraction": 0.05}]},
+    )
 
     count: int | None = Field(default=None, ge=0, description="Fail as soon as more writes than this are refused.")
     fraction: float | None = Field(default=None, ge=0, le=1, description="Checked once the staged keys are done.")
@@ -46,12 +56,22 @@ class AuditColumns(BaseModel):
     """Fields stamped on each created or updated row: `{"batch_id": "etl_batch_id", "loaded_at": "etl_loaded_at"}`.
 
     Never compared for change, and not stamped by the PATCHes that only expire or soft-delete a row.
+    ```
+    POST /customers  {"external_id": "7", "name": "Acme", "etl_batch_id": "4f1c2a9e-...",
+                      "etl_loaded_at": "2026-03-01T10:00:03.120000Z"}
+    ```
+    `etl_batch_id` is the batch's id (its Prefect flow run id, as in `etl_batch`); `etl_loaded_at` the moment of the
+    write, in the load's `datetime_format`.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        json_schema_extra={"examples": [{"batch_id": "etl_batch_id", "loaded_at": "etl_loaded_at"}]},
+    )
 
-    batch_id: str | None = "etl_batch_id"
-    loaded_at: str | None = "etl_loaded_at"
+    batch_id: str | None = Field(default="etl_batch_id", description="Where the batch's id goes; null: nowhere.")
+    loaded_at: str | None = Field(default="etl_loaded_at", description="Where the write's time goes; null: nowhere.")
 
     def fields(self) -> set[str]:
         return {f for f in (self.batch_id, self.loaded_at) if f}

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import RecordError, ScreenStop, StageError
@@ -66,9 +66,25 @@ class TransformJob(JobBase):
     input record by its natural key.
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "transform",
+                    "name": "Shape customers",
+                    "source": "Extract CRM customers",
+                    "steps": [{"op": "lookup", "field": "country", "target": "country_name", "source": "countries"}],
+                    "lookups": {"countries": {"type": "static", "values": {"DE": "Germany"}}},
+                    "screens": [{"name": "email present", "check": "not_null", "column": "email", "severity": 8}],
+                    "quality_flag": "quality",
+                }
+            ]
+        }
+    )
+
     kind: Literal["transform"] = "transform"
     source: str = Field(description="The name of the job whose staged records this job reads.")
-    steps: list[TransformStep] = Field(default_factory=list)
+    steps: list[TransformStep] = Field(default_factory=list, description="Steps run on each record, in this order.")
     lookups: dict[str, LookupConfig] = Field(
         default_factory=dict, description="Lookup sources by name, for lookup steps and `exists` screens."
     )

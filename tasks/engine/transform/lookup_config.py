@@ -36,10 +36,21 @@ class _Config(BaseModel):
 
 
 class StaticLookupConfig(_Config):
-    """A mapping written in the configuration: `{"type": "static", "values": {"DE": "Germany"}}`."""
+    """A mapping written in the configuration: `{"type": "static", "values": {"DE": "Germany"}}`.
+
+    A lookup step `{"op": "lookup", "field": "country", "target": "country_name", "source": "countries"}`:
+    ```
+    {"id": 7, "country": "DE"}
+    -> {"id": 7, "country": "DE", "country_name": "Germany"}
+    ```
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "static", "values": {"DE": "Germany", "FR": "France"}}]}
+    )
 
     type: Literal["static"] = "static"
-    values: dict[str, Any]
+    values: dict[str, Any] = Field(description='Key -> value (keys are text: a record\'s `42` finds `"42"`).')
 
     def open(self, ctx: BatchContext) -> LookupSource:
         return StaticLookup(self.values)
@@ -51,12 +62,27 @@ class StagedLookupConfig(_Config):
     `{"type": "staged", "job": "Extract countries", "key_field": "code", "value_field": "name"}`;
     without `value_field` the whole staged record is the value. The dataset is held as a dict for the
     job's run, so stage a dimension here (countries, currencies), not the records that stream through.
+    An extract job `Extract countries` staged, from `GET /countries`:
+    ```
+    [{"code": "DE", "name": "Germany"}, {"code": "FR", "name": "France"}]
+    ```
+    so `{"op": "lookup", "field": "country", "target": "country_name", "source": "countries"}` makes
+    `{"country": "DE"}` into `{"country": "DE", "country_name": "Germany"}`. The batch's `extracted` count leaves
+    out an extract that only lookups read; its own count stays in its `etl_job` row.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "staged", "job": "Extract countries", "key_field": "code", "value_field": "name"}]
+        }
+    )
 
     type: Literal["staged"] = "staged"
     job: str = Field(min_length=1, description="The name of an earlier job of the batch type.")
-    key_field: str = Field(min_length=1)
-    value_field: str | None = None
+    key_field: str = Field(min_length=1, description="The key's field in the staged records (a dotted path).")
+    value_field: str | None = Field(
+        default=None, description="The field a lookup returns (a dotted path); null: the whole staged record."
+    )
 
     def open(self, ctx: BatchContext) -> LookupSource:
         key = ctx.stage_key(job_slug(self.job))
@@ -80,11 +106,31 @@ class ApiLookupConfig(_Config):
     filter yields neither a wrong member nor a false miss (which would infer a duplicate member), at
     the price of reading its pages for each new key. With `create`, a lookup step whose `on_miss` is
     `infer` POSTs an inferred member (key plus its `placeholder` fields) to the same path.
+    ```
+    GET /customers?external_id=7
+    200 {"data": [{"id": "AC-000007", "external_id": "7", "name": "Acme"}]}      -> "AC-000007"
+    POST /customers  {"external_id": "9", "name": "Unknown customer"}            (a miss, with create and infer)
+    ```
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "api",
+                    "api": "accounting",
+                    "endpoint": {"path": "/customers", "records_path": "data"},
+                    "key_field": "external_id",
+                    "value_field": "id",
+                    "create": True,
+                }
+            ]
+        }
+    )
 
     type: Literal["api"] = "api"
     api: str = Field(min_length=1, description="The name of one of the batch type's APIs.")
-    endpoint: Endpoint
+    endpoint: Endpoint = Field(description="The collection looked up (and, with `create`, posted to).")
     key_field: str = Field(min_length=1, description="The natural key's field in the API's records.")
     value_field: str = Field(default="id", description="The field a lookup returns: the API's own id.")
     filter_param: str | None = Field(default=None, description="The query parameter that filters by key.")

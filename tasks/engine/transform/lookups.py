@@ -160,18 +160,44 @@ class Lookup(BaseModel):
     `source` names a `LookupSource` the job runner provides for the batch, or is an inline mapping.
     `on_miss`: `reject` (RecordError), `default` (write `default`), or `infer` (create an inferred member
     in the destination from the natural key and `placeholder`, and use its new value). A null natural
-    key is not looked up: the target gets `default` (Kimball's "not applicable" member).
+    key is not looked up: the target gets `default` (Kimball's "not applicable" member). With an inline mapping:
+    ```
+    {"id": 7, "country": "DE"}
+    -> {"id": 7, "country": "DE", "country_name": "Germany"}
+    ```
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {"op": "lookup", "field": "country", "target": "country_name", "source": {"DE": "Germany"}},
+                {
+                    "op": "lookup",
+                    "field": "customer_number",
+                    "target": "customer_id",
+                    "source": "customers",
+                    "on_miss": "infer",
+                    "placeholder": {"name": "Unknown customer"},
+                },
+            ]
+        },
+    )
 
     op: Literal["lookup"] = "lookup"
-    field: str = Field(min_length=1)
+    field: str = Field(min_length=1, description="The field holding the key looked up (a dotted path).")
     target: str | None = Field(default=None, description="Where the value goes; default: replaces `field`.")
-    source: str | dict[str, Any]
-    on_miss: Literal["reject", "default", "infer"] = "reject"
-    default: Any = None
-    placeholder: dict[str, Any] = Field(default_factory=dict)
+    source: str | dict[str, Any] = Field(description="The name of one of the job's `lookups`, or an inline mapping.")
+    on_miss: Literal["reject", "default", "infer"] = Field(
+        default="reject",
+        description="A key the source lacks: reject the record, write `default`, or create an inferred member.",
+    )
+    default: Any = Field(default=None, description="Written on a miss (`default`) and for a null key.")
+    placeholder: dict[str, Any] = Field(
+        default_factory=dict, description="infer: the fields an inferred member gets besides its natural key."
+    )
 
     @property
     def source_name(self) -> str:

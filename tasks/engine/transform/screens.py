@@ -42,10 +42,13 @@ Problem = tuple[str | None, Any, str]  # column, failing value, message
 class _Screen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="Names the screen in `etl_screen` and in each error event.")
     category: str = Field(default="", description='Free text: "completeness", "validity", "consistency".')
-    severity: int = Field(default=5, ge=1, le=10)
-    action: Literal["pass", "reject", "stop"] = "reject"
+    severity: int = Field(default=5, ge=1, le=10, description="1 (cosmetic) to 10 (fatal); weighs the quality score.")
+    action: Literal["pass", "reject", "stop"] = Field(
+        default="reject",
+        description="A failing record: reject (kept out), pass (staged, flagged), or stop (the batch, before loading).",
+    )
     if TYPE_CHECKING:  # each concrete screen declares its own Literal field; no field of the base model
         type: str
 
@@ -57,7 +60,7 @@ class _Screen(BaseModel):
 
 
 class _ColumnScreen(_Screen):
-    type: Literal["column"] = "column"
+    type: Literal["column"] = Field(default="column", description="Its type in `etl_screen`; follows from `check`.")
     column: str = Field(min_length=1, description="A field name or dotted path.")
 
     def problem(self, record: Record) -> Problem | None:
@@ -73,7 +76,22 @@ class _ColumnScreen(_Screen):
 
 
 class NotNull(_ColumnScreen):
-    """`{"name": "email present", "check": "not_null", "column": "email", "blank_is_null": true}`"""
+    """A field must be there and not null: `{"name": "email present", "check": "not_null", "column": "email",
+    "blank_is_null": true}`
+
+    ```
+    {"id": 202, "email": " "}
+    -> rejected, an error event: email is blank
+    ```
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "email present", "check": "not_null", "column": "email", "blank_is_null": True, "severity": 8}
+            ]
+        }
+    )
 
     check: Literal["not_null"] = "not_null"
     blank_is_null: bool = Field(default=False, description="Whitespace-only text counts as missing.")
@@ -126,29 +144,53 @@ _TYPES: dict[str, Any] = {
 
 
 class TypeScreen(_ColumnScreen):
-    """`{"name": "amount is a number", "check": "type", "column": "amount", "expected": "number"}`
+    """A value must be of a type: `{"name": "amount is a number", "check": "type", "column": "amount",
+    "expected": "number"}`
 
     `date` and `datetime` mean ISO 8601 text, as the cast step writes them; `decimal` means a finite
     number, or text that reads as one (`"10.50"`, as the cast step writes decimals).
+    ```
+    {"id": 7, "amount": "12,50"}
+    -> rejected, an error event: amount is not of type number
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "amount is a number", "check": "type", "column": "amount", "expected": "number"}]
+        }
+    )
+
     check: Literal["type"] = "type"
-    expected: Literal["str", "int", "number", "decimal", "bool", "date", "datetime", "list", "object"]
+    expected: Literal["str", "int", "number", "decimal", "bool", "date", "datetime", "list", "object"] = Field(
+        description="The type the value must have; `date`, `datetime` and `decimal` accept the cast step's text."
+    )
 
     def test(self, value: Any) -> str | None:
         return None if _TYPES[self.expected](value) else f"{self.column} is not of type {self.expected}"
 
 
 class Pattern(_ColumnScreen):
-    """`{"name": "postcode format", "check": "pattern", "column": "postcode", "pattern": "^[0-9]{4}$"}`
+    """Text must match a regular expression: `{"name": "postcode format", "check": "pattern", "column": "postcode",
+    "pattern": "^[0-9]{4}$"}`
 
     Searched as JSON Schema's `pattern` is: anchor it to match the whole value. Numbers are read as text.
     Python's regular expressions backtrack, and cannot be interrupted: a pattern with nested repeats
     (`^(a+)+$`) can take exponential time on a long value that almost matches. Avoid nested quantifiers.
+    ```
+    {"id": 7, "postcode": "N1 9GU"}
+    -> rejected, an error event: postcode does not match '^[0-9]{4}$'
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "postcode format", "check": "pattern", "column": "postcode", "pattern": "^[0-9]{4}$"}]
+        }
+    )
+
     check: Literal["pattern"] = "pattern"
-    pattern: str
+    pattern: str = Field(description="A regular expression (Python's), searched in the value's text.")
     _regex: re.Pattern[str] = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
@@ -164,8 +206,8 @@ class Pattern(_ColumnScreen):
 
 
 class _Bounded(_ColumnScreen):
-    min: int | float | str | None = None
-    max: int | float | str | None = None
+    min: int | float | str | None = Field(default=None, description="The least allowed (inclusive); null: none.")
+    max: int | float | str | None = Field(default=None, description="The most allowed (inclusive); null: none.")
 
     @model_validator(mode="after")
     def _one_bound(self) -> _Bounded:
@@ -193,12 +235,25 @@ def _as_written(bound: Any) -> Decimal | None:
 
 
 class Range(_Bounded):
-    """`{"name": "sane age", "check": "range", "column": "age", "min": 0, "max": 130}`
+    """A value must lie between bounds: `{"name": "sane age", "check": "range", "column": "age", "min": 0, "max": 130}`
 
     Bounds are inclusive. With number bounds, numeric text compares as a number, exactly (the cast step
     writes decimals as text: `"-250.00"` is below 0); other text bounds compare as text, so ISO dates work
     (`"min": "2000-01-01"`).
+    ```
+    {"id": 204, "lifetime_value": "-250.00"}
+    -> rejected, an error event: lifetime_value '-250.00' is below 0
+    ```
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "lifetime value not negative", "check": "range", "column": "lifetime_value", "min": 0},
+                {"name": "sane age", "check": "range", "column": "age", "min": 0, "max": 130},
+            ]
+        }
+    )
 
     check: Literal["range"] = "range"
 
@@ -220,7 +275,20 @@ class Range(_Bounded):
 
 
 class Length(_Bounded):
-    """`{"name": "short code", "check": "length", "column": "code", "min": 2, "max": 3}` (text or lists)"""
+    """The length of text or a list must lie between bounds: `{"name": "short code", "check": "length",
+    "column": "code", "min": 2, "max": 3}`
+
+    ```
+    {"id": 7, "code": "ABCD"}
+    -> rejected, an error event: length of code 4 is above 3
+    ```
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "short code", "check": "length", "column": "code", "min": 2, "max": 3}]
+        }
+    )
 
     check: Literal["length"] = "length"
 
@@ -231,10 +299,25 @@ class Length(_Bounded):
 
 
 class AllowedValues(_ColumnScreen):
-    """`{"name": "known status", "check": "allowed_values", "column": "status", "values": ["active", "closed"]}`"""
+    """A value must be one of a list: `{"name": "known status", "check": "allowed_values", "column": "status",
+    "values": ["active", "closed"]}`
+
+    ```
+    {"id": 7, "status": "archived"}
+    -> rejected, an error event: status 'archived' is not an allowed value
+    ```
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "known status", "check": "allowed_values", "column": "status", "values": ["active", "closed"]}
+            ]
+        }
+    )
 
     check: Literal["allowed_values"] = "allowed_values"
-    values: list[Any] = Field(min_length=1)
+    values: list[Any] = Field(min_length=1, description='The values allowed (compared as JSON values: 1 is not "1").')
 
     def test(self, value: Any) -> str | None:
         return None if value in self.values else f"{self.column} {value!r} is not an allowed value"
@@ -250,11 +333,26 @@ class Unique(_Screen):
     With `pass` or `stop`, the first record of a key passes and a later one fails. A record the other screens
     reject does not take part. A key with a null part is not checked. Keys compare as text (`42` and `"42"`
     are one key), as the load's natural key does.
+    ```
+    {"id": 7, "email": "old@x.io", "updated_at": "2026-03-01T10:00:00Z"}
+    {"id": 7, "email": "new@x.io", "updated_at": "2026-03-01T10:05:00Z"}
+    -> the second is staged; the first is a duplicate, an error event naming both versions
+    ```
     """
 
-    type: Literal["structure"] = "structure"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "one row per customer", "check": "unique", "columns": ["id"], "newest_by": "updated_at"}
+            ]
+        }
+    )
+
+    type: Literal["structure"] = Field(
+        default="structure", description="Its type in `etl_screen`; follows from `check`."
+    )
     check: Literal["unique"] = "unique"
-    columns: list[str] = Field(min_length=1)
+    columns: list[str] = Field(min_length=1, description="The fields (dotted paths) whose values make the key.")
     newest_by: str | None = Field(
         default=None, description="The field (the cursor) whose newest value wins a key; unset: the last read."
     )
@@ -276,12 +374,32 @@ class Exists(_Screen):
 
     `{"name": "known country", "check": "exists", "column": "country", "lookup": "countries"}`
     A null value is not checked.
+    ```
+    {"id": 205, "country": "ZZ"}
+    -> rejected, an error event: country 'ZZ' has no match in countries
+    ```
     """
 
-    type: Literal["structure"] = "structure"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "known country", "check": "exists", "column": "country", "lookup": "countries"},
+                {
+                    "name": "known currency",
+                    "check": "exists",
+                    "column": "currency",
+                    "lookup": {"EUR": True, "USD": True},
+                },
+            ]
+        }
+    )
+
+    type: Literal["structure"] = Field(
+        default="structure", description="Its type in `etl_screen`; follows from `check`."
+    )
     check: Literal["exists"] = "exists"
-    column: str = Field(min_length=1)
-    lookup: str | dict[str, Any]
+    column: str = Field(min_length=1, description="A field name or dotted path.")
+    lookup: str | dict[str, Any] = Field(description="The name of one of the job's `lookups`, or an inline mapping.")
 
 
 class Rule(_Screen):
@@ -289,12 +407,31 @@ class Rule(_Screen):
 
     `{"name": "discount below price", "check": "rule", "expression": "discount <= price", "column": "discount"}`
     `column` only says which field an error event blames. A rule that cannot be evaluated fails.
+    ```
+    {"id": 7, "price": 10, "discount": 12}
+    -> rejected, an error event: rule 'discount <= price' is false
+    ```
     """
 
-    type: Literal["business_rule"] = "business_rule"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "discount below price",
+                    "check": "rule",
+                    "expression": "discount <= price",
+                    "column": "discount",
+                }
+            ]
+        }
+    )
+
+    type: Literal["business_rule"] = Field(
+        default="business_rule", description="Its type in `etl_screen`; follows from `check`."
+    )
     check: Literal["rule"] = "rule"
-    expression: str
-    column: str | None = None
+    expression: str = Field(description="An expression of the record's fields that must be true.")
+    column: str | None = Field(default=None, description="The field an error event names; null: none.")
     _test: Any = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:

@@ -37,10 +37,22 @@ class _Step(BaseModel):
 
 
 class Rename(_Step):
-    """`{"op": "rename", "fields": {"first_name": "given_name", "meta.updated_at": "updated_at"}}`"""
+    """Rename fields: `{"op": "rename", "fields": {"first_name": "given_name", "meta.updated_at": "updated_at"}}`
+
+    ```
+    {"id": 7, "first_name": "Ada", "meta": {"updated_at": "2026-03-01T10:00:00Z"}}
+    -> {"id": 7, "meta": {}, "given_name": "Ada", "updated_at": "2026-03-01T10:00:00Z"}
+    ```
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"op": "rename", "fields": {"first_name": "given_name", "meta.updated_at": "updated_at"}}]
+        }
+    )
 
     op: Literal["rename"] = "rename"
-    fields: dict[str, str]
+    fields: dict[str, str] = Field(description="Old name (a dotted path) -> new name; a missing field is skipped.")
 
     def apply(self, record: Record) -> Record:
         for old, new in self.fields.items():
@@ -51,10 +63,20 @@ class Rename(_Step):
 
 
 class Select(_Step):
-    """Keep only these fields, in this order: `{"op": "select", "fields": ["id", "email", "address.city"]}`."""
+    """Keep only these fields, in this order: `{"op": "select", "fields": ["id", "email", "address.city"]}`.
+
+    ```
+    {"id": 7, "email": "ada@example.com", "notes": "VIP", "address": {"city": "Oslo", "zip": "0150"}}
+    -> {"id": 7, "email": "ada@example.com", "address": {"city": "Oslo"}}
+    ```
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"op": "select", "fields": ["id", "email", "address.city"]}]}
+    )
 
     op: Literal["select"] = "select"
-    fields: list[str]
+    fields: list[str] = Field(description="The fields kept (dotted paths), in this order; missing ones are skipped.")
 
     def apply(self, record: Record) -> Record:
         kept: Record = {}
@@ -66,10 +88,20 @@ class Select(_Step):
 
 
 class Drop(_Step):
-    """Remove fields: `{"op": "drop", "fields": ["internal_notes", "meta.etag"]}`."""
+    """Remove fields: `{"op": "drop", "fields": ["internal_notes", "meta.etag"]}`.
+
+    ```
+    {"id": 7, "internal_notes": "call back", "meta": {"etag": "W/1", "version": 3}}
+    -> {"id": 7, "meta": {"version": 3}}
+    ```
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"op": "drop", "fields": ["internal_notes", "meta.etag"]}]}
+    )
 
     op: Literal["drop"] = "drop"
-    fields: list[str]
+    fields: list[str] = Field(description="The fields removed (dotted paths).")
 
     def apply(self, record: Record) -> Record:
         for name in self.fields:
@@ -78,10 +110,18 @@ class Drop(_Step):
 
 
 class Default(_Step):
-    """Fill missing or null fields: `{"op": "default", "values": {"status": "active"}}`."""
+    """Fill missing or null fields: `{"op": "default", "values": {"status": "active"}}`.
+
+    ```
+    {"id": 7, "status": null}
+    -> {"id": 7, "status": "active"}
+    ```
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"op": "default", "values": {"status": "active"}}]})
 
     op: Literal["default"] = "default"
-    values: dict[str, Any]
+    values: dict[str, Any] = Field(description="Field (a dotted path) -> the value it gets when missing or null.")
 
     def apply(self, record: Record) -> Record:
         for name, value in self.values.items():
@@ -91,10 +131,18 @@ class Default(_Step):
 
 
 class Constant(_Step):
-    """Set fields whatever they hold: `{"op": "constant", "values": {"source_system": "crm"}}`."""
+    """Set fields whatever they hold: `{"op": "constant", "values": {"source_system": "crm"}}`.
+
+    ```
+    {"id": 7, "source_system": "import"}
+    -> {"id": 7, "source_system": "crm"}
+    ```
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"op": "constant", "values": {"source_system": "crm"}}]})
 
     op: Literal["constant"] = "constant"
-    values: dict[str, Any]
+    values: dict[str, Any] = Field(description="Field (a dotted path) -> the value it gets, whatever it held.")
 
     def apply(self, record: Record) -> Record:
         for name, value in self.values.items():
@@ -114,11 +162,29 @@ class Cast(_Step):
     (`2024-03-01garbage` is no date), numbers must be finite (no `nan`, no `1e999`), a boolean is no
     number, and an object or list is no text. A datetime without a zone is taken as UTC and written
     with `+00:00`, as epoch seconds are; one with an offset keeps it.
+    ```
+    {"id": 7, "lifetime_value": 1234.5, "signed_up": "01/03/2024", "age": "42"}
+    -> {"id": 7, "lifetime_value": "1234.5", "signed_up": "2024-03-01", "age": 42}
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "op": "cast",
+                    "fields": {"lifetime_value": "decimal", "signed_up": "date", "age": "int"},
+                    "formats": ["%d/%m/%Y"],
+                }
+            ]
+        }
+    )
+
     op: Literal["cast"] = "cast"
-    fields: dict[str, CastType]
-    formats: list[str] = Field(default_factory=list)
+    fields: dict[str, CastType] = Field(description="Field (a dotted path) -> the type its value becomes.")
+    formats: list[str] = Field(
+        default_factory=list, description="strptime formats tried for date and datetime fields before ISO 8601."
+    )
 
     def apply(self, record: Record) -> Record:
         for name, to in self.fields.items():
@@ -191,14 +257,26 @@ class MapValues(_Step):
 
     A value is looked up as it is, then as text (JSON keys are text). `on_miss`: `reject` (RecordError),
     `default` (write `default`) or `keep` (leave the value). Nulls stay null.
+    ```
+    {"id": 7, "status": "A"}
+    -> {"id": 7, "status": "active"}
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"op": "map", "field": "status", "values": {"A": "active", "C": "closed"}, "on_miss": "keep"}]
+        }
+    )
+
     op: Literal["map"] = "map"
-    field: str
-    values: dict[str, Any]
-    target: str | None = None
-    on_miss: Literal["reject", "default", "keep"] = "reject"
-    default: Any = None
+    field: str = Field(description="The field whose value is translated (a dotted path).")
+    values: dict[str, Any] = Field(description='Code -> what it becomes (keys are text: `42` matches `"42"`).')
+    target: str | None = Field(default=None, description="Where the result goes; default: replaces `field`.")
+    on_miss: Literal["reject", "default", "keep"] = Field(
+        default="reject", description="A value not in `values`: reject the record, write `default`, or keep it."
+    )
+    default: Any = Field(default=None, description="Written on a miss when `on_miss` is `default`.")
 
     def apply(self, record: Record) -> Record:
         value = get_path(record, self.field)
@@ -220,10 +298,22 @@ class Text(_Step):
     """Trim or change case of text fields: `{"op": "trim", "fields": ["email"]}` (also upper, lower, title).
 
     Nulls stay null; any other non-text value is a RecordError (cast it to str first).
+    ```
+    {"id": 7, "email": "  ada@example.com "}
+    -> {"id": 7, "email": "ada@example.com"}
+    ```
     """
 
-    op: Literal["trim", "upper", "lower", "title"]
-    fields: list[str]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"op": "trim", "fields": ["email"]}, {"op": "lower", "fields": ["email", "country"]}]
+        }
+    )
+
+    op: Literal["trim", "upper", "lower", "title"] = Field(
+        description="trim: strip surrounding whitespace; upper, lower, title: change the case."
+    )
+    fields: list[str] = Field(description="The text fields changed (dotted paths).")
 
     def apply(self, record: Record) -> Record:
         change = _TEXT[self.op]
@@ -242,12 +332,24 @@ class Template(_Step):
 
     Placeholders are dotted paths and may carry a format spec (`{amount:.2f}`). A missing or null field
     becomes empty text, or a RecordError with `"missing": "error"`.
+    ```
+    {"first_name": "Ada", "last_name": "Lovelace"}
+    -> {"first_name": "Ada", "last_name": "Lovelace", "full_name": "Ada Lovelace"}
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"op": "template", "target": "full_name", "template": "{first_name} {last_name}"}]
+        }
+    )
+
     op: Literal["template"] = "template"
-    target: str
-    template: str
-    missing: Literal["empty", "error"] = "empty"
+    target: str = Field(description="The field the text goes to (a dotted path).")
+    template: str = Field(description="Text with `{dotted.path}` or `{path:spec}` placeholders (`{amount:.2f}`).")
+    missing: Literal["empty", "error"] = Field(
+        default="empty", description="A missing or null placeholder: empty text, or reject the record."
+    )
     _parts: list[tuple[str, str | None, str]] = PrivateAttr(default_factory=list)
 
     def model_post_init(self, context: Any) -> None:
@@ -285,12 +387,20 @@ class Flatten(_Step):
     `{"address": {"city": "Oslo"}}` becomes `{"address_city": "Oslo"}`. No `fields`: every object field.
     `depth` limits how many levels are lifted (default: all). Lists stay as they are. A name that
     already exists is a RecordError rather than a silent overwrite.
+    ```
+    {"id": 7, "address": {"city": "Oslo", "geo": {"lat": 59.9}}}
+    -> {"id": 7, "address_city": "Oslo", "address_geo_lat": 59.9}
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"op": "flatten", "fields": ["address"], "separator": "_"}]}
+    )
+
     op: Literal["flatten"] = "flatten"
-    fields: list[str] | None = None
-    separator: str = "_"
-    depth: int | None = Field(default=None, ge=1)
+    fields: list[str] | None = Field(default=None, description="The top-level object fields lifted; null: every one.")
+    separator: str = Field(default="_", description="Written between the names of each level.")
+    depth: int | None = Field(default=None, ge=1, description="How many levels are lifted; null: all.")
 
     def apply(self, record: Record) -> Record:
         names = self.fields if self.fields is not None else [k for k, v in record.items() if isinstance(v, dict)]
@@ -327,14 +437,30 @@ class Split(_Step):
     Each child is the list item (an object; a scalar item goes in `value_field`) plus the parent's
     key fields, renamed as given, which win over the item's own. `keep_parent` also emits the parent,
     first and without the list. A missing or empty list yields no children.
+    ```
+    {"id": 12, "lines": [{"sku": "A-1"}, {"sku": "B-7"}]}
+    -> [{"sku": "A-1", "line_number": 0, "order_id": 12}, {"sku": "B-7", "line_number": 1, "order_id": 12}]
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"op": "split", "field": "lines", "parent_keys": {"id": "order_id"}, "index_field": "line_number"}
+            ]
+        }
+    )
+
     op: Literal["split"] = "split"
-    field: str
-    parent_keys: dict[str, str] = Field(default_factory=dict)
-    keep_parent: bool = False
-    value_field: str = "value"
-    index_field: str | None = None
+    field: str = Field(description="The list field whose items become records (a dotted path).")
+    parent_keys: dict[str, str] = Field(
+        default_factory=dict, description="Parent field -> its name on each child (the child's link to its parent)."
+    )
+    keep_parent: bool = Field(default=False, description="Also emit the parent, first and without the list.")
+    value_field: str = Field(default="value", description="Where a scalar item goes in its child record.")
+    index_field: str | None = Field(
+        default=None, description="Where each child gets its position in the list (0 first)."
+    )
 
     def run(self, records: list[Record]) -> list[Record]:
         return [out for record in records for out in self.split(record)]
@@ -356,10 +482,19 @@ class Split(_Step):
 
 
 class Filter(_Step):
-    """Keep the records for which an expression is true: `{"op": "filter", "expression": "status != 'test'"}`."""
+    """Keep the records for which an expression is true: `{"op": "filter", "expression": "status != 'test'"}`.
+
+    Records it drops are counted as `filtered`, never as errors.
+    ```
+    [{"id": 1, "status": "active"}, {"id": 2, "status": "test"}]
+    -> [{"id": 1, "status": "active"}]
+    ```
+    """
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"op": "filter", "expression": "status != 'test'"}]})
 
     op: Literal["filter"] = "filter"
-    expression: str
+    expression: str = Field(description="An expression of the record's fields (`status != 'test' and total > 0`).")
     _test: Callable[[Record], Any] = PrivateAttr()
 
     def model_post_init(self, context: Any) -> None:
@@ -374,10 +509,18 @@ class Compute(_Step):
     """Computed fields, in order: `{"op": "compute", "fields": {"total": "price * quantity"}}`.
 
     Expressions are the safe language of `expressions.py`; a later field may use an earlier one.
+    ```
+    {"price": 2.5, "quantity": 4}
+    -> {"price": 2.5, "quantity": 4, "total": 10.0}
+    ```
     """
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"op": "compute", "fields": {"total": "price * quantity"}}]}
+    )
+
     op: Literal["compute"] = "compute"
-    fields: dict[str, str]
+    fields: dict[str, str] = Field(description="Field (a dotted path) -> the expression whose value it gets.")
     _compiled: list[tuple[str, Callable[[Record], Any]]] = PrivateAttr(default_factory=list)
 
     def model_post_init(self, context: Any) -> None:

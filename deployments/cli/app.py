@@ -22,7 +22,7 @@ from prefect.client.orchestration import get_client
 from rich.live import Live
 
 from prefect_restful_etl.deployments.cli import client as prefect_api
-from prefect_restful_etl.deployments.cli import project, records
+from prefect_restful_etl.deployments.cli import project, records, reference
 from prefect_restful_etl.deployments.cli import sealing as cli_sealing
 from prefect_restful_etl.deployments.cli.hooks import hooks_app, intake_rows
 from prefect_restful_etl.deployments.cli.output import console, errors, show, show_one, table
@@ -576,6 +576,7 @@ app.command()(project.validate)
 app.command()(project.schema)
 app.command()(project.plan)
 app.command("batch-types")(project.batch_types)
+app.command()(reference.docs)  # deployments/cli/reference.py
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
-import annotated_types
-from pydantic import BaseModel, BeforeValidator, HttpUrl, SecretStr
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined, to_jsonable_python
+from pydantic import BaseModel, BeforeValidator, HttpUrl, SecretStr, TypeAdapter
+from pydantic.fields import FieldInfo, PydanticUndefined
 
 from prefect_restful_etl.flows.reference.walk import is_model, is_union, literal_values, strip_annotated
 
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
 DISCRIMINATORS = ("type", "op", "check", "kind")  # the fields that choose a member of a union
 _SCALARS: dict[Any, str] = {
     str: "string",
@@ -113,22 +112,18 @@ def _by_name(annotation: Any) -> bool:
     return False
 
 
+_LIMITS = (("ge", "≥ {}"), ("gt", "> {}"), ("le", "≤ {}"), ("lt", "< {}"), ("max_length", "at most {} long"))
+
+
 def _limits(metadata: list[Any]) -> str:
+    """`≥ 1`, `not empty`, `matching ...`, read from pydantic's constraint markers (annotated_types) by name."""
     words = []
     for mark in metadata:
-        if isinstance(mark, annotated_types.Ge):
-            words.append(f"≥ {mark.ge}")
-        elif isinstance(mark, annotated_types.Gt):
-            words.append(f"> {mark.gt}")
-        elif isinstance(mark, annotated_types.Le):
-            words.append(f"≤ {mark.le}")
-        elif isinstance(mark, annotated_types.Lt):
-            words.append(f"< {mark.lt}")
-        elif isinstance(mark, annotated_types.MinLen):
-            words.append("not empty" if mark.min_length == 1 else f"at least {mark.min_length} long")
-        elif isinstance(mark, annotated_types.MaxLen):
-            words.append(f"at most {mark.max_length} long")
-        elif getattr(mark, "pattern", None):
+        words += [text.format(getattr(mark, name)) for name, text in _LIMITS if getattr(mark, name, None) is not None]
+        least = getattr(mark, "min_length", None)
+        if least is not None:
+            words.append("not empty" if least == 1 else f"at least {least} long")
+        if getattr(mark, "pattern", None):
             words.append(f"matching `{mark.pattern}`")
     return ", ".join(words)
 
@@ -147,10 +142,10 @@ def json_text(value: Any) -> str:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):  # a model default: what differs from its own defaults, chosen by its name
         chosen = {name: getattr(value, name) for name in DISCRIMINATORS if name in type(value).model_fields}
-        return {**to_jsonable_python(chosen), **value.model_dump(mode="json", exclude_defaults=True)}
+        return {**_ANY.dump_python(chosen, mode="json"), **value.model_dump(mode="json", exclude_defaults=True)}
     if isinstance(value, SecretStr):
         return value.get_secret_value()  # a default written in the code, never a secret of anyone's
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
         return int(seconds) if seconds.is_integer() else seconds
-    return to_jsonable_python(value)
+    return _ANY.dump_python(value, mode="json")

@@ -16,6 +16,7 @@ def test_serve_polls_every_second_unless_prefect_is_told_otherwise(
     given: dict[str, Any] = {}
     monkeypatch.setattr(serving, "serve", lambda *deployments, **options: given.update(options))
     monkeypatch.setattr(serving, "served_batch_types", dict)
+    monkeypatch.setattr(serving, "sweep_once", lambda: None)  # the janitor's start-up sweep needs a Prefect API
     if setting is None:
         monkeypatch.delenv("PREFECT_RUNNER_POLL_FREQUENCY", raising=False)
     else:

@@ -20,6 +20,7 @@ import redis
 from callback_support import CallbackReceiver
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_rest import prefect_rest
 from restart_support import rest_parameters, wait_for
 from secrets_support import files_holding, rows_holding
 from served_support import FINAL, Served
@@ -28,7 +29,7 @@ from typer.testing import CliRunner
 from prefect_restful_etl.deployments.cli.app import app
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
-from prefect_restful_etl.flows.keys import PRIVATE_KEY_ENV, KeyPair, generate_key_pair
+from prefect_restful_etl.flows.keys import PRIVATE_KEY_ENV, PUBLIC_KEY_VARIABLE, KeyPair, generate_key_pair
 from prefect_restful_etl.tasks.engine.redaction import MASK
 
 from fixtures.servers.prefect import PrefectServer
@@ -117,6 +118,17 @@ def staged(redis_url: str) -> dict[str, str]:
     return found
 
 
+@pytest.fixture
+async def published(prefect_server: PrefectServer, keys: KeyPair) -> AsyncIterator[None]:
+    """The workers' public key published as the Prefect Variable (`restful-etl publish-key` on a worker), and
+    removed again: the session's server is shared, and other tests' clients would seal with it."""
+    done = await cli(prefect_server, "publish-key", env={PRIVATE_KEY_ENV: keys.private})
+    assert done.exit_code == 0, done.output
+    yield
+    with prefect_rest(prefect_server.api_url) as rest:
+        rest.delete(f"/variables/name/{PUBLIC_KEY_VARIABLE}").raise_for_status()
+
+
 async def test_a_public_key_sealed_run_completes_and_no_file_of_prefect_or_ours_holds_a_secret(
     prefect_server: PrefectServer,
     served: Served,
@@ -125,11 +137,10 @@ async def test_a_public_key_sealed_run_completes_and_no_file_of_prefect_or_ours_
     etl_home: Path,
     redis_url: str,
     tmp_path: Path,
+    published: None,
 ) -> None:
     """The workers publish their public key; a caller seals with it alone (no key of its own) and creates the
     run through the REST API. Prefect only ever holds ciphertext: its database, WAL included, holds no secret."""
-    published = await cli(prefect_server, "publish-key", env={PRIVATE_KEY_ENV: keys.private})
-    assert published.exit_code == 0, published.output
     creds = tmp_path / "creds.json"
     creds.write_text(json.dumps({"crm": {"token": apis.crm_token}, "accounting": {"api_key": apis.accounting_api_key}}))
     urls = ["--base-url", f"crm={apis.crm_url}", "--base-url", f"accounting={apis.accounting_url}"]

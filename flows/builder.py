@@ -9,6 +9,7 @@ from prefect import Flow, flow
 
 from prefect_restful_etl.flows.batch import run_batch
 from prefect_restful_etl.flows.endings import mark_cancelled, mark_crashed, mask_failed
+from prefect_restful_etl.flows.parameters import BatchParameters
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.report import BatchReport
@@ -32,6 +33,17 @@ def batch_type_of(batch_flow: Flow[..., Any]) -> BatchType | None:
     """The batch type a flow was built from (`build_flow`), or None for any other flow."""
     found = getattr(batch_flow.fn, BATCH_TYPE_ATTRIBUTE, None)
     return found if isinstance(found, BatchType) else None
+
+
+def _docstring(batch_type: BatchType) -> str:
+    """The flow's docstring: Prefect shows each `Args:` line as its parameter's description (BatchParameters')."""
+    args = []
+    for name, field in BatchParameters.model_fields.items():
+        said = field.description or ""
+        if name == "credentials":
+            said = f"{said} APIs: {', '.join(batch_type.apis)}."
+        args.append(f"        {name}: {said}")
+    return f"{batch_type.description or batch_type.name}\n\n    Args:\n" + "\n".join(args) + "\n    "
 
 
 def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
@@ -64,21 +76,7 @@ def build_flow(batch_type: BatchType, **flow_options: Any) -> Flow[..., Any]:
             },
         )
 
-    batch.__doc__ = f"""{batch_type.description or batch_type.name}
-
-    Args:
-        tenant_id: Whose records move; every run, stage key, watermark and audit row carries it.
-        credentials: The secrets per API name ({", ".join(batch_type.apis)}); masked as soon as the run starts.
-        full_refresh: Ignore the watermarks and read everything, then reset them.
-        base_urls: Per API name, a base URL that replaces the configured one for this run.
-        dry_run: Extract and transform, then compute and report the load's changes without writing them.
-        resume_batch_id: A failed, cancelled or crashed batch of this tenant to continue: the jobs it completed
-            are reused from its stage, the others run.
-        sealed_credentials: Credentials sealed with the workers' key (`restful-etl seal`); Prefect keeps only
-            ciphertext, so a Retry works. Given with `credentials`, each API is named in one of them.
-        callback_url: Where the batch report is POSTed when the batch ends, signed with `credentials.callback.token`.
-        api_blocks: Per API name, a RestApi block that replaces the batch type's configuration of that API.
-    """
+    batch.__doc__ = _docstring(batch_type)
     batch.__name__ = batch_type.name.replace("-", "_")
     batch.__dict__[BATCH_TYPE_ATTRIBUTE] = batch_type  # see batch_type_of
     options: dict[str, Any] = {

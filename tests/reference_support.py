@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 _MODEL = re.compile(r"^Model `(\w+)` \(`([\w.]+)`\)")
+_CONFIGURATIONS = ("Configuration:", "Another configuration:")
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.M | re.S)
 
 
@@ -35,7 +36,7 @@ class PageEntry:
         return model
 
     def configurations(self) -> list[Any]:
-        return [json.loads(body) for label, _, body in self.blocks if label == "Configuration:"]
+        return [json.loads(body) for label, _, body in self.blocks if label in _CONFIGURATIONS]
 
     def environments(self) -> list[dict[str, str]]:
         return [
@@ -46,7 +47,7 @@ class PageEntry:
 
     def uses(self) -> list[str]:
         """The fenced blocks of the docstring: what the entry is for (an API's answer, a record before and after)."""
-        return [body for label, _, body in self.blocks if label not in ("Configuration:", "Environment:")]
+        return [body for label, _, body in self.blocks if label not in (*_CONFIGURATIONS, "Environment:")]
 
 
 def page_entries(name: str) -> list[PageEntry]:

@@ -126,12 +126,13 @@ class EntryText:
         return self.lines
 
     def _examples(self, entry: Entry) -> None:
-        for example in entry.examples():
+        for number, example in enumerate(entry.examples()):
             if entry.env_prefix is not None:
                 body = "\n".join(f"{entry.env_prefix}{k.upper()}={_env_value(v)}" for k, v in example.items())
                 self.lines += ["Environment:", "", "```sh", body, "```", ""]
             else:
-                self.lines += ["Configuration:", "", "```json", _shown(example), "```", ""]
+                label = "Another configuration:" if number else "Configuration:"
+                self.lines += [label, "", "```json", _shown(example), "```", ""]
 
     def _fields(self, entry: Entry) -> None:
         fields = entry.model.model_fields

@@ -137,9 +137,10 @@ def job_statuses(jobs: list[EtlJob]) -> list[tuple[str, str]]:
 
 
 def stage_batches(redis_url: str) -> set[str]:
-    """The ids of the batches that hold keys in the stage."""
+    """The ids of the batches that hold keys in the stage (a tenant's keys; the APIs' rate schedules, which live
+    on the same server under `restful-etl::rate:`, are no batch's)."""
     with redis.Redis.from_url(redis_url) as client:
-        return {key.decode().split(":")[2] for key in client.scan_iter(match="restful-etl:*")}
+        return {key.decode().split(":")[2] for key in client.scan_iter(match="restful-etl:[^:]*")}
 
 
 # --- polling with a deadline ---------------------------------------------------------------------------------

@@ -120,9 +120,11 @@ class RedisRateLimiter:
 
 
 def limit_key(prefix: str, api_name: str, base_url: str, tenant_id: str | None = None) -> str:
-    """`<prefix>:rate:<api>:<6 hex of the base URL>[:<tenant>]`: one schedule per API server (and tenant).
+    """`<prefix>::rate:<api>:<6 hex of the base URL>[:<tenant>]`: one schedule per API server (and tenant).
 
     The base URL is in it so that two batch types whose APIs share a name but not a server never share a limit,
-    while a run pointed at another server (`base_urls`) gets that server's own."""
+    while a run pointed at another server (`base_urls`) gets that server's own. The empty part after the prefix
+    is where a stage key holds its tenant, which is never empty: no tenant's keys (`<prefix>:<tenant>:...`)
+    include a schedule, so none of a tenant's scans or drops can reach one."""
     server = hashlib.sha256(base_url.encode()).hexdigest()[:6]
-    return f"{prefix}:rate:{api_name}:{server}" + (f":{tenant_id}" if tenant_id is not None else "")
+    return f"{prefix}::rate:{api_name}:{server}" + (f":{tenant_id}" if tenant_id is not None else "")

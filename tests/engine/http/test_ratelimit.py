@@ -19,6 +19,7 @@ from prefect_restful_etl.flows.resources import open_clients, rate_limiters
 from prefect_restful_etl.tasks.engine.exceptions import StageUnavailable
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
 from prefect_restful_etl.tasks.engine.http.ratelimit import RateLimiter, RedisRateLimiter, limit_key
+from prefect_restful_etl.tasks.engine.stage.base import StageKey
 from prefect_restful_etl.tasks.engine.stage.memory import MemoryStage
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 
@@ -145,10 +146,10 @@ async def test_without_redis_every_batch_of_the_process_shares_the_process_sched
 
 async def test_a_redis_limiter_whose_server_is_gone_says_where_never_the_password() -> None:
     client = aioredis.Redis.from_url("redis://:s3cret-pw@127.0.0.1:9/0", socket_connect_timeout=2)
-    limiter = RedisRateLimiter(client, "restful-etl:rate:crm:abc123", 1.0, where="redis://127.0.0.1:9/0")
+    limiter = RedisRateLimiter(client, "restful-etl::rate:crm:abc123", 1.0, where="redis://127.0.0.1:9/0")
     try:
         with pytest.raises(
-            StageUnavailable, match=r"rate limit of restful-etl:rate:crm:abc123 failed: redis://127.0.0.1:9/0"
+            StageUnavailable, match=r"rate limit of restful-etl::rate:crm:abc123 failed: redis://127.0.0.1:9/0"
         ) as caught:
             await limiter.wait()
         assert "s3cret-pw" not in str(caught.value)
@@ -158,9 +159,18 @@ async def test_a_redis_limiter_whose_server_is_gone_says_where_never_the_passwor
 
 def test_limit_keys_name_the_api_its_server_and_the_tenant() -> None:
     key = limit_key("restful-etl", "crm", "https://crm.example.com/api")
-    assert key.startswith("restful-etl:rate:crm:") and len(key.rsplit(":", 1)[1]) == 6
+    assert key.startswith("restful-etl::rate:crm:") and len(key.rsplit(":", 1)[1]) == 6
     assert limit_key("restful-etl", "crm", "https://crm.example.com/api", "acme") == f"{key}:acme"
     assert limit_key("restful-etl", "crm", "https://other.example.com/api") != key
+
+
+@pytest.mark.parametrize("tenant_id", ["rate", "acme"])
+def test_limit_keys_lie_outside_every_tenants_keys(tenant_id: str) -> None:
+    # A tenant called "rate" must not own (nor drop with its batch "crm") the API's schedule, nor scans of a
+    # tenant's stage keys find it.
+    key = limit_key("restful-etl", "crm", "https://crm.example.com/api", tenant_id)
+    assert not key.startswith(StageKey(tenant_id, "crm", "").batch_prefix)
+    assert not key.startswith(f"restful-etl:{tenant_id}:")
 
 
 def test_two_limiters_in_one_process_are_one_when_shared() -> None:

@@ -115,9 +115,14 @@ MODES = {
         bare_pages,
     ),
     "cursor": Mode(
-        lambda size: {"type": "cursor", "cursor_path": "next_cursor", "cursor_param": "cursor"},
-        # the page size is a fixed parameter of a cursor API's endpoint
-        lambda size: {"path": "/cursor/customers", "records_path": "results.items", "params": {"limit": size}},
+        lambda size: {
+            "type": "cursor",
+            "cursor_path": "next_cursor",
+            "cursor_param": "cursor",
+            "size_param": "limit",
+            "page_size": size,
+        },
+        lambda size: {"path": "/cursor/customers", "records_path": "results.items"},
         bare_cursor,
     ),
     "header-total": Mode(

@@ -432,14 +432,31 @@ class OffsetPaginator(_NumberedPaginator):
 
 
 class _ReferencePaginator(BasePaginator):
-    """Shared by styles where each response names the next page (a token or a URL): stop when it names none."""
+    """Shared by styles where each response names the next page (a token or a URL): stop when it names none.
+
+    The page size is asked for on the first request (`size_param`, `page_size`); a cursor is sent back with it,
+    and a next URL carries what the API put in it."""
 
     stop_after_empty_page: bool = Field(default=True, description="An empty page ends paging whatever it says.")
+    size_param: str | None = Field(
+        default=None, description="Query parameter carrying the page size (`limit`), sent with `page_size`."
+    )
+    page_size: int | None = Field(default=None, ge=1, description="Records per page, sent as `size_param`.")
     _next: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _sizes_together(self) -> Self:
+        if (self.size_param is None) != (self.page_size is None):
+            raise ValueError("size_param and page_size go together: the size is sent as that parameter")
+        return self
 
     def _reset(self) -> Self:
         self._next = None
         return super()._reset()
+
+    def init_request(self, request: PageRequest) -> None:
+        if self.size_param is not None:
+            request.params[self.size_param] = self.page_size
 
     def _find_next(self, response: httpx.Response) -> str | None:
         raise NotImplementedError
@@ -488,12 +505,16 @@ class CursorPaginator(_CursorParam):
     {"results": [...], "meta": {"next_cursor": "eyJpZCI6MTAwfQ"}}
     ```
     handled by `{"type": "cursor", "cursor_path": "meta.next_cursor", "cursor_param": "cursor"}`;
-    paging stops when the cursor is null, empty or missing.
+    paging stops when the cursor is null, empty or missing. With `"size_param": "limit", "page_size": 1000` every
+    request asks for pages of 1,000 (`GET /customers?limit=1000`, then `?limit=1000&cursor=eyJpZCI6MTAwfQ`).
     """
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"type": "cursor", "cursor_path": "meta.next_cursor", "cursor_param": "cursor"}]
+            "examples": [
+                {"type": "cursor", "cursor_path": "meta.next_cursor", "cursor_param": "cursor"},
+                {"type": "cursor", "cursor_path": "next", "size_param": "limit", "page_size": 1000},
+            ]
         }
     )
 
@@ -561,8 +582,6 @@ class HeaderLinkPaginator(_NextUrl):
         default=None, description="Query parameter carrying the page number: sent on page one, planned by it."
     )
     first_page: int = Field(default=1, description="The number of the first page (0 or 1).")
-    size_param: str | None = Field(default=None, description="Query parameter carrying the page size.")
-    page_size: int | None = Field(default=None, ge=1, description="Records per page, sent as `size_param`.")
     last_rel: str = Field(default="last", description="The `Link` relation of the last page, read when planning.")
     total_header: str | None = Field(
         default=None, description="A response header giving the total record count (`X-Total-Count`)."
@@ -576,9 +595,7 @@ class HeaderLinkPaginator(_NextUrl):
     _last_page: int | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _sizes_together(self) -> Self:
-        if (self.size_param is None) != (self.page_size is None):
-            raise ValueError("size_param and page_size go together: the size is sent as that parameter")
+    def _planned_by_number(self) -> Self:
         if self.concurrent and self.page_param is None:
             raise ValueError("concurrent Link paging plans pages by number: set page_param")
         return self
@@ -593,8 +610,7 @@ class HeaderLinkPaginator(_NextUrl):
     def init_request(self, request: PageRequest) -> None:
         if self.page_param is not None:
             request.params[self.page_param] = self.first_page
-        if self.size_param is not None:
-            request.params[self.size_param] = self.page_size
+        super().init_request(request)
 
     def update_state(self, response: httpx.Response, records: list[dict[str, Any]]) -> None:
         super().update_state(response, records)
@@ -632,12 +648,21 @@ class HeaderCursorPaginator(_CursorParam):
         [{"id": "ev_1"}, ...]
     GET /events?limit=100&cursor=c2FsdA
     ```
-    Handled by `{"type": "header_cursor", "cursor_header": "X-Next-Cursor", "cursor_param": "cursor"}`.
+    Handled by `{"type": "header_cursor", "cursor_header": "X-Next-Cursor", "cursor_param": "cursor",
+    "size_param": "limit", "page_size": 100}`.
     """
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"type": "header_cursor", "cursor_header": "X-Next-Cursor", "cursor_param": "cursor"}]
+            "examples": [
+                {
+                    "type": "header_cursor",
+                    "cursor_header": "X-Next-Cursor",
+                    "cursor_param": "cursor",
+                    "size_param": "limit",
+                    "page_size": 100,
+                }
+            ]
         }
     )
 

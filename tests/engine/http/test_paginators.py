@@ -157,6 +157,24 @@ STYLES = [
         id="cursor-stops-after-empty-page",
     ),
     pytest.param(
+        {"type": "cursor", "cursor_path": "next", "size_param": "limit", "page_size": 2},
+        [page({"data": rows(1, 2), "next": "c1"}), page({"data": rows(3), "next": None})],
+        ["/api/customers?limit=2", "/api/customers?limit=2&cursor=c1"],
+        id="cursor-with-page-size",
+    ),
+    pytest.param(
+        {"type": "header_cursor", "size_param": "limit", "page_size": 1},
+        [page({"data": rows(1)}, {"X-Next-Cursor": "abc"}), page({"data": rows(2)})],
+        ["/api/customers?limit=1", "/api/customers?limit=1&cursor=abc"],
+        id="header-cursor-with-page-size",
+    ),
+    pytest.param(
+        {"type": "next_url", "next_url_path": "next", "size_param": "limit", "page_size": 1},
+        [page({"data": rows(1), "next": f"{BASE}/customers?after=1&limit=1"}), page({"data": rows(2)})],
+        ["/api/customers?limit=1", "/api/customers?after=1&limit=1"],
+        id="next-url-with-page-size",
+    ),
+    pytest.param(
         "single_page",
         [page({"data": rows(1, 2, 3)}, {"Link": f'<{BASE}/customers?page=2>; rel="next"'})],
         ["/api/customers"],
@@ -198,6 +216,8 @@ def test_a_paginator_is_chosen_by_name_dict_or_instance(given: Any) -> None:
             id="concurrent-without-page-size",
         ),
         pytest.param({"type": "offset", "concurrent": True}, "needs the total", id="offset-concurrent-without-total"),
+        pytest.param({"type": "cursor", "size_param": "limit"}, "go together", id="cursor-size-without-page-size"),
+        pytest.param({"type": "next_url", "page_size": 50}, "go together", id="next-url-page-size-without-param"),
     ],
 )
 def test_bad_paginator_configs_fail_at_validation(config: Any, message: str) -> None:

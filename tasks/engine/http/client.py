@@ -144,8 +144,9 @@ class RestClient:
         """One request, retried on 429, 5xx, timeouts and dropped connections with backoff and jitter.
 
         A request that is not `idempotent` (by default POST and PATCH) is sent again only when it surely
-        never reached the API (429, no connection): a retried POST after a 502 could create a record twice.
-        `attempts=1` sends it once and leaves every retry to the caller (a load's create looks its key up first).
+        never reached the API (no connection): a retried POST after a 502, a 429 or a cut answer could create a
+        record twice, since an API may act on a request and still answer so. `attempts=1` sends it once and leaves
+        every retry to the caller (a load's create looks its key up first).
         A status in `accept_status` is the caller's to read (a batch API naming its failed rows), not an error.
         With `stream` (a page's GET) a long body is left to stream as it arrives (`streaming.large_body`).
         """
@@ -186,8 +187,8 @@ class RestClient:
                 return response, False
             classify(response, self._endpoint(method, url), self._secrets)
             return response, False
-        except RetriableError as ex:
-            return ex, ex.status == 429
+        except RetriableError as ex:  # a 429 too: some APIs count (and answer) a request after acting on it
+            return ex, False
         except _DROPPED as ex:
             error = RetriableError(
                 self._endpoint(method, url), None, redact(f"{type(ex).__name__}: {ex}", self._secrets)

@@ -15,7 +15,7 @@ stage and API clients.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
@@ -138,8 +138,9 @@ class ApiLookupConfig(_Config):
 
     def open(self, ctx: BatchContext) -> LookupSource:
         client = ctx.client(self.api)
-        create = self._creator(client) if self.create else None
-        return ApiLookup(self._fetcher(client), create, key_field=self.key_field, value_field=self.value_field)
+        fetch_one = self._fetcher(client)
+        create = self._creator(client, fetch_one) if self.create else None
+        return ApiLookup(fetch_one, create, key_field=self.key_field, value_field=self.value_field)
 
     def _fetcher(self, client: RestClient) -> Any:
         path, param, endpoint = self.endpoint.path, self.filter_param or self.key_field, self.endpoint
@@ -163,17 +164,29 @@ class ApiLookupConfig(_Config):
 
         return fetch_one
 
-    def _creator(self, client: RestClient) -> Any:
+    def _creator(self, client: RestClient, fetch_one: Callable[[Any], Awaitable[Record | None]]) -> Any:
+        """POSTs an inferred member, once: an answer lost to a 429, a 5xx or a cut connection (the member may have
+        landed) is followed by a look-up of its key, and only a key still absent is sent again."""
         path = self.endpoint.path
 
         async def create(member: Record) -> Record | None:
-            try:
-                response = await client.request("POST", path, json=member)
-            except RetriableError:
-                raise
-            except SourceError as ex:  # the API refused this member: this record's problem, not the batch's
-                message = f"{self.api} refused an inferred member: {ex}"
-                raise RecordError(message, column=self.key_field, value=get_path(member, self.key_field)) from ex
+            key = get_path(member, self.key_field)
+            attempt = 1
+            while True:
+                try:
+                    response = await client.request("POST", path, json=member, attempts=1)
+                    break
+                except RetriableError as lost:
+                    found = await fetch_one(key)
+                    if found is not None:
+                        return found  # it landed: its answer was lost, not the member
+                    if attempt >= client.api.max_attempts:
+                        raise  # the API is down, not the record: fail the job so that a retry converges
+                    await client.pause(attempt, lost)
+                    attempt += 1
+                except SourceError as ex:  # the API refused this member: this record's problem, not the batch's
+                    message = f"{self.api} refused an inferred member: {ex}"
+                    raise RecordError(message, column=self.key_field, value=key) from ex
             body = response.json() if response.content else None
             return body if isinstance(body, dict) else None
 

@@ -7,7 +7,8 @@ rerun, which diffs afresh, converges.
 A create whose answer is lost (429, 5xx, a dropped connection: it may have landed) is never sent again blindly:
 the load looks its key up first, and takes the row it finds as the create's; only a key that is still absent is
 sent again. With an `Idempotency-Key` header (`idempotency_header`) the API itself recognises a create sent
-twice, and the client sends it again as it would a PUT.
+twice, and the client sends it again as it would a PUT. A batch API's batch that holds creates is treated alike:
+after a lost answer its creates are looked up, and only the rows not found are sent again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_restful_etl.tasks.engine.context import ErrorSink
@@ -206,22 +208,20 @@ class Writer:
         return {"method": method, "url": url, "body": body}
 
     async def _bulk(self, bulk: BulkWrite, batch: list[Change], index: IndexChunk, *, again: bool = False) -> None:
-        body = request_body(bulk, [self._bulk_item(bulk, change) for change in batch])
         where = f"POST {self._client.api.name}:{bulk.path}"
         accept = _REFUSALS if bulk.failures_path else frozenset()
+        batch = list(batch)  # `_post_batch` takes out the rows a look-up found landed
         async with self._limit:
             try:
-                # An upsert by natural key may be sent twice: the second finds what the first wrote. A batch of
-                # sub-requests may hold creates, so it is sent again only when it surely never arrived.
-                response = await self._client.request(
-                    "POST", bulk.path, json=body, idempotent=bulk.item == "record", accept_status=accept
-                )
+                response = await self._post_batch(bulk, batch, index, accept)
             except RetriableError:
                 raise
             except SourceError as ex:
                 for change in batch:
                     await self._refused(change.key, str(ex))
                 return
+        if response is None:  # every row landed, its answer lost
+            return
         answer = body_of(response) if response.content else None
         if not response.is_success:
             await self._bulk_refused(bulk, batch, index, answer, response.status_code, again)
@@ -233,6 +233,42 @@ class Writer:
                 await self._refused(change.key, f"{where} refused the record: {refusal}")
             else:
                 self._landed(change, new_id, index)
+
+    async def _post_batch(
+        self, bulk: BulkWrite, pending: list[Change], index: IndexChunk, accept: frozenset[int]
+    ) -> httpx.Response | None:
+        """POST one batch; None when its answer was lost but every row is known to have landed.
+
+        An upsert by natural key, or a batch of updates (whole values), may be sent twice: the second finds what
+        the first wrote. A batch of sub-requests holding creates is sent once per attempt: after a lost answer
+        (429, 5xx, a cut) their keys are looked up, those found landed (and are taken out of `pending`), and the
+        rest is sent again; a transactional batch one of whose creates landed landed whole."""
+        client, find = self._client, self._settings.find_created
+        if bulk.item == "record" or all(change.writes[0].op != "create" for change in pending):
+            body = request_body(bulk, [self._bulk_item(bulk, change) for change in pending])
+            return await client.request("POST", bulk.path, json=body, idempotent=True, accept_status=accept)
+        attempt = 1
+        while True:
+            body = request_body(bulk, [self._bulk_item(bulk, change) for change in pending])
+            try:
+                once = 1 if find else None  # without a look-up, the client sends it again only if it never left
+                return await client.request("POST", bulk.path, json=body, attempts=once, accept_status=accept)
+            except RetriableError as lost:
+                if find is None:
+                    raise
+                found = {id(change): await find(change) for change in pending if change.writes[0].op == "create"}
+                whole = bulk.transactional and any(version is not None for version in found.values())
+                for change in list(pending):
+                    version = found.get(id(change))
+                    if version is not None or whole:
+                        pending.remove(change)
+                        self._landed(change, version.id if version else None, index)
+                if not pending:
+                    return None
+                if attempt >= client.api.max_attempts:
+                    raise
+                await client.pause(attempt, lost)
+                attempt += 1
 
     async def _bulk_refused(
         self, bulk: BulkWrite, batch: list[Change], index: IndexChunk, answer: Any, status: int, again: bool

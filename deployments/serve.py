@@ -92,12 +92,14 @@ def janitor_deployment() -> RunnerDeployment:
 
 
 def hooks_deployment() -> RunnerDeployment:
-    """The hooks' micro-batches (`restful-etl-hooks/hooks`): no schedule, the hook receiver starts them."""
+    """The hooks' micro-batches (`restful-etl-hooks/hooks`): no schedule, the hook receiver starts them. Their runs
+    may carry plain credentials, so Prefect does not check their parameters either (see `batch_deployment`)."""
     made = micro_batch.to_deployment(
         name=DEPLOYMENT_NAME,
         tags=["hooks"],
         description="Micro-batches of pushed records, started by the hook receiver (`restful-etl hooks serve`).",
         entrypoint_type=EntrypointType.MODULE_PATH,
+        enforce_parameter_schema=False,
     )
     deployment = cast(RunnerDeployment, made)  # called outside an event loop: not a coroutine
     deployment.entrypoint = ENTRYPOINT

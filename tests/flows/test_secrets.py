@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import served_support
 from callback_support import CallbackReceiver
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -29,6 +30,7 @@ from typer.testing import CliRunner
 from prefect_restful_etl.deployments.cli.app import app
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.flows.hooks import FLOW_NAME
 from prefect_restful_etl.flows.keys import PRIVATE_KEY_ENV, PUBLIC_KEY_VARIABLE, KeyPair, generate_key_pair
 from prefect_restful_etl.tasks.engine.redaction import MASK
 
@@ -288,6 +290,71 @@ async def test_a_malformed_run_through_the_deployment_is_refused_by_the_batch_an
     assert not any(s in caplog.text for s in secrets)
     assert rows_holding(prefect_server.database, secrets) == []
     assert requests_served(apis) == [], "a bad configuration fails before any request"
+
+
+_SERVE_HOOKS = """
+import sys
+from prefect import serve
+from prefect_restful_etl.deployments.serve import hooks_deployment
+deployment = hooks_deployment()
+deployment.name = sys.argv[1]  # the test's own: the session's server is shared
+serve(deployment, print_starting_message=False)
+"""
+
+
+class ServedHooks(Served):
+    """The hooks' micro-batch deployment as `restful-etl serve` makes it, served the way `Served` serves."""
+
+    def deployment_id(self) -> str | None:
+        response = self.api.get(f"/deployments/name/{FLOW_NAME}/{self.name}")
+        return str(response.json()["id"]) if response.status_code == 200 else None
+
+    def deployment(self) -> dict[str, Any]:
+        return dict(self.api.get(f"/deployments/name/{FLOW_NAME}/{self.name}").raise_for_status().json())
+
+
+@pytest.fixture
+async def served_hooks(
+    prefect_server: PrefectServer, etl_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Served]:
+    monkeypatch.setattr(served_support, "_SERVE", _SERVE_HOOKS)
+    runner = ServedHooks(prefect_server, {"RESTFUL_ETL_HOME": str(etl_home)}, etl_home / "serve.log", "secrets-hooks")
+    try:
+        await wait_for(lambda: runner.deployment_id() is not None, "the served hooks deployment registered")
+        yield runner
+    finally:
+        runner.stop()
+
+
+async def test_a_malformed_hooks_run_through_the_deployment_is_refused_by_the_batch_and_echoes_nothing(
+    prefect_server: PrefectServer, served_hooks: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hooks' micro-batches take plain credentials too: a token sent where an object belongs would be
+    quoted back by Prefect's 409. The run is created, and the batch refuses it once it has masked it."""
+    caplog.set_level(logging.DEBUG)
+    secret = "hooks-plain-token-5d2e"
+    parameters = {
+        "tenant_id": "typo",
+        "batch_type": "crm-to-accounting",
+        "segments": [],
+        "feed": {"job": "Extract CRM customers"},
+        "credentials": secret,
+    }
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        async with get_client() as client:
+            flow_run = await client.create_flow_run_from_deployment(
+                served_hooks.deployment()["id"], parameters=parameters
+            )
+
+    run = await ended(served_hooks, str(flow_run.id))
+
+    assert run["state"]["type"] == "FAILED", served_hooks.log_tail()
+    assert run["state"]["message"].startswith("Flow run encountered an exception: ConfigError: credentials: ")
+    assert run["parameters"]["credentials"] == MASK
+    assert secret not in json.dumps(run)  # its parameters, state and message
+    assert not any(secret in line for line in logs(served_hooks, str(flow_run.id)))
+    assert secret not in caplog.text
+    assert rows_holding(prefect_server.database, [secret]) == []
 
 
 async def test_the_deployments_schema_still_describes_the_parameters(served: Served) -> None:

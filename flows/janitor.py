@@ -3,8 +3,8 @@
 A runner killed while its run is Pending leaves the run Pending for ever, no hook having run; a process killed
 mid-run leaves it Running (the runner, if it lives, says Crashed; if it died too, nobody does); a Scheduled run
 cancelled through the UI, or a run refused for a misspelt parameter, keeps what it was given. All of them may
-hold plain credentials in Prefect. Each sweep, over the runs of our batch types expected to start within
-`lookback` seconds:
+hold plain credentials in Prefect. Each sweep, over the runs of our batch types and of the hooks' micro-batches
+(each a batch of the batch type it names) expected to start within `lookback` seconds:
 
 - every run that is final or stuck has the plain credentials Prefect stores for it masked (first, always);
 - a run stuck Pending (longer than `pending` seconds: a live runner moves it to Running within seconds) or
@@ -93,14 +93,14 @@ async def sweep(
     batch_types: Iterable[str] | None = None,
     now: datetime | None = None,
 ) -> Sweep:
-    """One pass over the runs of `batch_types` (default: every batch type the catalog knows)."""
+    """One pass over the runs of `batch_types` (default: every batch type the catalog knows) and of the hooks'
+    micro-batches."""
     from prefect_restful_etl.flows.catalog import batch_flows
+    from prefect_restful_etl.flows.hooks import FLOW_NAME as HOOKS
 
     patience, now = patience or Patience(), now or utcnow()
-    names = sorted(batch_types if batch_types is not None else batch_flows())
+    names = sorted({*(batch_types if batch_types is not None else batch_flows()), HOOKS})
     done = Sweep()
-    if not names:
-        return done
     flows = {f.id: f.name for f in await client.read_flows(flow_filter=FlowFilter(name=FlowFilterName(any_=names)))}
     audit: AuditStore | None = None
     try:
@@ -116,7 +116,7 @@ async def sweep(
             if status is not None:
                 audit = audit or await open_audit(await audit_settings(Settings()))
                 message = ending[1] if ending else f"the flow run ended {run.state_name} without its own code saying so"
-                batch_type = flows.get(run.flow_id, "")
+                batch_type = _batch_type_of(run, flows.get(run.flow_id, ""))
                 if await _close_batch(audit, run, batch_type, status, message, create=ending is not None):
                     done.audited.append(str(run.id))
     finally:
@@ -145,6 +145,16 @@ async def _runs(client: PrefectClient, names: list[str], since: datetime) -> Any
         if len(page) < _PAGE:
             return
         offset += _PAGE
+
+
+def _batch_type_of(run: FlowRun, flow_name: str) -> str:
+    """The batch type a run is a batch of: its flow's, or the one a hooks micro-batch names."""
+    from prefect_restful_etl.flows.hooks import FLOW_NAME
+
+    if flow_name != FLOW_NAME:
+        return flow_name
+    named = run.parameters.get("batch_type")
+    return named if isinstance(named, str) else ""
 
 
 def _final(run: FlowRun) -> bool:

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from prefect_restful_etl.deployments.cli.app import app
 from prefect_restful_etl.flows.crm_to_accounting import crm_to_accounting
+from prefect_restful_etl.flows.hooks import micro_batch
 from prefect_restful_etl.flows.janitor import HEARTBEAT, Patience, sweep
 from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.audit.tables import EtlBatch, EtlJob, utcnow
@@ -115,6 +116,29 @@ async def test_stuck_runs_are_masked_ended_and_audited_and_the_others_left_as_th
     row, _ = await audit_row(etl_home, pending)
     assert row is not None and row.full_refresh and "Pending for more than 1800 s" in (row.message or "")
     assert (await audit_row(etl_home, fresh))[0] is None
+
+
+async def test_the_hooks_micro_batches_are_swept_as_the_batches_of_their_batch_type(
+    prefect_harness: Path, etl_home: Path
+) -> None:
+    """A micro-batch is a batch of the batch type it names (its `batch_type` parameter) and holds credentials
+    as any batch does: one stuck Pending is masked, ended and audited; one that ended is masked."""
+    hooks = {"batch_type": "crm-to-accounting", "segments": ["s1"], "feed": {"job": "Extract CRM customers"}}
+    parameters = {"tenant_id": "acme", **hooks, "credentials": {"crm": {"token": SECRET}}}
+    async with get_client() as client:
+        pending = await client.create_flow_run(micro_batch, parameters=parameters)
+        completed = await client.create_flow_run(micro_batch, parameters=parameters)
+        await client.set_flow_run_state(pending.id, Pending(), force=True)
+        await client.set_flow_run_state(completed.id, Completed(), force=True)
+
+        done = await sweep(client, Patience(pending=1800), now=utcnow() + LATER)
+
+        masked = parameters | {"credentials": {"crm": {"token": MASK}}}
+        assert await stored(client, str(pending.id)) == ("CRASHED", masked)
+        assert await stored(client, str(completed.id)) == ("COMPLETED", masked)
+    assert str(pending.id) in done.crashed and {str(pending.id), str(completed.id)} <= set(done.masked)
+    row, _ = await audit_row(etl_home, str(pending.id))
+    assert row is not None and (row.status, row.tenant_id, row.batch_type) == ("CRASHED", "acme", "crm-to-accounting")
 
 
 async def test_a_running_run_that_still_beats_is_left_alone(prefect_harness: Path, etl_home: Path) -> None:

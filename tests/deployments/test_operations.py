@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,8 +29,10 @@ from secrets_support import files_holding, rows_holding
 from prefect_restful_etl.blocks import AuditDatabase, RestApi
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.flows.callback import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from prefect_restful_etl.flows.hooks import DEPLOYMENT as HOOKS_DEPLOYMENT
 from prefect_restful_etl.flows.keys import PRIVATE_KEY_ENV, generate_key_pair
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key
+from prefect_restful_etl.tasks.engine.redaction import MASK
 
 from fixtures.servers.prefect import PrefectServer
 
@@ -488,6 +491,7 @@ def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops:
     assert [(s["schedule"]["interval"], s["active"]) for s in janitor["schedules"]] == [(300, True)]
 
     ops.stop_serving()  # from here on only the pool's worker can run them
+    left = left_holding_credentials(ops, resync["id"])
     creds = write_credentials(ops.home / "worker-creds.json", apis, SEALED_HOOK)
     log = ops.home / "worker.log"
     with ops.worker("restful-etl", log) as worker:
@@ -504,6 +508,21 @@ def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops:
     assert (run["deployment_id"], run["work_pool_name"]) == (resync["id"], "restful-etl")
     worker_log = log.read_text(errors="replace")
     assert batch_id in worker_log  # this worker, not a leftover runner, ran it
-    assert "janitor: " in worker_log  # `restful-etl worker` swept before it started the worker
+    # `restful-etl worker` swept before it started the worker: its summary, not the "did not run" warning
+    assert re.search(r"janitor: \d+ masked, \d+ crashed, \d+ cancelled, \d+ audited", worker_log), worker_log[-3000:]
+    assert "the start-up sweep did not run" not in worker_log
+    assert ops.flow_run(left)["parameters"]["credentials"] == {"crm": {"token": MASK}}
     status = ops.cli_json("status", batch_id, "-t", "worker-co")
     assert status["batch"]["full_refresh"] and status["batch"]["extracted"] == 200
+    hooks = ops.deployment(HOOKS_DEPLOYMENT)  # it takes plain credentials too: no 409 quoting them
+    assert hooks is not None and hooks["enforce_parameter_schema"] is False
+
+
+def left_holding_credentials(ops: Operations, deployment_id: str) -> str:
+    """A run that ended holding plain credentials, as a worker killed before its run could mask them leaves it."""
+    parameters = {"tenant_id": "left-co", "credentials": {"crm": {"token": "left-by-a-dead-worker-6a0d"}}}
+    created = ops.rest.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+    flow_run_id = str(created.raise_for_status().json()["id"])
+    state = {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True}
+    ops.rest.post(f"/flow_runs/{flow_run_id}/set_state", json=state).raise_for_status()
+    return flow_run_id

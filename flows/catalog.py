@@ -9,6 +9,9 @@
 The first of these to name a batch type wins; a name found twice, or a file that does not validate, is a problem
 the catalog reports (and `restful-etl serve` refuses to start on). Everything but the package's own batch types is
 deployed through the generic entrypoint (flows/entrypoint.py), which finds them here again by name.
+
+Prefect knows batch types by name only, from their deployments (`deployed_batch_types`): those the client may
+start or look up from anywhere, though their definitions may be in a project on another machine.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import Flow
 
@@ -34,6 +37,10 @@ from prefect_restful_etl.flows.builder import batch_type_of, build_flow
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.responses import DeploymentResponse
+
 FULL_RESYNC_SUFFIX = "-full-resync"
 FOLDER_ENV = "RESTFUL_ETL_BATCH_TYPES"
 DEFAULT_FOLDER = Path("batch_types")
@@ -41,6 +48,8 @@ ENTRY_POINT_GROUP = "restful_etl.batch_types"
 GENERIC_ENTRYPOINT = "prefect_restful_etl.flows.entrypoint"
 FOLDER, ENTRY_POINT, PACKAGE = "folder", "entry point", "package"
 _USER_MODULES = "restful_etl_batch_types_"  # prefixes the import names of a folder's Python modules
+BATCH_TYPE_TAG = "batch-type:"  # a deployment's tag, `batch-type:<name>`, as serve.py and prefect.yaml set it
+_PAGE = 200  # deployments read at once (the Prefect API's default limit)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,34 @@ def attribute_of(name: str) -> str:
 def deployment_name(batch_type: str, *, full_resync: bool = False) -> str:
     """`<flow>/<deployment>` as prefect.yaml and `restful-etl serve` name them."""
     return f"{batch_type}/{batch_type}{FULL_RESYNC_SUFFIX if full_resync else ''}"
+
+
+async def deployed_batch_types(client: PrefectClient) -> set[str]:
+    """The batch types Prefect has deployments for, wherever they are defined: a deployment's `batch-type:<name>`
+    tag, or else the name `deployment_name` gives it (`<batch type>/<batch type>`, or its full re-sync) when its
+    flow takes a tenant (the janitor's deployment is named after its flow too, and is no batch)."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+
+    deployments: list[DeploymentResponse] = []
+    while True:
+        page = await client.read_deployments(limit=_PAGE, offset=len(deployments))
+        deployments += page
+        if len(page) < _PAGE:
+            break
+    found = {tag.removeprefix(BATCH_TYPE_TAG) for d in deployments for tag in d.tags if tag.startswith(BATCH_TYPE_TAG)}
+    untagged = [d for d in deployments if _takes_a_tenant(d) and not any(t.startswith(BATCH_TYPE_TAG) for t in d.tags)]
+    if untagged:
+        flows = await client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=[d.flow_id for d in untagged])))
+        names = {flow.id: flow.name for flow in flows}
+        for d in untagged:
+            flow_name = names.get(d.flow_id, "")
+            if d.name in (flow_name, f"{flow_name}{FULL_RESYNC_SUFFIX}"):
+                found.add(flow_name)
+    return found - {""}
+
+
+def _takes_a_tenant(deployment: DeploymentResponse) -> bool:
+    return "tenant_id" in (deployment.parameter_openapi_schema or {}).get("properties", {})
 
 
 @cache

@@ -112,15 +112,48 @@ def _sync(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def _batch_type(name: str | None) -> str:
-    from prefect_restful_etl.flows.catalog import batch_flows
+    """The batch type a command is for: one the catalog finds here (by default, the only one), or one Prefect has
+    deployments for, served or deployed from a project elsewhere: its runs find it where they run."""
+    from prefect_restful_etl.flows.catalog import FOLDER_ENV, batch_flows, batch_types_folder
 
-    known = sorted(batch_flows())
-    if name is None and len(known) == 1:
-        return known[0]
-    if name not in known:
-        errors.print(f"[red]--batch-type: one of {known}[/red]")
-        raise typer.Exit(2)
-    return name
+    here = sorted(batch_flows())
+    deployed: set[str] | None = None
+    if name is None:
+        if len(here) == 1:
+            return here[0]
+    elif name in here:
+        return name
+    else:
+        deployed = _sync(_deployed_batch_types(name))
+        if deployed is not None and name in deployed:
+            return name
+    known = sorted({*here, *(deployed or ())})
+    where = f"those defined in {batch_types_folder()} ({FOLDER_ENV}), the entry points or the package"
+    if deployed is not None:
+        where += ", and those deployed on Prefect"
+    elif name is not None:
+        where += "; set PREFECT_API_URL to take those deployed on Prefect too"
+    errors.print(f"--batch-type: one of {known} ({where})", style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+async def _deployed_batch_types(name: str) -> set[str] | None:
+    """The batch types Prefect has deployments for; None without a Prefect API to ask (asking would start a
+    temporary server of its own, which has none)."""
+    from prefect.settings import get_current_settings
+
+    from prefect_restful_etl.flows.catalog import deployed_batch_types
+
+    if not get_current_settings().api.url:
+        return None
+    try:
+        async with get_client() as client:
+            return await deployed_batch_types(client)
+    except Exception as ex:  # the API is not reachable, or refused the question
+        raise prefect_api.ClientError(
+            f"--batch-type: {name!r} is not defined here, and the Prefect API did not say whether it has deployments "
+            f"for it ({type(ex).__name__})"
+        ) from None
 
 
 def _batch_type_filter(name: str | None) -> str | None:

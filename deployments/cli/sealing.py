@@ -6,24 +6,26 @@ file), the public key of the workers' `RESTFUL_ETL_PRIVATE_KEY` on a worker's ma
 `restful-etl-public-key` the workers published. `--seal` insists (and falls back on `RESTFUL_ETL_SEAL_KEY`);
 `--no-seal` sends them plain. Sealed credentials are bound to the run's tenant and to the hosts the run sends
 each API's credentials to: the batch type's base URLs, with the run's `--base-url` and `--api-block` applied,
-and the callback URL for the callback's secret.
+and the callback URL for the callback's secret. A batch type Prefect has deployments for but that is not defined
+here (its project is elsewhere) names no host: only the run's own `--base-url`s and `--api-block`s do.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from prefect_restful_etl.flows.catalog import FOLDER_ENV
 from prefect_restful_etl.flows.keys import PUBLIC_KEY_ENV, public_key_from_env, published_public_key
-from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, bound_hosts, seal
+from prefect_restful_etl.flows.sealing import CALLBACK, SEAL_KEY_ENV, bound_hosts, seal
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
-from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ async def credential_parameters(
     text: str,
     *,
     tenant_id: str,
-    apis: dict[str, ApiConfig],
+    apis: RunApis,
     callback_url: str | None = None,
     sealing: bool | None = None,
 ) -> dict[str, Any]:
@@ -100,26 +102,63 @@ async def credential_parameters(
         )
     if key is None:
         return {"credentials": found}
-    hosts = bound_hosts(found, apis, callback_url)
+    hosts = apis.hosts(found, callback_url)
     return {"sealed_credentials": seal(found, tenant_id=tenant_id, hosts=hosts, public_key=key.public, key=key.fernet)}
+
+
+@dataclass(frozen=True)
+class RunApis:
+    """Where a run will send each API's credentials, as far as this machine can tell: the batch type's APIs with
+    the run's base URLs and blocks applied; or, for a batch type not defined here (`defined` False), only the
+    APIs the run itself points somewhere."""
+
+    batch_type: str
+    apis: dict[str, ApiConfig]
+    defined: bool = True
+
+    def hosts(self, credentials: Iterable[str], callback_url: str | None) -> dict[str, list[str]]:
+        """The hosts each API's credentials are sealed for. Where the batch type is not defined here, an API the
+        run points nowhere is refused, saying what to do: its hosts are in a definition this machine lacks, and
+        sealing for any other would only make the workers refuse the run."""
+        credentials = list(credentials)
+        unknown = sorted(api for api in credentials if api != CALLBACK and api not in self.apis)
+        if unknown and not self.defined:
+            raise ConfigError(
+                "--batch-type",
+                f"{self.batch_type!r} is deployed on Prefect but not defined here, so where it sends the credentials "
+                f"of {', '.join(unknown)} is not known here, and sealing binds them to those hosts: run this in its "
+                f"project's folder, set {FOLDER_ENV} to its batch types folder, or give --base-url API=URL for each",
+            )
+        return bound_hosts(credentials, self.apis, callback_url)
 
 
 async def run_apis(
     batch_type: str, base_urls: dict[str, str] | None = None, api_blocks: dict[str, str] | None = None
-) -> dict[str, ApiConfig]:
+) -> RunApis:
     """The batch type's APIs as a run with these base URLs and RestApi blocks resolves them, as the batch
-    itself will (flows/resources.py): where its credentials will be sent."""
+    itself will (flows/resources.py): where its credentials will be sent. A batch type the catalog does not
+    find here has only those the run names."""
+    from prefect_restful_etl.flows.catalog import batch_flows
     from prefect_restful_etl.flows.resources import api_configs, load_api_blocks
 
     blocks = await load_api_blocks(api_blocks) if api_blocks else {}
-    return api_configs(batch_type_config(batch_type), base_urls, blocks)
+    found = batch_flows().get(batch_type)
+    if found is None:
+        return RunApis(batch_type, _named_by_run(base_urls or {}, blocks), defined=False)
+    return RunApis(batch_type, api_configs(found.batch_type, base_urls, blocks))
 
 
-def batch_type_config(name: str) -> BatchType:
-    """The `BatchType` a batch type's flow was built from, as the catalog finds it."""
-    from prefect_restful_etl.flows.catalog import batch_flows
-
-    return batch_flows()[name].batch_type
+def _named_by_run(base_urls: dict[str, str], blocks: dict[str, ApiConfig]) -> dict[str, ApiConfig]:
+    """The APIs a run points somewhere itself: its blocks, with its base URLs applied."""
+    apis = dict(blocks)
+    for name, url in base_urls.items():
+        given = apis[name].model_dump() if name in apis else {"name": name}
+        try:
+            apis[name] = ApiConfig.model_validate({**given, "base_url": url})
+        except ValidationError as ex:
+            message = ex.errors(include_input=False, include_url=False)[0]["msg"]
+            raise ConfigError(f"--base-url {name}", message) from None
+    return apis
 
 
 def with_hosts(hosts: dict[str, list[str]], pairs: list[str] | None) -> dict[str, list[str]]:
@@ -137,7 +176,7 @@ async def seal_file(
     text: str,
     *,
     tenant_id: str,
-    apis: dict[str, ApiConfig],
+    apis: RunApis,
     callback_url: str | None = None,
     host_pairs: list[str] | None = None,
     symmetric: bool = False,
@@ -148,7 +187,7 @@ async def seal_file(
     if isinstance(found, str):
         raise ConfigError("credentials file", "holds sealed credentials already")
     explicit = with_hosts({}, host_pairs)
-    hosts = {**bound_hosts([api for api in found if api not in explicit], apis, callback_url), **explicit}
+    hosts = {**apis.hosts([api for api in found if api not in explicit], callback_url), **explicit}
     key = await sealing_key(symmetric=symmetric)
     if key is None:
         raise ConfigError(

@@ -10,7 +10,7 @@ from prefect.flows import load_flow_from_entrypoint
 from typer.testing import CliRunner
 
 from prefect_restful_etl.deployments.cli.app import app
-from prefect_restful_etl.deployments.cli.sealing import credential_parameters, read_credentials
+from prefect_restful_etl.deployments.cli.sealing import RunApis, credential_parameters, read_credentials
 from prefect_restful_etl.flows.catalog import batch_flows, deployment_name
 from prefect_restful_etl.flows.keys import PRIVATE_KEY_ENV, PUBLIC_KEY_ENV
 from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, unseal
@@ -85,10 +85,13 @@ def test_seal_without_a_key_fails_with_one_line(creds_file: Path) -> None:
     assert result.exit_code == 2 and "public key" in result.output and "Traceback" not in result.output
 
 
-APIS = {
-    name: ApiConfig.model_validate({"name": name, "base_url": f"https://{name}.example.com"})
-    for name in ("crm", "accounting")
-}
+APIS = RunApis(
+    "crm-to-accounting",
+    {
+        name: ApiConfig.model_validate({"name": name, "base_url": f"https://{name}.example.com"})
+        for name in ("crm", "accounting")
+    },
+)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ DEFAULT_DATABASE = "restful_etl"
 """The database when the URL names none (`mongodb://host:27017`)."""
 RECORDS, JOBS, INDEXES = "stage_records", "stage_jobs", "stage_indexes"
 _MAX_DOC_BYTES = 8 * 1024 * 1024  # a chunk document's records, well inside MongoDB's 16 MiB per document
+_NO_END = 2**62  # positions a read walks when no job counted them (records without a stage_jobs document)
 _AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed: no retry will mend them
 _Document = dict[str, Any]
 
@@ -39,15 +40,18 @@ class MongoStage:
     ```
     stage_records  {batch: "restful-etl:acme:0f9c...:", key: "restful-etl:acme:0f9c...:extract-customers",
                     n: 1000, count: 1000, records: Binary(b'[{"id":1001,...},...]'), expires: ISODate(...)}
-    stage_jobs     {batch: "restful-etl:acme:0f9c...:", key: "...:extract-customers", staged: 2500, expires: ...}
+    stage_jobs     {batch: "restful-etl:acme:0f9c...:", key: "...:extract-customers", staged: 2500, stored: 2500,
+                    expires: ...}
     stage_indexes  {batch: "restful-etl:acme:0f9c...:", key: "...:load-customers.index", field: "7",
                     value: '[2,[["AC-9","3f1c...",2,"2026-...",false]]]', expires: ...}
     ```
     An append writes a document per `write_chunk` records (fewer where their JSON would pass 8 MiB), `n` being the
     position of its first record; a read asks for the documents that start inside the next chunk, one query a
-    chunk. A job's `stage_jobs` document counts what it staged, so a read tells "staged nothing" from "never
-    staged" and from "some of it expired or was never written" (a failed append). Every filter matches the batch
-    and the key exactly, never a pattern, so no tenant's query can reach another tenant's documents.
+    chunk. A job's `stage_jobs` document hands out positions (`staged`) and counts the records whose insert
+    succeeded (`stored`), so a read tells "staged nothing" from "never staged" and from "some of it expired or was
+    lost", while an insert the server refused (the caller told, and retrying) leaves positions a read steps over,
+    not records missing. Every filter matches the batch and the key exactly, never a pattern, so no tenant's
+    query can reach another tenant's documents.
 
     Every write stamps the documents it writes with `expires` (now + `ttl`; none when `ttl` is None), which a TTL
     index turns into expiry: unlike a Redis key, each document lives `ttl` after its own last write. Records go
@@ -136,55 +140,59 @@ class MongoStage:
         await self.aclose()
 
     async def append(self, key: StageKey, records: Sequence[dict[str, Any]]) -> None:
-        """Add records after those staged under `key`: the job's count first, then one insert of their documents,
-        so an append cut off halfway reads as records missing, never as a whole stage."""
+        """Add records after those staged under `key`: their positions first (`staged`), then one insert of their
+        documents, then the count of what was stored (`stored`). An insert the server refuses takes back what it
+        wrote and leaves its positions unused, which a read steps over; one cut off halfway reads as lost."""
         name, where = self._where_key(key)
         docs = [{**where, "count": len(part), "records": Binary(blob)} for part, blob in self._slices(records, name)]
         with self._errors("append", name):
             await self._ensure_indexes()
             before = await self._jobs.find_one_and_update(
                 where,
-                self._update(inc={"staged": len(records)}),
+                self._update(inc={"staged": len(records), "stored": 0}),
                 projection={"staged": True, "_id": False},
                 upsert=True,
                 return_document=ReturnDocument.BEFORE,
             )
-            position = int((before or {}).get("staged", 0))
+            start = position = int((before or {}).get("staged", 0))
             for doc in docs:
                 doc["n"], position = position, position + doc["count"]
                 doc.update(self._expiry())
             if docs:
-                await self._records.insert_many(docs, ordered=True)
+                await self._insert(where, docs, start, position)
+                await self._jobs.update_one(where, self._update(inc={"stored": len(records)}))
 
     async def read(self, key: StageKey, chunk_size: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:
         """Yield the staged records in chunks of `chunk_size`, one query each: the documents that start inside the
-        chunk. Never the whole stage at once; records lost while it reads (expired) raise `StageError`."""
+        chunk. Never the whole stage at once; records stored and then lost (expired) raise `StageError`."""
         if chunk_size < 1:
             raise ConfigError("chunk_size", "must be at least 1")
         name, where = self._where_key(key)
         with self._errors("read", name):
             await self._ensure_indexes()
-            job = await self._jobs.find_one(where, {"staged": True})
+            job = await self._jobs.find_one(where, {"staged": True, "stored": True})
             present = await self._present(where)
-        staged = None if job is None else int(job.get("staged", 0))
-        if staged is None and not present:
+        if job is None and not present:
             raise StageError(f"nothing is staged under {name} (never written, expired or dropped)")
-        if staged is not None and staged > present:
-            raise StageError(f"{name} holds {present} of the {staged} records staged: the rest expired or were lost")
-        end = present if staged is None else staged
+        job = job or {}
+        stored = int(job.get("stored" if "stored" in job else "staged", 0))  # "staged": a job from before `stored`
+        if stored > present:
+            raise StageError(f"{name} holds {present} of the {stored} records staged: the rest expired or were lost")
+        end = int(job.get("staged", _NO_END))
         pending: list[dict[str, Any]]
-        position, pending = 0, []  # pending: read, not yet yielded (less than a chunk, plus one document)
+        position, taken, pending = 0, 0, []  # pending: read, not yet yielded (less than a chunk, plus one document)
         while position < end:
-            window = {**where, "n": {"$gte": position, "$lt": position + chunk_size - len(pending)}}
-            with self._errors("read", name):
-                docs = await self._records.find(window, {"n": True, "count": True, "records": True}).sort("n").to_list()
+            docs = await self._starting(where, name, position, min(end, position + chunk_size - len(pending)))
+            docs = docs or await self._starting(where, name, position, end, limit=1)  # past unused positions
+            if not docs and taken < stored:
+                raise _lost(name, position)
             if not docs:
-                raise StageError(f"{name} lost records from position {position} while being read (expired?)")
+                break  # the positions left were reserved by appends whose insert failed (or has not landed yet)
             for doc in docs:
                 if doc["n"] != position:
-                    raise StageError(f"{name} lost records from position {position} while being read (expired?)")
+                    await self._step_over(where, name, position, taken, stored)
                 pending.extend(orjson.loads(doc["records"]))
-                position += int(doc["count"])
+                position, taken = doc["n"] + int(doc["count"]), taken + int(doc["count"])
             while len(pending) >= chunk_size:
                 yield pending[:chunk_size]
                 del pending[:chunk_size]
@@ -203,7 +211,7 @@ class MongoStage:
         with self._errors("clear", name):
             await self._ensure_indexes()
             await self._records.delete_many(where)  # before the count goes to 0: a half-done clear reads as lost
-            await self._jobs.update_one(where, self._update({"staged": 0}), upsert=True)
+            await self._jobs.update_one(where, self._update({"staged": 0, "stored": 0}), upsert=True)
 
     async def drop_batch(self, tenant_id: str, batch_id: str) -> int:
         """Forget every document of one batch; returns how many jobs' keys and indexes were removed."""
@@ -299,6 +307,31 @@ class MongoStage:
             update["$unset"] = {"expires": ""}
         return update
 
+    async def _insert(self, where: _Document, docs: list[_Document], start: int, end: int) -> None:
+        """One ordered insert of an append's documents (positions `start` to `end`). Where the server refuses one,
+        those it took go again, so a retried append stores its records once; a connection lost halfway may leave
+        some, read as they are (more than `stored`: a caller's retry may store them twice)."""
+        try:
+            await self._records.insert_many(docs, ordered=True)
+        except BulkWriteError:
+            await self._records.delete_many({**where, "n": {"$gte": start, "$lt": end}})
+            raise
+
+    async def _starting(self, where: _Document, name: str, start: int, end: int, *, limit: int = 0) -> list[_Document]:
+        """The record documents that start at positions `start` to `end` (`limit` of them, 0: all), in order."""
+        window = {**where, "n": {"$gte": start, "$lt": end}}
+        with self._errors("read", name):
+            cursor = self._records.find(window, {"n": True, "count": True, "records": True}).sort("n").limit(limit)
+            return await cursor.to_list()
+
+    async def _step_over(self, where: _Document, name: str, position: int, taken: int, stored: int) -> None:
+        """No document starts at `position`: an append reserved it and its insert failed, unless records were lost,
+        when the `taken` records read and those resting from `position` on fall short of those `stored`."""
+        with self._errors("read", name):
+            rest = await self._present({**where, "n": {"$gte": position}})
+        if taken + rest < stored:
+            raise _lost(name, position)
+
     async def _present(self, where: _Document) -> int:
         cursor = await self._records.aggregate([{"$match": where}, {"$group": {"_id": None, "n": {"$sum": "$count"}}}])
         totals = await cursor.to_list()
@@ -338,6 +371,10 @@ class MongoStage:
         else:
             text = str(ex)
         return redact(f"{type(ex).__name__}: {text}"[:600], [self._password])
+
+
+def _lost(name: str, position: int) -> StageError:
+    return StageError(f"{name} lost records from position {position} while being read (expired?)")
 
 
 def _url_parts(url: str, database: str) -> tuple[str, str]:

@@ -269,6 +269,67 @@ async def test_records_lost_while_being_read_raise(stage: MongoStage, db: AsyncD
     await reader.aclose()
 
 
+async def refuse_new_records(db: AsyncDatabase[Doc], validator: Doc | None = None) -> None:
+    """The server refuses every record document inserted from now on (`validator` None: none refused again): a
+    real write error (DocumentValidationFailure), after the append's count was written."""
+    await db.command("collMod", RECORDS, validator=validator or {})
+
+
+async def test_an_insert_the_server_refuses_leaves_the_count_and_the_records_consistent(
+    stage: MongoStage, db: AsyncDatabase[Doc], batch: str
+) -> None:
+    key = StageKey("acme", batch, "extract")
+    await stage.append(key, records(3))
+    await refuse_new_records(db, {"never": {"$exists": True}})
+    with pytest.raises(StageError, match=f"stage append of {key}.*Document failed validation"):
+        await stage.append(key, records(2, start=3))
+    await refuse_new_records(db)
+
+    assert await stage.count(key) == 3
+    assert await read_all(stage, key) == records(3)  # what the failed append did not store is not missing
+    await stage.append(key, records(2, start=3))  # the caller's retry
+    assert await read_all(stage, key, chunk_size=2) == records(5)
+
+
+async def test_an_append_the_server_refuses_halfway_leaves_nothing_of_it(db: AsyncDatabase[Doc], batch: str) -> None:
+    stage = MongoStage(db, ttl=TTL, write_chunk=1000)
+    key = StageKey("acme", batch, "extract")
+    await stage.append(key, records(1000))
+    # A document already at the position of the next append's second one: its first goes in, its second is
+    # refused (duplicate key), as an ordered insert does
+    where = {"batch": key.batch_prefix, "key": str(key)}
+    await db[RECORDS].insert_one({**where, "n": 2000, "count": 0, "records": b"[]"})
+    with pytest.raises(StageError, match="duplicate key"):
+        await stage.append(key, records(2500, start=1000))
+
+    assert [d["n"] for d in await docs(db, RECORDS)] == [0]  # what it stored went again (the blocker with it)
+    assert await stage.count(key) == 1000
+    await stage.append(key, records(2500, start=1000))
+    assert await read_all(stage, key) == records(3500)
+
+
+async def test_records_lost_after_a_refused_insert_still_raise(
+    stage: MongoStage, db: AsyncDatabase[Doc], batch: str
+) -> None:
+    key = StageKey("acme", batch, "extract")
+    await stage.append(key, records(3))
+    await refuse_new_records(db, {"never": {"$exists": True}})
+    with pytest.raises(StageError):
+        await stage.append(key, records(2, start=3))
+    await refuse_new_records(db)
+    await stage.append(key, records(2, start=3))
+    await stage.append(key, records(4, start=5))
+
+    reader = stage.read(key, chunk_size=3)
+    assert await anext(reader) == records(3)
+    await db[RECORDS].delete_one({"key": str(key), "count": 2})  # stored after the refused positions, then lost
+    with pytest.raises(StageError, match="lost records from position"):
+        await anext(reader)
+    await reader.aclose()
+    with pytest.raises(StageError, match="holds 7 of the 9 records staged"):
+        await read_all(stage, key)
+
+
 # Tenant ids a careless query could let match another tenant's: a prefix, a regex, an operator's spelling.
 NEIGHBOURS = ["acm", "acme-eu", "acme.", "^acme", "acme|globex", "(ACME)", "$ne", "{}", "acme\n"]
 

@@ -201,7 +201,8 @@ class Intake:
     # --- what a micro-batch reads ------------------------------------------------------------------------------
 
     async def read(self, tenant: str, batch_type: str, segment: str) -> AsyncIterator[list[dict[str, Any]]]:
-        """The segment's events in arrival order; nothing for a segment already dropped."""
+        """The segment's events in arrival order; nothing for a segment already dropped. A segment the stage
+        cannot read whole, and no completed micro-batch dropped, raises: its events were answered 202."""
         started = False
         try:
             async for chunk in self.stage.read(self.events_key(tenant, batch_type, segment)):
@@ -210,6 +211,13 @@ class Intake:
         except StageUnavailable:
             raise
         except StageError:
-            if started:
-                raise  # part of it expired: a loss to report, not an empty segment
-            # else: its micro-batch completed and dropped it before the registry said so
+            if started or not await self.dropped(tenant, batch_type, segment):
+                raise  # events lost (expired, or the stage's count disagrees with what it holds): never skipped
+
+    async def dropped(self, tenant: str, batch_type: str, segment: str) -> bool:
+        """Its micro-batch completed: the registry says done (what is left of it may be going), or no longer names
+        it (rewritten without done segments) and the stage holds none of its events."""
+        state = (await self.registry(tenant, batch_type)).get(segment)
+        if state is not None:
+            return state == DONE
+        return not await self.stage.count(self.events_key(tenant, batch_type, segment))

@@ -7,10 +7,15 @@ import uuid
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
 
+from prefect_restful_etl.tasks.engine.exceptions import StageError
 from prefect_restful_etl.tasks.engine.hooks.counts import IntakeCounts, totals_of
 from prefect_restful_etl.tasks.engine.hooks.intake import DONE, OPEN, SEALED, Intake
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
+from prefect_restful_etl.tasks.engine.stage.mongo import RECORDS, MongoStage
+from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 
 BT = "crm-to-accounting"
 
@@ -156,3 +161,51 @@ async def test_counts_add_up_across_receivers_and_restarts(stage: Stage, tenant:
     await restarted.flush()
     assert await totals_of(Intake(stage), tenant, BT) == {"accepted": 5, "refused.signature": 1}
     assert await totals_of(Intake(stage), tenant, BT, receiver="other") == {"accepted": 1}
+
+
+@pytest.mark.integration
+async def test_an_event_whose_first_store_failed_is_read_after_its_retry(mongo_url: str, tenant: str) -> None:
+    """The MongoDB server refuses one event's records after its append counted them: the receiver answers 503,
+    the source retries, and the micro-batch reads every event answered 202."""
+    async with MongoStage.from_url(mongo_url) as stage, AsyncMongoClient(mongo_url) as client:
+        db, intake = client.get_default_database(), Intake(stage)
+        segment = await intake.accept(tenant, BT, "evt_1", {"records": [{"id": 1}]})
+        await db.command("collMod", RECORDS, validator={"never": {"$exists": True}})  # every insert refused
+        with pytest.raises(StageError, match="Document failed validation"):
+            await intake.accept(tenant, BT, "evt_2", {"records": [{"id": 2}]})
+        await db.command("collMod", RECORDS, validator={})
+        assert await intake.accept(tenant, BT, "evt_2", {"records": [{"id": 2}]}) == segment  # the retry
+
+        assert await intake.seal(tenant, BT) == [segment]
+        assert [e["event_id"] for e in await events(intake, tenant, segment)] == ["evt_1", "evt_2"]
+
+
+async def _lose_mongo(url: str, key: StageKey) -> None:
+    async with AsyncMongoClient(url) as client:
+        await client.get_default_database()[RECORDS].delete_many({"key": str(key)})
+
+
+async def _lose_redis(url: str, key: StageKey) -> None:
+    async with aioredis.Redis.from_url(url) as client:
+        await client.delete(str(key))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["mongo", "redis"])
+async def test_a_sealed_segment_whose_events_are_missing_raises_and_is_not_read_as_dropped(
+    request: pytest.FixtureRequest, tenant: str, backend: str
+) -> None:
+    """Its count says events were stored and the stage holds fewer (lost, expired): not an empty segment."""
+    url = str(request.getfixturevalue(f"{backend}_url"))
+    stage = MongoStage.from_url(url) if backend == "mongo" else RedisStage.from_url(url)
+    async with stage:
+        intake = Intake(stage)
+        segment = await intake.accept(tenant, BT, "evt_1", {"records": [{"id": 1}]})
+        await intake.accept(tenant, BT, "evt_2", {"records": [{"id": 2}]})
+        assert segment is not None and await intake.seal(tenant, BT) == [segment]
+        await (_lose_mongo if backend == "mongo" else _lose_redis)(url, intake.events_key(tenant, BT, segment))
+
+        with pytest.raises(StageError, match="records staged"):
+            await events(intake, tenant, segment)
+        await intake.done(tenant, BT, [segment])  # once its micro-batch completed, it reads as dropped
+        assert await events(intake, tenant, segment) == []

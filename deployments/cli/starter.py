@@ -55,7 +55,7 @@ def starter_files(directory: Path, name: str) -> dict[Path, str]:
         folder / f"{name}.yaml": batch_text,
         folder / LIBRARY: MODELINE + (EXAMPLES / LIBRARY).read_text(encoding="utf-8"),
         directory / CREDENTIALS_FILE: json.dumps(credentials_template(batch_type), indent=2) + "\n",
-        directory / "prefect.yaml": prefect_yaml(name, directory.resolve()),
+        directory / "prefect.yaml": prefect_yaml(name),
         directory / "README.md": readme(name),
         directory / ".gitignore": f"{CREDENTIALS_FILE}\n*.sealed\n.restful-etl/\n",
     }
@@ -89,10 +89,14 @@ def _yaml(text: str) -> object:
     return yaml.safe_load(text)
 
 
-def prefect_yaml(name: str, directory: Path) -> str:
+def prefect_yaml(name: str) -> str:
+    """The project's deployments. It names no folder of the machine it was written on: `prefect deploy` records
+    the one it runs in (the clone being deployed) as the workers' working directory, through a build step's output
+    (`set_working_directory` answers with the absolute path; a relative path in a pull step would be taken from
+    the worker's own folder for the run, a temporary one)."""
     entrypoint = f"{GENERIC_ENTRYPOINT}.{attribute_of(name)}"
     return f"""\
-# Deployments of this project's batch types: `prefect deploy --all` (PREFECT_API_URL set), after
+# Deployments of this project's batch types: `prefect deploy --all` in this folder (PREFECT_API_URL set), after
 #   prefect work-pool create --type process restful-etl
 # then start a worker where prefect-restful-etl is installed, with the workers' settings in its environment
 # (RESTFUL_ETL_SEAL_KEY, RESTFUL_ETL_AUDIT_URL ...):  prefect worker start --pool restful-etl
@@ -101,13 +105,20 @@ def prefect_yaml(name: str, directory: Path) -> str:
 name: {name}
 prefect-version: 3.8.8
 
-build: null
-push: null
 # The entrypoint is the package's generic one: it finds the batch type by name in ./{DEFAULT_FOLDER} of the
-# working directory below (or in RESTFUL_ETL_BATCH_TYPES). A worker elsewhere needs this folder there.
+# workers' working directory. `prefect deploy` records the folder it runs in (this project's, wherever it is
+# cloned) and the pull step sets it for the workers, so they need the project at that path on their machine.
+# Workers elsewhere can clone it instead: replace the pull step with
+#   - prefect.deployments.steps.git_clone:
+#       repository: <this project's git URL>
+build:
+  - prefect.deployments.steps.set_working_directory:
+      id: project
+      directory: .
+push: null
 pull:
   - prefect.deployments.steps.set_working_directory:
-      directory: {json.dumps(str(directory))}
+      directory: "{{{{ project.directory }}}}"
 
 definitions:
   work_pool: &process_pool

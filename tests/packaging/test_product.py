@@ -1,7 +1,8 @@
 """A user's own project, from the installed wheel in a fresh virtual environment: `restful-etl init`, `validate`,
 `schema`, `batch-types`; `restful-etl serve` on a real `prefect server` finding a batch type of the project's
 folder and one of an installed package's entry point, runs of both followed with `--watch` against the demo APIs;
-then `prefect deploy --all` of the prefect.yaml that init wrote, and a worker started elsewhere running it."""
+then `prefect deploy --all` of the prefect.yaml that init wrote, in a clone of the project in another folder, and a
+worker started elsewhere running it from the clone."""
 
 from __future__ import annotations
 
@@ -218,13 +219,16 @@ def test_serve_finds_the_folders_and_the_entry_points_batch_types_and_runs_them(
         stop(serving)
 
 
-def test_prefect_deploy_all_registers_both_deployments_and_a_worker_elsewhere_runs_one(
+def test_prefect_deploy_all_in_a_clone_registers_both_deployments_and_a_worker_elsewhere_runs_one(
     product: Product, project: Path, prefect_server: PrefectServer, apis: DemoApis, tmp_path: Path
 ) -> None:
+    """The project as a team has it: cloned to another folder than the one init wrote it in, and deployed there."""
+    clone = tmp_path / "clone" / NAME
+    shutil.copytree(project, clone)
     env = prefect_environment(prefect_server, product)
-    pool = product.run("prefect", "work-pool", "create", "--type", "process", "restful-etl", cwd=project, env=env)
+    pool = product.run("prefect", "work-pool", "create", "--type", "process", "restful-etl", cwd=clone, env=env)
     assert pool.returncode == 0 or "already exists" in pool.stdout + pool.stderr, pool.stdout + pool.stderr
-    deployed = product.run("prefect", "--no-prompt", "deploy", "--all", cwd=project, env=env)
+    deployed = product.run("prefect", "--no-prompt", "deploy", "--all", cwd=clone, env=env)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     incremental, resync = (deployment(prefect_server, f"{NAME}/{NAME}{s}") for s in ("", "-full-resync"))
     assert incremental is not None and resync is not None
@@ -232,7 +236,7 @@ def test_prefect_deploy_all_registers_both_deployments_and_a_worker_elsewhere_ru
     assert incremental["work_pool_name"] == resync["work_pool_name"] == "restful-etl"
     assert resync["parameters"] == {"full_refresh": True}
     (step,) = resync["pull_steps"]
-    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == str(project)
+    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == str(clone.resolve())
 
     elsewhere = tmp_path / "worker"  # not the project: the pull step must find the batch types folder
     elsewhere.mkdir()
@@ -242,10 +246,11 @@ def test_prefect_deploy_all_registers_both_deployments_and_a_worker_elsewhere_ru
         "prefect", "worker", "start", "--pool", "restful-etl", cwd=elsewhere, env=worker_env, log=log
     )
     try:
-        creds = credentials(project, apis)
+        creds = credentials(clone, apis)
         urls = [f"--base-url=crm={apis.crm_url}", f"--base-url=accounting={apis.accounting_url}"]
+        # from the worker's folder, not the project's: the batch type is known here only by its deployments
         view = watched(
-            product, project, env, "resync", "--batch-type", NAME, "-t", "worker-co", "-c", str(creds), *urls
+            product, elsewhere, env, "resync", "--batch-type", NAME, "-t", "worker-co", "-c", str(creds), *urls
         )
         assert view["status"] == "COMPLETED", (view, log.read_text(errors="replace")[-3000:])
     finally:

@@ -51,8 +51,11 @@ def test_inits_prefect_yaml_declares_both_deployments_through_the_generic_entryp
     assert incremental["entrypoint"] == resync["entrypoint"] == f"{GENERIC_ENTRYPOINT}.acme_sync"
     assert resync["parameters"] == {"full_refresh": True} and resync["schedules"] == []
     assert not incremental["schedules"][0]["active"]
+    # the folder `prefect deploy` runs in, recorded by its build step (tests/deployments/cli/test_starter.py)
+    (recorded,) = declared["build"]
+    assert recorded["prefect.deployments.steps.set_working_directory"] == {"id": "project", "directory": "."}
     (step,) = declared["pull"]
-    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == str(project.resolve())
+    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ project.directory }}"
 
 
 def test_init_names_the_batch_type_after_its_folder_and_never_overwrites(tmp_path: Path) -> None:

@@ -8,8 +8,11 @@ Pages by number or offset are positions, and a source written while it is read m
 one customer updated while page 3 is read moves to the end, the others one place up, and the first record of
 page 4 is never read. So a positional stream is read as a whole again (`passes`) when it shows such a move: a
 record read twice in one pass, or a total that changes between pages (`SourceChanged`); a pass with neither
-is staged, and only then does the watermark advance. Keyset styles (a cursor or next URL that names the last
-record read) cannot skip a record this way and are read once.
+is staged, and only then does the watermark advance. A key read twice may also be the source's own: two records
+with one natural key (dirty data). Those stay where they are, so a pass that reads exactly as the pass before
+did (the same keys in the same order, the repeats alike, the total unchanged) is staged with both, for the
+unique screen or the load to settle: one bad record is an error event there, never a failed batch. Keyset
+styles (a cursor or next URL that names the last record read) cannot skip a record this way and are read once.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from prefect_restful_etl.tasks.engine.context import BatchContext, ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, SourceChanged
 from prefect_restful_etl.tasks.engine.extract.children import iter_child_pages
 from prefect_restful_etl.tasks.engine.extract.incremental import Cursor, Incremental
-from prefect_restful_etl.tasks.engine.extract.reads import ReadKeys
+from prefect_restful_etl.tasks.engine.extract.reads import ReadKeys, ReadShape
 from prefect_restful_etl.tasks.engine.extract.records import EXTRACT_SCREEN, shown, split_unstageable
 from prefect_restful_etl.tasks.engine.extract.schema import SchemaChecker
 from prefect_restful_etl.tasks.engine.http.client import RestClient
@@ -133,7 +136,8 @@ class ExtractJob(JobBase):
         default=3,
         ge=1,
         description="Times a page-number or offset stream is read when the source changes while it is read;"
-        " past that the job fails (and the watermark stays).",
+        " past that the job fails (and the watermark stays). A natural key read twice in two reads alike (the same"
+        " keys in the same order) is the source's own duplicate and is staged, which takes at least 2.",
     )
 
 
@@ -152,20 +156,28 @@ async def run_extract(
     positional = job.parent is None and paginator.positional()
     reads = ReadKeys(ctx.stage, key.part("read"), job.natural_key) if positional else None
     passes = job.passes if reads is not None else 1
+    previous: ReadShape | None = None  # the pass before, read whole
     for attempt in range(1, passes + 1):
         held = _HeldErrors(errors)
+        shape = None
         try:
             cursor = await _one_pass(job, ctx, report, held, checker, parents, reads)
+            shape = reads.shape() if reads is not None else None
+            problem = None if shape is None or not shape.repeated or shape == previous else _moved(job, shape)
         except SourceChanged as ex:
-            if attempt == passes or held.released:
-                raise SourceChanged(f"{ex}; read {attempt} times, the source changed each time: {_ADVICE}") from None
-            logger.warning("%s: %s; reading the whole stream again (pass %d of %d)", job.name, ex, attempt + 1, passes)
-            continue
+            problem = str(ex)
         finally:
             if reads is not None:
                 await reads.drop()
-        await held.release()
-        break
+        if problem is None:
+            if shape is not None and shape.repeated:
+                logger.warning("%s: %s", job.name, _own_duplicates(job, shape, attempt))
+            await held.release()
+            break
+        if attempt == passes or held.released:
+            raise SourceChanged(f"{problem}; read {attempt} times, the source changed each time: {_ADVICE}")
+        previous = shape
+        logger.warning("%s: %s; reading the whole stream again (pass %d of %d)", job.name, problem, attempt + 1, passes)
     await errors.flush()
     if cursor is not None:
         report.watermark_after = cursor.value
@@ -182,9 +194,30 @@ async def run_extract(
 
 _ADVICE = (
     "pages by number or offset move when records are written while they are read (or when the API does not sort"
-    " them stably, or holds two records with one natural key); a keyset paginator (cursor, next_url) reads such"
-    " a source safely, or sort by the cursor, then the natural key"
+    " them stably); a keyset paginator (cursor, next_url) reads such a source safely, or sort by the cursor, then"
+    " the natural key"
 )
+
+
+def _moved(job: ExtractJob, shape: ReadShape) -> str:
+    where = f"GET {job.api}:{job.endpoint.path} (page {shape.first_page} of the stream)"
+    return (
+        f"{where}: {_named(shape.repeated)} came twice in one read of the stream: records moved between pages,"
+        " or the source holds two records with one natural key (which a second read alike would show)"
+    )
+
+
+def _own_duplicates(job: ExtractJob, shape: ReadShape, attempt: int) -> str:
+    return (
+        f"GET {job.api}:{job.endpoint.path}: {_named(shape.repeated)} came twice in reads {attempt - 1} and {attempt}"
+        " of the stream alike, in the same places: the source holds more than one record with such a natural key;"
+        " all are staged, for the unique screen or the load's duplicates to settle"
+    )
+
+
+def _named(keys: Sequence[str]) -> str:
+    named = ", ".join(repr(shown(k)) for k in keys[:3])
+    return f"the natural key {named}" + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
 
 
 async def _one_pass(
@@ -196,7 +229,8 @@ async def _one_pass(
     parents: StageKey | None,
     reads: ReadKeys | None,
 ) -> Cursor | None:
-    """Read the whole stream once into a stage key cleared first; raises SourceChanged when it saw a move."""
+    """Read the whole stream once into a stage key cleared first, noting its keys in `reads`; raises
+    SourceChanged when the announced total changed."""
     key = ctx.stage_key(job.slug)
     await ctx.stage.clear(key)  # a retried extract (or pass) starts its output afresh: nothing is staged twice
     params = dict(job.endpoint.params)
@@ -204,12 +238,9 @@ async def _one_pass(
     if cursor is not None:
         params.update(cursor.request_params())
     counts = report.counts = {"extracted": 0, "skipped": 0, "rejected": 0}
-    number = 0
     async for page in _pages(job, ctx.client(job.api), ctx, params, parents):
-        number += 1
-        if reads is not None and await reads.repeats(page):
-            where = f"GET {job.api}:{job.endpoint.path} (page {number} of the stream)"
-            raise SourceChanged(f"{where}: a record came twice in one read of the stream: records moved between pages")
+        if reads is not None:
+            await reads.read(page)
         if cursor is not None:
             keys = _keys(page, job.natural_key)
             fresh = [r for r, k in zip(page, keys, strict=True) if cursor.admit(r, k)]

@@ -7,6 +7,7 @@ it had read. The job must read every customer all the same, or fail; never compl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,70 @@ async def test_a_record_patched_while_pages_are_read_makes_no_other_record_go_mi
     if incremental:
         newest = max(r["meta"]["updated_at"] for r in staged)
         assert report.watermark_after == newest and report.counts["extracted"] == len(staged)
+
+
+def share_email(apis: DemoApis, source: int, target: int) -> str:
+    """Give customer `target` customer `source`'s email: two records with one natural key (by email), as a CRM
+    with dirty data holds them, neither moving in the sort."""
+    with httpx.Client(base_url=apis.crm_url, headers={"Authorization": f"Bearer {apis.crm_token}"}) as client:
+        email = str(client.get(f"/customers/{source}").raise_for_status().json()["email"])
+    control(apis, "POST", "raw-field", json={"id": target, "field": "email", "json_text": json.dumps(email)})
+    return email
+
+
+POSITIONAL = [
+    pytest.param("page-number", {"page": "3"}, id="page-number"),
+    pytest.param("page-number-concurrent", {"page": "3"}, id="page-number-concurrent"),
+    pytest.param("offset", {"offset": "60"}, id="offset"),
+]
+
+
+@pytest.mark.parametrize("style,params", POSITIONAL)
+async def test_two_records_with_one_natural_key_in_the_source_are_staged_not_a_failed_batch(
+    tmp_path: Path, crm_apis: DemoApis, style: str, params: dict[str, str]
+) -> None:
+    """The same key twice in two passes read alike is the source's own duplicate: both are staged (the unique
+    screen or the load's duplicate handling makes it one error event), after one pass more, not `passes`."""
+    path, records_path, paginator = STYLES[style]
+    ids = first_ids(crm_apis, 60)
+    email = share_email(crm_apis, ids[2], ids[45])  # on pages 1 and 2 of 30
+    before = listing_requests(crm_apis, path)
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        report, staged = await extract(ctx, job(path, records_path, paginator, natural_key=["email"], **INCREMENTAL))
+    assert sorted(r["id"] for r in staged) == crm_ids(crm_apis)
+    assert [r["id"] for r in staged if r["email"] == email] == [ids[2], ids[45]]
+    assert report.counts["extracted"] == len(staged)
+    assert listing_requests(crm_apis, path) - before == 2 * 7  # two passes of 7 pages
+
+
+async def test_a_page_shift_beside_a_duplicate_of_the_source_is_still_read_again(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    """Pass 1 sees the source's duplicate and a patched customer twice; pass 2 only the duplicate, so it cannot
+    tell yet; pass 3 reads as pass 2 did, and counts."""
+    ids = first_ids(crm_apis, 60)
+    email = share_email(crm_apis, ids[2], ids[45])
+    write_during(crm_apis, "/customers", {"page": "3"}, patch={ids[0]: {"phone": PHONE}})
+    extract_job = job(*STYLES["page-number"], natural_key=["email"])
+    before = listing_requests(crm_apis, "/customers")
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        _, staged = await extract(ctx, extract_job)
+    assert sorted(r["id"] for r in staged) == crm_ids(crm_apis)
+    assert [r["phone"] for r in staged if r["id"] == ids[0]] == [PHONE]
+    assert len([r for r in staged if r["email"] == email]) == 2
+    assert listing_requests(crm_apis, "/customers") - before == 3 * 7
+
+
+async def test_a_duplicate_of_the_source_under_writes_in_every_pass_still_fails_the_job(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    ids = first_ids(crm_apis, 60)
+    share_email(crm_apis, ids[2], ids[45])
+    for n, customer in enumerate(ids[:3]):  # another customer of page 1 moves in each pass
+        write_during(crm_apis, "/customers", {"page": "3"}, patch={customer: {"phone": PHONE}}, after=n)
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        with pytest.raises(SourceChanged, match=r"GET crm:/customers .*read 3 times, the source changed each time"):
+            await extract(ctx, job(*STYLES["page-number"], natural_key=["email"]))
 
 
 async def test_the_next_incremental_run_after_a_patched_extract_reads_only_later_changes(
@@ -191,3 +256,18 @@ async def test_the_keys_a_read_saw_rest_on_a_redis_stage_and_go_after_it(
         left = [name async for name in stage._client.scan_iter(match=f"*{extract_job.slug}.read")]
     assert sorted(r["id"] for r in staged) == crm_ids(crm_apis)
     assert left == []
+
+
+async def test_a_duplicate_of_the_source_is_told_from_a_move_on_a_redis_stage_too(
+    tmp_path: Path, crm_apis: DemoApis, redis_url: str
+) -> None:
+    ids = first_ids(crm_apis, 60)
+    email = share_email(crm_apis, ids[2], ids[45])
+    write_during(crm_apis, "/customers", {"page": "3"}, patch={ids[0]: {"phone": PHONE}})
+    extract_job = job(*STYLES["page-number"], natural_key=["email"])
+    apis = {"crm": (crm(crm_apis), token(crm_apis))}
+    async with RedisStage.from_url(redis_url) as stage, batch_context(tmp_path, apis) as ctx:
+        ctx.stage = stage
+        _, staged = await extract(ctx, extract_job)
+    assert sorted(r["id"] for r in staged) == crm_ids(crm_apis)
+    assert [r["id"] for r in staged if r["email"] == email] == [ids[2], ids[45]]

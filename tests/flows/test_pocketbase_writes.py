@@ -1,6 +1,6 @@
 """How a load writes to a real PocketBase server, configured from the README's reference alone: a type 1 full
 refresh that deletes the keys deleted at the source (single writes shaped per action, and creates and updates
-through the batch API)."""
+through the batch API), and PocketBase's transactional `/api/batch` refusing rows that break a field rule."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from prefect_restful_etl.flows.builder import build_flow
+from prefect_restful_etl.tasks.engine.audit.store import AuditStore
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 
@@ -19,6 +20,7 @@ from fixtures.servers.pocketbase import PocketBaseServer
 pytestmark = pytest.mark.integration
 
 RECORDS = "/api/collections/{}/records".format
+NAME_MAX = 30  # the destination's rule: a longer name is refused by PocketBase, not by a screen of ours
 BATCH_API = {
     "path": "/api/batch",
     "item": "request",
@@ -80,6 +82,15 @@ def writes(counts: dict[str, int]) -> tuple[int, ...]:
     return tuple(counts[name] for name in ("inserted", "updated", "deleted", "failed_writes"))
 
 
+async def load_events(etl_home: Path, batch_id: str) -> dict[str, str]:
+    """The load's error events of a batch: natural key -> message."""
+    audit = await AuditStore.open(f"sqlite:///{etl_home / 'audit.db'}")
+    try:
+        return {e.natural_key: e.message for e in await audit.error_events(batch_id) if e.screen == "load"}
+    finally:
+        await audit.close()
+
+
 # Single writes read a read-only view of the destination and write the collection through their URL templates:
 # a write sent to the default URL (the view's) would be refused.
 SINGLE = {
@@ -137,3 +148,45 @@ async def test_a_full_refresh_deletes_the_keys_deleted_at_the_source(
     assert rerun.status == "COMPLETED"
     assert writes(rerun.counts) == (0, 0, 0, 0) and rerun.counts["unchanged"] == 4
     assert rows_by_key(pb, target) == after
+
+
+@pytest.mark.parametrize("refused", [["3"], ["3", "6"]], ids=["one-refused", "two-refused"])
+async def test_a_row_the_batch_api_refuses_is_an_error_event_and_the_others_land_once(
+    prefect_harness: Path, etl_home: Path, pocketbase_server: PocketBaseServer, unique_name: str, refused: list[str]
+) -> None:
+    pb, source, target = pocketbase_server, f"{unique_name}_source", f"{unique_name}_target"
+    text = [{"name": f, "type": "text"} for f in ("external_id", "name", "email")]
+    pb.create_collection(source, text, unique=["external_id"])
+    bounded = [{"name": "external_id", "type": "text"}, {"name": "name", "type": "text", "max": NAME_MAX},
+               {"name": "email", "type": "text"}]  # fmt: skip
+    pb.create_collection(target, bounded)
+    too_long = "a name far longer than the destination allows"
+    ids = {str(n): pb.create(source, customer(n, too_long if str(n) in refused else None))["id"] for n in range(1, 8)}
+    load = {"bulk": {**BATCH_API, "batch_size": 10}}  # every row in one transaction
+    flow = build_flow(batch_type(f"pocketbase-refusals-{unique_name}", source, target, load))
+
+    first = await flow(**run_parameters(pb))
+    assert first.status == "COMPLETED"
+    assert writes(first.counts) == (7 - len(refused), 0, 0, len(refused))
+    events = await load_events(etl_home, first.batch_id)
+    assert sorted(events) == refused
+    assert all("/api/batch" in message and "refusing the record" in message for message in events.values())
+    held = rows_by_key(pb, target)
+    assert sorted(held, key=int) == [str(n) for n in range(1, 8) if str(n) not in refused]
+    assert all(len(rows) == 1 for rows in held.values())  # none twice: the rolled-back rows were sent again once
+
+    # One transaction again, of creates and updates: 3 fixed, 8 new, 1 renamed, 2 now refused as an update.
+    pb.update(source, ids["3"], {"name": "Customer 3"})
+    pb.update(source, ids["1"], {"name": "Customer 1, renamed"})
+    pb.update(source, ids["2"], {"name": too_long})
+    pb.create(source, customer(8))
+    still = [key for key in refused if key != "3"]
+    second = await flow(**run_parameters(pb))
+    assert second.status == "COMPLETED"
+    assert writes(second.counts) == (2, 1, 0, 1 + len(still))
+    assert sorted(await load_events(etl_home, second.batch_id)) == sorted(["2", *still])
+    after = rows_by_key(pb, target)
+    assert sorted(after, key=int) == [str(n) for n in range(1, 9) if str(n) not in still]
+    assert all(len(rows) == 1 for rows in after.values())
+    assert after["1"][0]["name"] == "Customer 1, renamed" and after["2"][0]["name"] == "Customer 2"
+    assert {k: after[k][0]["id"] for k in held} == {k: rows[0]["id"] for k, rows in held.items()}

@@ -207,7 +207,7 @@ class Writer:
         method, url, body = self._shaper.request(write, record)
         return {"method": method, "url": url, "body": body}
 
-    async def _bulk(self, bulk: BulkWrite, batch: list[Change], index: IndexChunk, *, again: bool = False) -> None:
+    async def _bulk(self, bulk: BulkWrite, batch: list[Change], index: IndexChunk) -> None:
         where = f"POST {self._client.api.name}:{bulk.path}"
         accept = _REFUSALS if bulk.failures_path else frozenset()
         batch = list(batch)  # `_post_batch` takes out the rows a look-up found landed
@@ -224,7 +224,7 @@ class Writer:
             return
         answer = body_of(response) if response.content else None
         if not response.is_success:
-            await self._bulk_refused(bulk, batch, index, answer, response.status_code, again)
+            await self._bulk_refused(bulk, batch, index, answer, response.status_code)
             return
         for change, (new_id, refusal) in zip(
             batch, row_results(bulk, answer, len(batch), self._settings.id_field), strict=True
@@ -271,10 +271,14 @@ class Writer:
                 attempt += 1
 
     async def _bulk_refused(
-        self, bulk: BulkWrite, batch: list[Change], index: IndexChunk, answer: Any, status: int, again: bool
+        self, bulk: BulkWrite, batch: list[Change], index: IndexChunk, answer: Any, status: int
     ) -> None:
         """A refused batch that names its failed rows: those are error events; the others landed, or (a
-        transactional API) were rolled back and are sent once more without the failed ones."""
+        transactional API) were rolled back and are sent again without the failed ones.
+
+        A transaction that stops at its first failure (PocketBase's) names one row per answer, so a batch with
+        several bad rows takes a round per bad row: each round sends fewer rows, and an answer that names none
+        refuses all it held, so the rounds end."""
         where = f"POST {self._client.api.name}:{bulk.path} answered {status}"
         failed = failed_rows(bulk, answer, len(batch)) or dict.fromkeys(range(len(batch)), "the batch was refused")
         for position, reason in failed.items():
@@ -282,11 +286,8 @@ class Writer:
         rest = [change for position, change in enumerate(batch) if position not in failed]
         if not rest:
             return
-        if bulk.transactional and not again:
-            await self._bulk(bulk, rest, index, again=True)
-        elif bulk.transactional:  # refused twice over: no row of it is known to have landed
-            for change in rest:
-                await self._refused(change.key, f"{where}: the batch was rolled back")
+        if bulk.transactional:
+            await self._bulk(bulk, rest, index)
         else:
             for change in rest:
                 self._landed(change, None, index)

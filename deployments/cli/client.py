@@ -1,9 +1,19 @@
 """The client's side of Prefect's REST API: trigger, find, cancel and restart batches of a tenant.
 
 A batch is a flow run. Whose it is says its `tenant_id` parameter (not secret, never masked), the tenant the
-batch runs for and audits under. Its tags `tenant:<id>` and `batch-type:<name>` (set when the client creates
-it, and again by the flow itself) narrow Prefect's search, but whoever creates a run sets its tags: a run whose
-`tenant:` tag names another tenant than its parameter is refused and listed under nobody.
+batch runs for and audits under. Its tags `tenant:<id>` and `batch-type:<name>` are set when the client creates
+it, and again by the flow itself, but whoever creates a run sets its tags, and a run created otherwise (by a
+deployment's schedule, through the REST API, one a runner never started) may carry no `tenant:` tag at all: a run
+whose `tenant:` tag names another tenant than its parameter is refused and listed under nobody.
+
+So a tenant's batches are not searched for by their tags. They are the runs of our batch types' flows (by the flow's
+name: the batch type asked for, or every one the catalog here and Prefect's deployments know, and the hooks'
+micro-batches, each of the batch type it names), newest first, that are the tenant's by their parameter; Prefect
+cannot filter on a parameter, so the client reads those runs page by page until it has as many as the user asked for
+(`--limit`), or there are no more (a tenant with fewer costs a reading of them all, 200 at a time). Runs tagged for
+a tenant but of another only make that reading longer: they can neither hide the tenant's runs nor cut its history
+short. The audit database would be a smaller index, but it holds a batch only once the batch has begun: a Scheduled
+run, or one that failed or was cancelled before it began, would be missing from a history that should show it.
 """
 
 from __future__ import annotations
@@ -13,7 +23,13 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, FlowRunFilterTags
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterId,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Cancelled, Cancelling
@@ -61,6 +77,32 @@ def tenant_of(run: FlowRun) -> str | None:
     return tenant if tagged <= {tenant} else None
 
 
+async def _batch_flows(client: PrefectClient, batch_type: str | None) -> dict[UUID, str]:
+    """Flow id -> name of the flows whose runs are batches of `batch_type` (None: of any batch type), the hooks'
+    micro-batches' among them."""
+    from prefect_restful_etl.flows.catalog import batch_flows, deployed_batch_types
+    from prefect_restful_etl.flows.hooks import FLOW_NAME as HOOKS
+
+    names = {batch_type} if batch_type else {*batch_flows(), *await deployed_batch_types(client)}
+    flow_filter = FlowFilter(name=FlowFilterName(any_=sorted(names | {HOOKS})))
+    found: dict[UUID, str] = {}
+    while True:
+        page = await client.read_flows(flow_filter=flow_filter, limit=_PAGE, offset=len(found))
+        found |= {flow.id: flow.name for flow in page}
+        if len(page) < _PAGE:
+            return found
+
+
+def _batch_type_of(run: FlowRun, flow_name: str) -> str:
+    """The batch type a run is a batch of: its flow's, or the one a hooks micro-batch names."""
+    from prefect_restful_etl.flows.hooks import FLOW_NAME as HOOKS
+
+    if flow_name != HOOKS:
+        return flow_name
+    named = run.parameters.get("batch_type")
+    return named if isinstance(named, str) else ""
+
+
 async def _tenants_runs(
     client: PrefectClient,
     tenant_id: str,
@@ -69,19 +111,32 @@ async def _tenants_runs(
     sort: FlowRunSort = FlowRunSort.EXPECTED_START_TIME_DESC,
     **filters: Any,
 ) -> list[FlowRun]:
-    """Up to `limit` runs the tags point to that are the tenant's by their parameter, page by page."""
-    found: list[FlowRun] = []
-    run_filter = FlowRunFilter(tags=FlowRunFilterTags(all_=tags(tenant_id, batch_type)), **filters)
-    size = max(limit, 20)
-    for page in range(_MAX_PAGES):
-        runs = await client.read_flow_runs(flow_run_filter=run_filter, sort=sort, limit=size, offset=page * size)
-        found += [run for run in runs if tenant_of(run) == tenant_id]
-        if len(found) >= limit or len(runs) < size:
+    """Up to `limit` batches that are the tenant's by their parameter, reading the runs of the batch flows page by
+    page until there are as many or no more runs (see the module's docstring). Each carries the `batch-type:` tag
+    of what it is a batch of, whatever tags it was created with."""
+    flows = await _batch_flows(client, batch_type)
+    if not flows or limit < 1:
+        return []
+    flow_filter = FlowFilter(id=FlowFilterId(any_=list(flows)))
+    run_filter = FlowRunFilter(**filters)
+    found: dict[UUID, FlowRun] = {}  # by id: a run created while reading shifts the pages by one
+    offset = 0
+    while len(found) < limit:
+        runs = await client.read_flow_runs(
+            flow_filter=flow_filter, flow_run_filter=run_filter, sort=sort, limit=_PAGE, offset=offset
+        )
+        for run in runs:
+            kind = _batch_type_of(run, flows.get(run.flow_id, ""))
+            if tenant_of(run) == tenant_id and kind and batch_type in (None, kind):
+                kept = [tag for tag in run.tags if not tag.startswith("batch-type:")]
+                found.setdefault(run.id, run.model_copy(update={"tags": [*kept, f"batch-type:{kind}"]}))
+        if len(runs) < _PAGE:
             break
-    return found[:limit]
+        offset += _PAGE
+    return list(found.values())[:limit]
 
 
-_MAX_PAGES = 10  # the tags narrow the search; spoofed runs may fill a few pages, not the whole history
+_PAGE = 200  # runs read at once: the Prefect API's largest page
 
 
 async def tenant_runs(

@@ -18,6 +18,8 @@ from prefect_restful_etl.tasks.engine.jobbase import Endpoint, JobBase
 from prefect_restful_etl.tasks.engine.load.job import LoadJob
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob
 from prefect_restful_etl.tasks.engine.transform.lookup_config import ApiLookupConfig, StagedLookupConfig
+from prefect_restful_etl.tasks.engine.transform.newest import cursor_after
+from prefect_restful_etl.tasks.engine.transform.screens import Screen, Unique
 from prefect_restful_etl.tasks.engine.transform.steps import Cast, Rename
 
 __all__ = [
@@ -126,7 +128,20 @@ class BatchType(BaseModel):
         for job in self.jobs:
             if isinstance(job, LoadJob):  # a decimal cast upstream is compared as a decimal (canonical.py)
                 job.compare_as = {**dict.fromkeys(self._decimals(job.source), "decimal"), **job.compare_as}
+            if isinstance(job, TransformJob):  # a unique screen keeps the newest by the source's cursor
+                job.screens = _newest_by_cursor(job.screens, self._cursor(job.name))
         return self
+
+    def _cursor(self, name: str) -> str | None:
+        """Where the records job `name` stages hold the cursor of the incremental extract they come from (None:
+        no such extract, or a transform on the way moves it out of reach or writes over it)."""
+        job = self.job(name)
+        if isinstance(job, ExtractJob):
+            return job.incremental.cursor_field if job.incremental is not None else None
+        if not isinstance(job, TransformJob):
+            return None
+        path = self._cursor(job.source)
+        return None if path is None else cursor_after(path, job.steps)
 
     def _decimals(self, name: str) -> set[str]:
         """The fields that the transform `name` (after the transforms it reads) leaves cast to decimal."""
@@ -161,6 +176,15 @@ class BatchType(BaseModel):
             job = self.job(job.source)
         assert job.natural_key is not None
         return job.natural_key
+
+
+def _newest_by_cursor(screens: list[Screen], cursor: str | None) -> list[Screen]:
+    """The screens with `cursor` (where the transform's output holds its source's cursor) as the `newest_by` of
+    each unique screen that leaves it out; one that sets it, to null too (the last read), keeps its own."""
+    if cursor is None:
+        return screens
+    return [s.model_copy(update={"newest_by": cursor}) if isinstance(s, Unique) and "newest_by" not in
+            s.model_fields_set else s for s in screens]  # fmt: skip
 
 
 def _listed(names: Iterable[str]) -> str:

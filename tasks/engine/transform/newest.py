@@ -1,5 +1,7 @@
 """The `unique` screen's newest-wins bookkeeping: of the records sharing a natural key in one batch, the newest by
-`newest_by` (the cursor), or the last read when there is none, is kept; the others are duplicates.
+`newest_by` (the cursor), or the last read when there is none, is kept; the others are duplicates. A screen that
+leaves `newest_by` out gets the incremental cursor of the extract its records come from, where the transform's
+steps leave it in the record (`cursor_after`).
 
 A record updated while the source was paged comes twice, its new version last: keeping the first would load
 the old value. The winners rest in an index (on the stage, so a Redis-staged job holds none in its process):
@@ -21,6 +23,18 @@ from typing import Any, Protocol
 import orjson
 
 from prefect_restful_etl.tasks.engine.stage.base import Stage, StageKey
+from prefect_restful_etl.tasks.engine.transform.steps import (
+    Cast,
+    Constant,
+    Default,
+    Drop,
+    Filter,
+    Flatten,
+    Rename,
+    Select,
+    Split,
+    TransformStep,
+)
 
 
 class KeyIndex(Protocol):
@@ -137,3 +151,42 @@ def _order(value: Any) -> tuple[Any, ...]:
             return (2, value)
         return (1, (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
     return (2, str(value))
+
+
+def cursor_after(path: str, steps: Sequence[TransformStep]) -> str | None:
+    """Where a record holds the field at `path` (the source's cursor) once `steps` ran, or None when a step
+    removes it or may write over it: only renames move it, a selection keeps it when it names it, a cast or a
+    filter leaves it as it was; any other step that names it (or a record's change of shape) loses it."""
+    found: str | None = path
+    for step in steps:
+        found = None if found is None else _carried(found, step)
+    return found
+
+
+def _carried(path: str, step: TransformStep) -> str | None:
+    """Where the field at `path` is after `step` (see `cursor_after`)."""
+    if isinstance(step, Rename):
+        for old, new in step.fields.items():
+            if _within(path, old):
+                path = new + path[len(old) :]
+            elif _within(path, new) or _within(new, path):
+                return None  # another field takes its place
+        return path
+    if isinstance(step, Select):
+        return path if any(_within(path, kept) for kept in step.fields) else None
+    if isinstance(step, Drop):
+        return None if any(_within(path, gone) for gone in step.fields) else path
+    if isinstance(step, (Cast, Filter)):
+        return path
+    if isinstance(step, (Flatten, Split)):
+        return None  # the records change shape: which field holds the cursor is not followed
+    written = [name for name in (getattr(step, "field", None), getattr(step, "target", None)) if name]
+    fields = getattr(step, "fields", None)
+    written += list(fields) if isinstance(fields, (dict, list)) else []
+    written += list(step.values) if isinstance(step, (Default, Constant)) else []
+    return None if any(_within(path, name) or _within(name, path) for name in written) else path
+
+
+def _within(path: str, field: str) -> bool:
+    """Whether `path` is `field` or lies inside it."""
+    return path == field or path.startswith(field + ".")

@@ -328,8 +328,9 @@ class Unique(_Screen):
     "newest_by": "updated_at"}`
 
     With `reject` (the default), the newest record of a key is kept, by `newest_by` compared by value (instants,
-    numbers), or the last read when it is not set or ties; the others are duplicates, not staged, each an error
-    event naming both versions (a record updated while the source was paged comes twice, the new one last).
+    numbers; by default the source extract's incremental cursor), or the last read when there is none or they
+    tie; the others are duplicates, not staged, each an error event naming both versions (a record updated while
+    the source was paged comes twice, the new one last).
     With `pass` or `stop`, the first record of a key passes and a later one fails. A record the other screens
     reject does not take part. A key with a null part is not checked. Keys compare as text (`42` and `"42"`
     are one key), as the load's natural key does.
@@ -354,7 +355,10 @@ class Unique(_Screen):
     check: Literal["unique"] = "unique"
     columns: list[str] = Field(min_length=1, description="The fields (dotted paths) whose values make the key.")
     newest_by: str | None = Field(
-        default=None, description="The field (the cursor) whose newest value wins a key; unset: the last read."
+        default=None,
+        description="The field (the cursor) whose newest value wins a key. Left out: the incremental cursor_field"
+        " of the extract the records come from, where the steps leave it in the record (renamed, cast, selected),"
+        " else the last read; null: the last read.",
     )
 
     def key(self, record: Record) -> tuple[str, ...] | None:

@@ -20,6 +20,7 @@ from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.tasks.engine.context import ErrorSink
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, SourceChanged, SourceError
 from prefect_restful_etl.tasks.engine.extract.job import ExtractJob
+from prefect_restful_etl.tasks.engine.jobtypes import BatchType
 from prefect_restful_etl.tasks.engine.report import JobReport
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
 from prefect_restful_etl.tasks.engine.transform.job import TransformJob, run_transform
@@ -271,3 +272,38 @@ async def test_a_duplicate_of_the_source_is_told_from_a_move_on_a_redis_stage_to
         _, staged = await extract(ctx, extract_job)
     assert sorted(r["id"] for r in staged) == crm_ids(crm_apis)
     assert [r["id"] for r in staged if r["email"] == email] == [ids[2], ids[45]]
+
+
+async def test_a_duplicate_of_the_source_ends_as_its_newest_version_by_the_cursor_and_one_error_event(
+    tmp_path: Path, crm_apis: DemoApis
+) -> None:
+    """Two customers share an email, and the one read last is the older by value (its stamp sorts later as
+    text): the extract stages both, and the unique screen, which names no newest_by, keeps the newer by the
+    extract's cursor, as the batch type wires it."""
+    ids = first_ids(crm_apis, 60)
+    email = share_email(crm_apis, ids[2], ids[45])
+    control(crm_apis, "POST", "stamp", json={"id": ids[2], "updated_at": "2030-01-01T10:00:00Z"})
+    control(crm_apis, "POST", "stamp", json={"id": ids[45], "updated_at": "2030-01-01T11:00:00+02:00"})  # 09:00Z
+    screen = {"name": "one per email", "check": "unique", "columns": ["email"]}
+    batch = BatchType.model_validate(
+        {"name": "crm-emails", "apis": {"crm": crm(crm_apis).model_dump()},
+         "jobs": [job(*STYLES["page-number"], natural_key=["email"], incremental={"cursor_field": "updated_at",
+                                                                                "param": "updated_since"}).model_dump(),
+                  {"kind": "transform", "name": "Shape customers", "source": "Extract CRM customers",
+                   "screens": [screen]}]}
+    )  # fmt: skip
+    extract_job, shape = batch.jobs
+    assert isinstance(extract_job, ExtractJob) and isinstance(shape, TransformJob)
+    async with batch_context(tmp_path, {"crm": (crm(crm_apis), token(crm_apis))}) as ctx:
+        _, extracted = await extract(ctx, extract_job)
+        report = JobReport(job=shape.name, kind="transform", job_id="t")
+        key = ctx.stage_key(extract_job.slug)
+        await run_transform(shape, ctx, report, ErrorSink(ctx, shape.name, "t"), source=key, key_fields=["email"])
+        shaped = [r async for chunk in ctx.stage.read(ctx.stage_key(shape.slug)) for r in chunk]
+        events = await ctx.audit.error_events(ctx.batch_id)
+    assert [r["id"] for r in extracted if r["email"] == email] == [ids[2], ids[45]]  # the older read last
+    assert [r["id"] for r in shaped if r["email"] == email] == [ids[2]]
+    assert report.counts["duplicates"] == 1
+    (event,) = events
+    assert (event.screen, event.natural_key) == ("one per email", email)
+    assert "kept the one whose updated_at '2030-01-01T10:00:00Z' is newer" in event.message

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from prefect_restful_etl.tasks.engine.exceptions import ConfigError, ScreenStop
+from prefect_restful_etl.tasks.engine.jobtypes import BatchType, TransformJob
 from prefect_restful_etl.tasks.engine.load.keysets import MemoryKeySet, StagedKeySet
 from prefect_restful_etl.tasks.engine.stage.base import StageKey
 from prefect_restful_etl.tasks.engine.stage.redis import RedisStage
@@ -21,6 +22,7 @@ from prefect_restful_etl.tasks.engine.transform.screens import (
     ScreenFailure,
     ScreenResult,
     ScreenSummary,
+    Unique,
     parse_screens,
 )
 
@@ -428,3 +430,64 @@ def test_screen_names_are_unique() -> None:
         parse_screens(
             [{"name": "s", "check": "not_null", "column": "a"}, {"name": "s", "check": "unique", "columns": ["a"]}]
         )
+
+
+CRM = {"crm": {"name": "crm", "base_url": "https://crm.example.com"}}
+
+
+def shaped(
+    steps: list[dict[str, Any]], unique: dict[str, Any], cursor: str | None = "updated_at", between: int = 0
+) -> TransformJob:
+    """The last transform of a batch type: an extract (with `cursor` as its incremental cursor_field), then
+    `between` transforms that change nothing, then one with `steps` and a unique screen (`unique`, merged in)."""
+    extract = {"kind": "extract", "name": "Extract", "api": "crm", "endpoint": {"path": "/customers"},
+               "natural_key": ["id"]} | ({"incremental": {"cursor_field": cursor}} if cursor else {})  # fmt: skip
+    jobs: list[dict[str, Any]] = [extract]
+    for n in range(between):
+        jobs.append({"kind": "transform", "name": f"Pass {n}", "source": jobs[-1]["name"]})
+    screen = {"name": "one per customer", "check": "unique", "columns": ["id"]} | unique
+    jobs.append({"kind": "transform", "name": "Shape", "source": jobs[-1]["name"], "steps": steps, "screens": [screen]})
+    job = BatchType.model_validate({"name": "b", "apis": CRM, "jobs": jobs}).jobs[-1]
+    assert isinstance(job, TransformJob)
+    return job
+
+
+async def test_a_unique_screen_keeps_the_newest_by_the_source_extracts_cursor_when_it_names_none() -> None:
+    job = shaped([{"op": "rename", "fields": {"meta.updated_at": "updated_at"}}], {}, cursor="meta.updated_at")
+    screener = Screener(job.screens)
+    records = [{"id": 1, "updated_at": "2026-03-02T10:00:00Z"}, {"id": 1, "updated_at": "2026-03-01T10:00:00Z"}]
+    results = [await screener.screen(r) for r in records]
+    await screener.flush()
+    assert [result.kept for result in results] == [True, False]  # the first, newer, stays
+    (event,) = [f for result in results for f in result.failures]
+    assert "kept the one whose updated_at '2026-03-02T10:00:00Z' is newer" in event.message
+
+
+@pytest.mark.parametrize(
+    "steps,unique,cursor,between,newest_by",
+    [
+        pytest.param([], {}, "updated_at", 0, "updated_at", id="as-extracted"),
+        pytest.param([], {}, "updated_at", 2, "updated_at", id="through-earlier-transforms"),
+        pytest.param([{"op": "rename", "fields": {"meta": "m"}}], {}, "meta.updated_at", 0, "m.updated_at",
+                     id="its-parent-renamed"),
+        pytest.param([{"op": "cast", "fields": {"updated_at": "datetime"}}, {"op": "filter", "expression": "id > 0"}],
+                     {}, "updated_at", 0, "updated_at", id="cast-and-filtered"),
+        pytest.param([{"op": "select", "fields": ["id", "updated_at"]}], {}, "updated_at", 0, "updated_at",
+                     id="selected"),
+        pytest.param([{"op": "select", "fields": ["id"]}], {}, "updated_at", 0, None, id="selected-away"),
+        pytest.param([{"op": "drop", "fields": ["meta"]}], {}, "meta.updated_at", 0, None, id="dropped"),
+        pytest.param([{"op": "rename", "fields": {"created_at": "updated_at"}}], {}, "updated_at", 0, None,
+                     id="another-field-renamed-onto-it"),
+        pytest.param([{"op": "constant", "values": {"updated_at": "x"}}], {}, "updated_at", 0, None,
+                     id="overwritten"),
+        pytest.param([{"op": "flatten"}], {}, "meta.updated_at", 0, None, id="flattened"),
+        pytest.param([], {"newest_by": "seq"}, "updated_at", 0, "seq", id="its-own"),
+        pytest.param([], {"newest_by": None}, "updated_at", 0, None, id="null-the-last-read"),
+        pytest.param([], {}, None, 0, None, id="no-cursor-the-last-read"),
+    ],
+)  # fmt: skip
+def test_which_field_a_unique_screen_keeps_the_newest_by(
+    steps: list[dict[str, Any]], unique: dict[str, Any], cursor: str | None, between: int, newest_by: str | None
+) -> None:
+    (screen,) = shaped(steps, unique, cursor, between).screens
+    assert isinstance(screen, Unique) and screen.newest_by == newest_by

@@ -67,16 +67,26 @@ def scheduled(
     return created
 
 
-def history(server: PrefectServer, cwd: Path, tenant: str, *args: str) -> list[str]:
-    """The batch ids `restful-etl history` lists for the tenant, run as a user runs it in `cwd`."""
+def cli(server: PrefectServer, cwd: Path, *args: str) -> Any:
+    """`restful-etl <args> --json`'s answer, run as a user runs it in `cwd`."""
     environ = {k: v for k, v in os.environ.items() if k != FOLDER_ENV}
     environ |= {**server.client_environment(), "RESTFUL_ETL_HOME": str(cwd / ".etl")}
     done = subprocess.run(
-        [CONSOLE_SCRIPT, "history", "-t", tenant, *args, "--json"],
-        cwd=cwd, env=environ, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [CONSOLE_SCRIPT, *args, "--json"],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    return [row["batch_id"] for row in json.loads(done.stdout)]
+    return json.loads(done.stdout)
+
+
+def history(server: PrefectServer, cwd: Path, tenant: str, *args: str) -> list[str]:
+    """The batch ids `restful-etl history` lists for the tenant."""
+    return [row["batch_id"] for row in cli(server, cwd, "history", "-t", tenant, *args)]
 
 
 def test_a_scheduled_run_created_without_a_tenant_tag_is_in_the_tenants_history(
@@ -90,6 +100,21 @@ def test_a_scheduled_run_created_without_a_tenant_tag_is_in_the_tenants_history(
         assert run["id"] in history(prefect_server, tmp_path, "scoped-untagged")
         assert run["id"] in history(prefect_server, tmp_path, "scoped-untagged", "-b", BATCH_TYPE)
         assert run["id"] not in history(prefect_server, tmp_path, "scoped-someone-else")
+    finally:
+        rest.delete(f"/flow_runs/{run['id']}")
+
+
+def test_a_run_that_started_without_a_tenant_tag_is_the_tenants_latest_in_status(
+    prefect_server: PrefectServer, deployment: dict[str, Any], rest: httpx.Client, tmp_path: Path
+) -> None:
+    run = scheduled(rest, deployment, "scoped-started", datetime.now(UTC) - timedelta(minutes=1))
+    try:  # its runner took it, then died: the janitor found it stuck Pending and set it Crashed
+        for state in ("PENDING", "RUNNING", "CRASHED"):
+            body = {"state": {"type": state}, "force": True}
+            rest.post(f"/flow_runs/{run['id']}/set_state", json=body).raise_for_status()
+        shown = cli(prefect_server, tmp_path, "status", "-t", "scoped-started")["run"]
+        assert (shown["batch_id"], shown["state"], shown["batch_type"]) == (run["id"], "Crashed", BATCH_TYPE)
+        assert shown["started"]
     finally:
         rest.delete(f"/flow_runs/{run['id']}")
 

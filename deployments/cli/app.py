@@ -437,7 +437,7 @@ def blocks_register() -> None:
 
 @app.command()
 def serve(
-    limit: Annotated[int | None, typer.Option(help="Runs at once.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Runs at once (with --in-process, 20 by default).")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", "-t", help="Schedule this tenant hourly.")] = None,
     credentials: Annotated[
         Path | None,
@@ -449,6 +449,17 @@ def serve(
             help="The scheduled tenant's sealed credentials (or plain, sealed here).",
         ),
     ] = None,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="Run each flow run as a task of this process (Prefect's flow engine), not a process of its own.",
+        ),
+    ] = False,
+    poll: Annotated[
+        float | None,
+        typer.Option(min=0.05, help="With --in-process: seconds between polls for runs to start (default 0.5)."),
+    ] = None,
 ) -> None:
     """Serve every batch type (incremental and full re-sync deployments) from this process."""
     from prefect_restful_etl.deployments.serve import serve_all
@@ -457,7 +468,7 @@ def serve(
     if tenant and credentials:
         sealed = _sync(_schedule_credentials(credentials, tenant))
     try:
-        serve_all(limit=limit, tenant_id=tenant, sealed_credentials=sealed)
+        serve_all(limit=limit, tenant_id=tenant, sealed_credentials=sealed, in_process=in_process, poll=poll)
     except ConfigError as ex:  # a batch type file that does not load: `restful-etl validate` tells more
         errors.print(str(ex), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -1,14 +1,16 @@
 """Many tenants on one worker: what a batch costs beyond its own work, and whether concurrency costs throughput.
 
-    python -m benchmarks.bench_tenants [--overhead 10] [--tenants 20] [--records 2000]
+    python -m benchmarks.bench_tenants [--overhead 10] [--tenants 20] [--records 2000] [--in-process]
 
-A private `prefect server` (SQLite) and `restful-etl serve` (every batch type, one process) run on loopback; each
-tenant has its own demo API process. The runs are created through Prefect's REST API, as a SaaS would.
+A private `prefect server` (SQLite) and `restful-etl serve` (every batch type, one process; a process per flow run,
+or with `--in-process` every run a task of that process) run on loopback; each tenant has its own demo API process.
+The runs are created through Prefect's REST API, as a SaaS would.
 
 - overhead per batch: wall time from the REST call creating a run to the run's end (Prefect's end_time), less
   the batch's own seconds (its audit row), for batches of 10 records one after another; median and spread.
 - CPU per batch outside its jobs: the serving process and the runs' processes (their CPU, read from /proc),
-  and the Prefect server's, divided by the batches.
+  and the Prefect server's, divided by the batches. The batch's own jobs are in the first figure too (a batch of
+  10 records costs little of its own): it bounds what is not theirs from above.
 - 20 tenants at once against the same 20 batches one after another: records per second in total.
 
 A measurement, not a test: nothing here asserts, and CI does not run it. The machine's load shows in every
@@ -53,8 +55,8 @@ def instant(text: str) -> float:
 
 
 class Bench:
-    def __init__(self, server: PrefectServer, home: Path) -> None:
-        self.server, self.home = server, home
+    def __init__(self, server: PrefectServer, home: Path, *, in_process: bool = False) -> None:
+        self.server, self.home, self.in_process = server, home, in_process
         self.rest = httpx.Client(base_url=server.api_url, timeout=120, transport=RetryWhenBusy(attempts=30))
         self.deployment_id = ""
         self.serving: subprocess.Popen[bytes] | None = None
@@ -64,7 +66,13 @@ class Bench:
         env = {**os.environ, **self.server.client_environment(), "RESTFUL_ETL_HOME": str(self.home)}
         with (self.home / "serve.log").open("wb") as log:
             self.serving = subprocess.Popen(
-                [sys.executable, "-m", "prefect_restful_etl.deployments.cli.app", "serve"],
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect_restful_etl.deployments.cli.app",
+                    "serve",
+                    *(["--in-process"] if self.in_process else []),
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -177,12 +185,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overhead", type=int, default=10, help="batches of 10 records one after another")
     parser.add_argument("--tenants", type=int, default=20, help="tenants (each its own demo API process)")
     parser.add_argument("--records", type=int, default=2000, help="CRM customers per tenant")
+    parser.add_argument(
+        "--in-process", action="store_true", help="serve with `restful-etl serve --in-process` (runs as tasks)"
+    )
     args = parser.parse_args(argv)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-tenants-") as home:
         server = stack.enter_context(PrefectServer())
-        bench = Bench(server, Path(home))
+        bench = Bench(server, Path(home), in_process=args.in_process)
         stack.enter_context(bench.served())
         print(f"machine: {subprocess.run(['uptime'], capture_output=True, text=True, check=False).stdout.strip()}")
+        print(f"serving: restful-etl serve{' --in-process' if args.in_process else ''}")
         overhead(bench, stack.enter_context(DemoApis(crm_customers=10)), args.overhead)
         if args.tenants:
             tenants = [stack.enter_context(DemoApis(crm_customers=args.records)) for _ in range(args.tenants)]

@@ -19,7 +19,15 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_rest import prefect_rest
-from restart_support import audit_rows, rest_parameters, stall_writes, wait_for, wait_for_audit, written
+from restart_support import (
+    assert_complete,
+    audit_rows,
+    rest_parameters,
+    stall_writes,
+    wait_for,
+    wait_for_audit,
+    written,
+)
 from served_support import FINAL, Served
 
 from prefect_restful_etl.deployments import inprocess
@@ -224,6 +232,24 @@ async def test_a_run_another_runner_claimed_first_is_not_run_twice(
     assert row is None
     rest.delete(f"/flow_runs/{batch}")
     rest.close()
+
+
+async def test_two_runners_of_one_deployment_run_each_run_once(
+    prefect_server: PrefectServer, served: InProcess, etl_home: Path, tenants: list[DemoApis]
+) -> None:
+    """Both poll the same deployment and race for its runs: each run is claimed, run and audited once."""
+    second = InProcess(prefect_server, {"RESTFUL_ETL_HOME": str(etl_home)}, etl_home / "second.log", served.name)
+    try:
+        await asyncio.sleep(2)  # both polling
+        batches = [served.start_run(rest_parameters(apis, f"race-{n}")) for n, apis in enumerate(tenants)]
+        batches += [served.start_run(rest_parameters(apis, f"race-{n}")) for n, apis in enumerate(tenants)]
+        await wait_for(lambda: all(served.state(b) in FINAL for b in batches), "every run ended", timeout=120)
+    finally:
+        second.stop()
+    assert [served.state(b) for b in batches] == ["COMPLETED"] * len(batches), served.log_tail()
+    assert all(served.states(b).count("RUNNING") == 1 for b in batches)
+    for apis in tenants:
+        assert_complete(apis)  # one row per key: nothing written twice
 
 
 def test_serve_in_process_serves_what_serve_serves(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -60,6 +60,15 @@ def json_body(response: httpx.Response) -> Any:
         return body
 
 
+def forget_body(response: httpx.Response) -> None:
+    """Let go of a page's parsed body once its records and the paginator's reading are done.
+
+    A response is garbage in a reference cycle (httpx's stream points back at it), freed only by the cyclic
+    collector, which may not come for many pages: without the parsed body it waits there as its bytes alone."""
+    response.extensions.pop(_CACHE, None)
+    response.extensions.pop(_CONTENT, None)
+
+
 def keep_content(response: httpx.Response, content: bytes) -> None:
     """The body of a response read in pieces (httpx then holds none of it), for `json_body` to parse."""
     response.extensions[_CONTENT] = content

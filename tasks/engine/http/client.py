@@ -21,6 +21,7 @@ import httpx
 from prefect_restful_etl.tasks.engine.credentials import Credentials
 from prefect_restful_etl.tasks.engine.exceptions import PaginationError, RetriableError, SourceError
 from prefect_restful_etl.tasks.engine.http.api import ApiConfig
+from prefect_restful_etl.tasks.engine.http.body import forget_body
 from prefect_restful_etl.tasks.engine.http.paginators import BasePaginator, PagePlan, PageRequest, body_of
 from prefect_restful_etl.tasks.engine.http.paths import get_path
 from prefect_restful_etl.tasks.engine.http.ratelimit import Limiter, RateLimiter
@@ -261,6 +262,7 @@ class RestClient:
             records = extract(response, records_path) if large is None else []
             self._step(endpoint, pages, pager.update_state, response, records if large is None else large.summary)
             plan = pager.planned_pages(first) if pages == 1 else None
+            forget_body(response)
             if plan is not None:
                 self._check_max_pages(pager, 1 + len(plan), path)
             if large is None:
@@ -302,6 +304,7 @@ class RestClient:
             endpoint = partial(self._endpoint, "GET", page.url)
             records = extract_records(response, records_path, endpoint, single_object=False)
             self._step(endpoint, None, pager.check_planned, page, response, records)
+            forget_body(response)
             return records
 
         return fetch_in_order(plan, fetch, concurrency)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from contextlib import aclosing
 from typing import Any
 
@@ -475,3 +476,32 @@ async def test_concurrent_paging_with_one_page_needs_no_plan() -> None:
     paginator = OffsetPaginator(limit=5, total_path="total", concurrent=True)
     pages, seen = await run(paginator, [page({"data": rows(1, 2), "total": 2})], records_path="data")
     assert seen == ["/api/customers?offset=0&limit=5"] and pages == [rows(1, 2)]
+
+
+@pytest.mark.parametrize(
+    "paginator",
+    [
+        pytest.param({"type": "page_number", "page_size": 1, "total_path": "total"}, id="sequential"),
+        pytest.param({"type": "page_number", "page_size": 1, "total_path": "total", "concurrent": True}, id="planned"),
+    ],
+)
+async def test_a_page_lets_go_of_its_parsed_body_once_read(paginator: Any) -> None:
+    # A response is cyclic garbage (httpx's stream points back at it) that waits for the cyclic collector, maybe
+    # for many pages: it must not hold its page's records meanwhile. The collector is held off while the pages
+    # are read, so the responses are all still there to look at.
+    def respond(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": rows(int(request.url.params.get("page", 1))), "total": 3})
+
+    gc.collect()
+    gc.disable()
+    try:
+        with respx.mock(assert_all_called=False) as mock:
+            mock.get(url__startswith=BASE).mock(side_effect=respond)
+            async with client_for(paginator) as client:
+                pages = [page async for page in client.paginate("/customers", records_path="data")]
+        read = [o for o in gc.get_objects() if isinstance(o, httpx.Response) and str(o.request.url).startswith(BASE)]
+    finally:
+        gc.enable()
+    assert pages == [rows(1), rows(2), rows(3)]
+    assert len(read) >= 3
+    assert [response.extensions.get("restful_etl.json_body") for response in read] == [None] * len(read)

@@ -105,10 +105,16 @@ class Landing:
         self._stop.set()
 
 
-def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _serve(env: dict[str, str], log: Path, in_process: bool = False) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "prefect_restful_etl.deployments.cli.app", "serve"],
+            [
+                sys.executable,
+                "-m",
+                "prefect_restful_etl.deployments.cli.app",
+                "serve",
+                *(["--in-process"] * in_process),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -165,6 +171,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--changes", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--serve-in-process",
+        action="store_true",
+        help="serve the deployments with `restful-etl serve --in-process` (each micro-batch a task, not a process)",
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
     with RedisServer() as redis, PrefectServer() as prefect, DemoApis(crm_customers=200) as apis:
@@ -178,7 +189,7 @@ def main() -> None:
             SEAL_KEY_ENV: key,
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         }
-        served = _serve(env, home / "serve.log")
+        served = _serve(env, home / "serve.log", args.serve_in_process)
         rest = httpx.Client(base_url=prefect.api_url, timeout=30)
         try:
             deployment = _until(

@@ -45,8 +45,9 @@ def demo_config(apis: DemoApis, key: str) -> dict[str, Any]:
     }
 
 
-async def push_one_change(apis: DemoApis, console: Console) -> None:
-    """Start the receiver here, subscribe it to the CRM's hooks, change one customer, wait until it lands."""
+async def push_one_change(apis: DemoApis, console: Console) -> bool:
+    """Start the receiver here, subscribe it to the CRM's hooks, change one customer, wait until it lands;
+    whether it did."""
     key = os.environ.setdefault(SEAL_KEY_ENV, generate_key())  # the demo's own: sealed and opened in this process
     durable = os.environ.get("RESTFUL_ETL_STAGE_URL", "memory://").startswith(("redis", "mongodb"))
     config = parse_config(demo_config(apis, key))
@@ -70,6 +71,7 @@ async def push_one_change(apis: DemoApis, console: Console) -> None:
         console.print(f"customer 5 reached the accounting API by hook in {seconds:.1f} s (a micro-batch, no polling)")
     else:
         console.print(f"[red]customer 5 did not reach the accounting API within {seconds:.0f} s[/red]")
+    return landed
 
 
 async def _landed(http: httpx.AsyncClient, apis: DemoApis, key: str, email: str, deadline: float) -> bool:

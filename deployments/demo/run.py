@@ -159,7 +159,8 @@ def main() -> None:
             f"demo took {time.monotonic() - started:.1f}s."
         )
         console.print()
-        asyncio.run(push_one_change(apis, console))  # real time: a hook, not the next poll (hooks_demo.py)
+        if not asyncio.run(push_one_change(apis, console)):  # real time: a hook, not the next poll (hooks_demo.py)
+            raise SystemExit(1)  # the demo shows the hook land, or fails saying it did not
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ def test_the_demo_stages_in_mongodb_and_shows_where_without_the_password(
     assert words.count("for tenant 'demo': COMPLETED") == 2  # the full sync and the incremental one
     batches = re.findall(r"^batch id (\S+)$", done.stdout, flags=re.MULTILINE)
     assert len(batches) == 2
+    assert "customer 5 reached the accounting API by hook in" in words  # the last step: a hook, through Mongo
     # both batches staged there and dropped their documents (the hook receiver's intake, which the demo runs
     # last, keeps its own)
     with pymongo.MongoClient(url) as client:

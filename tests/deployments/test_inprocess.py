@@ -34,7 +34,7 @@ from prefect_restful_etl.deployments import inprocess
 from prefect_restful_etl.deployments import serve as serving
 from prefect_restful_etl.deployments.demo.apis import DemoApis
 from prefect_restful_etl.deployments.serve import batch_deployment
-from prefect_restful_etl.flows.catalog import batch_flows
+from prefect_restful_etl.flows.catalog import FOLDER_ENV, batch_flows
 from prefect_restful_etl.tasks.engine.redaction import MASK
 
 from fixtures.servers.prefect import PrefectServer
@@ -196,6 +196,8 @@ async def test_sigterm_stops_claiming_cancels_what_runs_and_pauses_the_schedules
     later = served.start_run(rest_parameters(demo_state, "inproc-shutdown"))
     await asyncio.sleep(1)
     assert served.state(later) == "SCHEDULED"  # nobody claimed it
+    # it holds the session demo APIs' plain credentials, which later tests look for in Prefect's database
+    served.api.delete(f"/flow_runs/{later}").raise_for_status()
 
 
 async def test_a_run_another_runner_claimed_first_is_not_run_twice(
@@ -252,10 +254,12 @@ async def test_two_runners_of_one_deployment_run_each_run_once(
         assert_complete(apis)  # one row per key: nothing written twice
 
 
-def test_serve_in_process_serves_what_serve_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_in_process_serves_what_serve_serves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The same deployments (names, tags, schedules, no parameter check), each with the flow its runs run."""
     given: dict[str, Any] = {}
     monkeypatch.setattr(serving, "sweep_once", lambda: None)  # the janitor's start-up sweep needs a Prefect API
+    # serve names the batch types folder in the process's environment for its runs: undone after this test
+    monkeypatch.setenv(FOLDER_ENV, str(tmp_path / "batch_types"))
     monkeypatch.setattr(serving, "serve", lambda *deployments, **options: given.update(serve=deployments))
     monkeypatch.setattr(inprocess, "serve_in_process", lambda pairs, **options: given.update(pairs=pairs, **options))
     serving.serve_all(limit=4, tenant_id="acme")

@@ -463,7 +463,8 @@ def test_prefect_deploy_all_deploys_both_deployments_and_a_worker_runs_them(ops:
         text=True,
         timeout=120,
     )
-    assert pool.returncode == 0, pool.stdout + pool.stderr
+    # the session's server may hold the pool already (another test deployed a project to it)
+    assert pool.returncode == 0 or "already exists" in pool.stdout + pool.stderr, pool.stdout + pool.stderr
     deployed = subprocess.run(
         [*prefect, "--no-prompt", "deploy", "--all"],
         check=False,

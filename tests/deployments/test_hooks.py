@@ -129,8 +129,9 @@ def test_a_change_in_the_crm_arrives_by_signed_hook_and_lands_through_a_micro_ba
     shown = json.loads(status.stdout)
     assert shown["batch"]["status"] == "COMPLETED" and shown["batch"]["batch_type"] == "crm-to-accounting"
     assert shown["hooks"][0]["accepted"] == 2 and shown["hooks"][0]["micro_batches"] >= 1
-    events = {e["event"] for e in _tenant_events(ops, "hooked")}
-    assert {"restful-etl.hook.received", "restful-etl.hook.batched"} <= events
+    # the server stores events as they reach it, in no set order: wait for both kinds (a deadline, not a sleep)
+    wanted = {"restful-etl.hook.received", "restful-etl.hook.batched"}
+    until(lambda: wanted <= {e["event"] for e in _tenant_events(ops, "hooked")}, "the hook events stored")
 
 
 def _tenant_events(ops: Operations, tenant: str) -> list[dict[str, Any]]:

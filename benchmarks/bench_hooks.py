@@ -41,6 +41,7 @@ from prefect_restful_etl.flows.sealing import SEAL_KEY_ENV, generate_key, seal
 from tests.fixtures.servers.prefect import PrefectServer
 from tests.fixtures.servers.redis import RedisServer
 from tests.hooks_support import ReceiverProcess, customer, hook, hooks_config, tenant_secret
+from tests.prefect_rest import RetryWhenBusy
 
 TENANT = "bench"
 
@@ -190,7 +191,7 @@ def main() -> None:
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         }
         served = _serve(env, home / "serve.log", args.serve_in_process)
-        rest = httpx.Client(base_url=prefect.api_url, timeout=30)
+        rest = httpx.Client(base_url=prefect.api_url, timeout=30, transport=RetryWhenBusy(attempts=30))
         try:
             deployment = _until(
                 lambda: (
